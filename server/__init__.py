@@ -1,0 +1,3 @@
+"""Nameplate: live chat with real, named human agents."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,68 @@
+"""create_app(settings): routes and lifespan wiring, no business logic."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.routing import BaseRoute, WebSocketRoute
+
+from server.config import Settings
+from server.context import Nameplate
+from server.errors import NameplateError
+from server.realtime.agent import agent_endpoint
+from server.realtime.visitor import visitor_endpoint
+from server.web import api, login, widget
+from server.web.responses import nameplate_error_handler
+
+ROOT = Path(__file__).resolve().parent.parent
+SESSION_COOKIE = "nameplate_session"
+# 12 hours: a working day and some; an agent logs in again the next morning.
+SESSION_MAX_AGE_SECONDS = 12 * 3600
+
+
+def create_app(settings: Settings | None = None, extra_routes: list[BaseRoute] | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+    nameplate = Nameplate.build(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await nameplate.start()
+        try:
+            yield
+        finally:
+            await nameplate.stop()
+
+    routes: list[BaseRoute] = [
+        WebSocketRoute("/ws/visitor", visitor_endpoint),
+        WebSocketRoute("/ws/agent", agent_endpoint),
+        *api.routes,
+        *login.routes,
+        *widget.routes,
+        *(extra_routes or []),
+    ]
+    middleware = [
+        Middleware(
+            SessionMiddleware,
+            secret_key=settings.secret_key,
+            session_cookie=SESSION_COOKIE,
+            max_age=SESSION_MAX_AGE_SECONDS,
+            same_site="lax",
+            https_only=settings.cookie_secure,
+        )
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={NameplateError: nameplate_error_handler},
+    )
+    app.state.nameplate = nameplate
+    app.state.settings = settings
+    logging.getLogger("nameplate").setLevel(settings.log_level.upper())
+    return app

@@ -1,0 +1,121 @@
+"""The broker contract: a handful of async methods every backend implements the same way.
+
+Three jobs:
+- fan-out: `publish` an event on a channel; every process's local `subscribe`rs get it;
+- presence: which agents have live sockets (with a grace period before they count as gone);
+- routing state: per-site queue and agents (status, capacity, teams, their active conversations),
+  changed only through methods that are atomic across processes.
+
+Handlers are plain callables run on the event loop: they must not block and must not raise (a raising
+handler is logged and skipped; the others still get the event).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from server.routing_plan import AgentState, QueueEntry
+
+Event = dict[str, Any]
+Handler = Callable[[Event], None]
+ResetCallback = Callable[[], Awaitable[None]]
+
+
+class Broker(abc.ABC):
+    """One per process. Channel names and keys are plain strings; backends add their own prefix."""
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def connect(self) -> None:  # noqa: B027  (optional hook)
+        """Open connections and start background readers."""
+
+    async def disconnect(self) -> None:  # noqa: B027  (optional hook)
+        """Stop background work and close connections."""
+
+    async def healthy(self) -> bool:
+        """True while the backend answers (the memory backend always does)."""
+        return True
+
+    def on_reset(self, callback: ResetCallback) -> None:  # noqa: B027  (optional hook)
+        """Register a coroutine to run after the backend lost its state (e.g. Redis flushed or restarted),
+        so the app can rebuild queue, loads and presence from the store and its live sockets."""
+
+    # -- fan-out -----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def publish(self, channel: str, event: Event) -> None: ...
+
+    @abc.abstractmethod
+    async def subscribe(self, channel: str, handler: Handler) -> None: ...
+
+    @abc.abstractmethod
+    async def unsubscribe(self, channel: str, handler: Handler) -> None: ...
+
+    # -- presence ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def agent_connected(self, site_id: str, agent_id: str, connection_id: str, ttl: float) -> None:
+        """A socket for this agent is open; it counts as live for `ttl` seconds unless refreshed."""
+
+    @abc.abstractmethod
+    async def agent_disconnected(self, site_id: str, agent_id: str, connection_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def refresh_connections(self, connections: list[tuple[str, str, str]], ttl: float) -> None:
+        """Heartbeat: extend the life of these (site_id, agent_id, connection_id) sockets."""
+
+    @abc.abstractmethod
+    async def live_connection_count(self, site_id: str, agent_id: str) -> int: ...
+
+    @abc.abstractmethod
+    async def take_gone_agents(self, grace: float) -> list[tuple[str, str]]:
+        """Agents (site_id, agent_id) not offline, with no live socket for at least `grace` seconds.
+        Marks each offline and returns it to exactly one caller across all processes; their
+        conversations stay recorded so the caller can requeue them."""
+
+    # -- routing state -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def set_agent_status(
+        self, site_id: str, agent_id: str, status: str, capacity: int, teams: frozenset[str]
+    ) -> None:
+        """Create or update an agent's routing record; keeps their current conversations."""
+
+    @abc.abstractmethod
+    async def agents(self, site_id: str) -> list[AgentState]: ...
+
+    @abc.abstractmethod
+    async def enqueue(self, site_id: str, entry: QueueEntry, front: bool = False) -> None:
+        """Add to the site's queue (or update the entry). `front` places it ahead of everyone."""
+
+    @abc.abstractmethod
+    async def dequeue(self, site_id: str, conversation_id: str) -> bool:
+        """Remove from the queue; True if it was there."""
+
+    @abc.abstractmethod
+    async def queue(self, site_id: str) -> list[QueueEntry]:
+        """The site's queue, longest-waiting first."""
+
+    @abc.abstractmethod
+    async def assign(self, site_id: str, now: float) -> list[tuple[str, str]]:
+        """Atomically pair queued conversations with agents that have room (see routing_plan), move them
+        out of the queue and into the agents' conversation sets. Never gives one conversation to two
+        agents, never exceeds capacity, whichever processes call it at once."""
+
+    @abc.abstractmethod
+    async def attach(self, site_id: str, agent_id: str, conversation_id: str) -> None:
+        """Record a conversation as the agent's (direct transfer, rebuild); removes it from the queue."""
+
+    @abc.abstractmethod
+    async def detach(self, site_id: str, agent_id: str, conversation_id: str) -> None:
+        """The agent no longer holds this conversation (closed, transferred away, requeued). Idempotent."""
+
+    @abc.abstractmethod
+    async def replace_site_state(
+        self, site_id: str, queue: list[QueueEntry], conversations_by_agent: dict[str, set[str]]
+    ) -> None:
+        """Rebuild after a state loss: the queue and each known agent's conversations, from the store."""
+
+    # -- counters ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def hit(self, key: str, limit: int, window: float) -> tuple[bool, float]:
+        """Count one attempt in a fixed window shared by all processes.
+        Returns (allowed, seconds until the window resets)."""

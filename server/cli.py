@@ -1,0 +1,165 @@
+"""The one `nameplate` command: serve, demo, migrate, site, agent."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+from pathlib import Path
+
+from server.config import Settings
+
+
+def run_server(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from server.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        # Per-message deflate costs ~300 KiB a socket for a few bytes saved on short chat frames.
+        ws_per_message_deflate=False,
+        ws="websockets-sansio",
+        # Pings every 20 s find dead peers (phones that walked out of Wi-Fi) within a minute.
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        proxy_headers=True,
+        log_level=settings.log_level,
+    )
+
+
+async def _with_nameplate(settings: Settings, work) -> object:  # noqa: ANN001
+    from server.context import Nameplate
+    from server.db import create_tables
+
+    nameplate = Nameplate.build(settings)
+    await create_tables(nameplate.engine)
+    try:
+        return await work(nameplate)
+    finally:
+        await nameplate.engine.dispose()
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    run_server(Settings.from_env(), args.host, args.port)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from server.demo import DEMO_PASSWORD, DEMO_SITE_KEY, seed_demo
+
+    database = Path(args.database).resolve()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    env = dict(os.environ)
+    env["DATABASE_URL"] = f"sqlite+aiosqlite:///{database}"
+    env.pop("REDIS_URL", None)
+    settings = Settings.from_env(env)
+    base = f"http://{args.host}:{args.port}"
+    origins = f"{base} http://localhost:{args.port} http://127.0.0.1:{args.port}"
+    people = asyncio.run(_with_nameplate(settings, lambda np: seed_demo(np, origins)))
+    print(f"\nNameplate demo — database {database}\n")
+    print(f"  Shop page (visitor):   {base}/demo")
+    print(f"  Agent console:         {base}/login")
+    print(f"  Site key:              {DEMO_SITE_KEY}\n")
+    for person in people:  # type: ignore[union-attr]
+        print(f"  {person.given_name} {person.family_name:<20} {person.role:<10} {person.email}  / {DEMO_PASSWORD}")
+    print()
+    sys.stdout.flush()
+    run_server(settings, args.host, args.port)
+
+
+def cmd_migrate(_args: argparse.Namespace) -> None:
+    settings = Settings.from_env()
+    asyncio.run(_with_nameplate(settings, lambda _np: asyncio.sleep(0)))
+    print("schema is up to date")
+
+
+def cmd_site_create(args: argparse.Namespace) -> None:
+    settings = Settings.from_env()
+
+    async def work(np):  # noqa: ANN001, ANN202
+        return await np.directory.create_site(args.name, allowed_origins=" ".join(args.origin or []))
+
+    site = asyncio.run(_with_nameplate(settings, work))
+    print(f"site created: {site.name}")  # type: ignore[attr-defined]
+    print(f"  public key (for the widget tag): {site.public_key}")  # type: ignore[attr-defined]
+    print(f"  identity secret (keep private):  {site.secret}")  # type: ignore[attr-defined]
+
+
+def cmd_agent_create(args: argparse.Namespace) -> None:
+    from server.errors import NameplateError
+    from server.photos import store_photo
+
+    settings = Settings.from_env()
+    password = os.environ.get("NAMEPLATE_AGENT_PASSWORD") or getpass.getpass("Password for the new agent: ")
+    photo = Path(args.photo).read_bytes() if args.photo else None
+
+    async def work(np):  # noqa: ANN001, ANN202
+        site = await np.directory.site_by_key(args.site)
+        if site is None:
+            raise NameplateError("not_found", f"no site with key {args.site!r}")
+        agent = await np.directory.create_agent(
+            site.id, given_name=args.given_name, family_name=args.family_name, email=args.email,
+            password=password, title=args.title, intro=args.intro, role=args.role, capacity=args.capacity,
+        )
+        if photo is not None:
+            await store_photo(np.sessions, agent.id, photo)
+        return agent
+
+    try:
+        agent = asyncio.run(_with_nameplate(settings, work))
+    except (NameplateError, ValueError) as exc:
+        print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        sys.exit(2)
+    print(f"agent created: {agent.full_name} <{agent.email}> ({agent.role})")  # type: ignore[attr-defined]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nameplate", description="Live chat with real, named people.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    serve.set_defaults(func=cmd_serve)
+
+    demo = commands.add_parser("demo", help="fresh demo shop with three agents, then serve it")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    demo.add_argument("--database", default="nameplate-demo.db")
+    demo.set_defaults(func=cmd_demo)
+
+    migrate = commands.add_parser("migrate", help="bring the database schema up to date")
+    migrate.set_defaults(func=cmd_migrate)
+
+    site = commands.add_parser("site", help="manage sites").add_subparsers(dest="action", required=True)
+    site_create = site.add_parser("create", help="create a site")
+    site_create.add_argument("--name", required=True)
+    site_create.add_argument("--origin", action="append", help="an origin allowed to embed the widget; repeat")
+    site_create.set_defaults(func=cmd_site_create)
+
+    agent = commands.add_parser("agent", help="manage agents").add_subparsers(dest="action", required=True)
+    agent_create = agent.add_parser("create", help="create an agent (password from NAMEPLATE_AGENT_PASSWORD "
+                                                    "or asked for)")
+    agent_create.add_argument("--site", required=True, help="the site's public key")
+    agent_create.add_argument("--given-name", required=True)
+    agent_create.add_argument("--family-name", required=True)
+    agent_create.add_argument("--email", required=True)
+    agent_create.add_argument("--title", default="")
+    agent_create.add_argument("--intro", default="")
+    agent_create.add_argument("--role", default="agent", choices=["agent", "supervisor", "admin"])
+    agent_create.add_argument("--capacity", type=int, default=None)
+    agent_create.add_argument("--photo", help="PNG, JPEG or WebP portrait")
+    agent_create.set_defaults(func=cmd_agent_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    args.func(args)

@@ -1,0 +1,89 @@
+"""The running server's parts, built once per process and shared by every endpoint."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.auth import VisitorTokens
+from server.broker import make_broker
+from server.broker.base import Broker
+from server.config import Settings
+from server.conversations import Conversations
+from server.customers import Customers
+from server.db import Sessions, create_tables, make_engine, make_sessions
+from server.directory import Directory
+from server.message_log import MessageLog
+from server.presence import Presence
+from server.routing import Router
+
+log = logging.getLogger("nameplate")
+
+
+@dataclass
+class Nameplate:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: Sessions
+    broker: Broker
+    log: MessageLog
+    tokens: VisitorTokens
+    directory: Directory
+    customers: Customers
+    conversations: Conversations
+    router: Router
+    presence: Presence
+
+    @classmethod
+    def build(cls, settings: Settings) -> Nameplate:
+        engine = make_engine(settings.database_url)
+        sessions = make_sessions(engine)
+        broker = make_broker(settings.redis_url, settings.redis_prefix)
+        message_log = MessageLog(engine)
+        tokens = VisitorTokens(settings.secret_key)
+        directory = Directory(sessions, settings.agent_default_capacity)
+        customers = Customers(sessions, tokens)
+        conversations = Conversations(sessions, message_log, broker, directory, settings.max_message_chars)
+        router = Router(sessions, broker, conversations, directory)
+        presence = Presence(
+            broker, router, settings.agent_grace_seconds, settings.presence_interval_seconds
+        )
+        return cls(settings, engine, sessions, broker, message_log, tokens, directory, customers,
+                   conversations, router, presence)
+
+    async def start(self) -> None:
+        if self.settings.is_sqlite:
+            await create_tables(self.engine)
+        await self.broker.connect()
+        self.broker.on_reset(self.recover_broker_state)
+        self.log.start()
+        # The broker may be new (memory) or shared (Redis): make sure it reflects the store.
+        await self.router.rebuild()
+        self.presence.start()
+        await self.router.drain_all()
+
+    async def recover_broker_state(self) -> None:
+        """Redis was flushed or restarted: rebuild queue and loads from the store, presence from sockets."""
+        log.warning("the broker lost its state; rebuilding it from the store and live sockets")
+        await self.router.rebuild()
+        await self.presence.reregister()
+        await self.router.drain_all()
+
+    async def stop(self) -> None:
+        await self.presence.stop()
+        await self.router.stop()
+        await self.log.stop()
+        await self.broker.disconnect()
+        await self.engine.dispose()
+
+    async def store_ready(self) -> bool:
+        try:
+            async with self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            log.exception("store check failed")
+            return False

@@ -1,0 +1,196 @@
+"""Durable message appends with group commit.
+
+Every message is stored before its sender is acknowledged. Messages that arrive while a commit is in
+flight are written together in the next transaction, so one commit serves many messages (the disk, not
+Python, is the limit). Within that transaction each conversation row is locked, its `last_seq` read and
+advanced, so seqs are gap-free and unique even with several processes writing to PostgreSQL. A
+`client_id` already stored for the conversation returns its original seq: retries never duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.models import Conversation, ConversationStatus, Message, utcnow
+
+log = logging.getLogger("nameplate.message_log")
+
+# A batch bigger than this is split: it bounds one transaction's size and the latency of its first message.
+MAX_BATCH = 500
+
+
+class ConversationClosed(Exception):
+    """The conversation was closed before this message could be stored."""
+
+
+class ConversationMissing(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    conversation_id: str
+    author_kind: str
+    body: str
+    agent_id: str | None = None
+    client_id: str | None = None
+    private: bool = False
+    # System lines (e.g. "conversation closed") may be written to a closed conversation.
+    allow_closed: bool = False
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    conversation_id: str
+    seq: int
+    author_kind: str
+    body: str
+    agent_id: str | None
+    client_id: str | None
+    private: bool
+    created_at: datetime
+    # True when this client_id had been stored before: the caller acks again but publishes nothing.
+    duplicate: bool = False
+
+
+_Pending = tuple[NewMessage, "asyncio.Future[StoredMessage]"]
+
+
+class MessageLog:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._pending: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="message-log")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        for _, future in self._pending:
+            if not future.done():
+                future.set_exception(RuntimeError("server shutting down"))
+        self._pending.clear()
+
+    async def append(self, message: NewMessage) -> StoredMessage:
+        """Store one message; returns once it is committed (or raises)."""
+        future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
+        self._pending.append((message, future))
+        self._wake.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                try:
+                    results = await self._write([message for message, _ in batch])
+                except Exception as exc:
+                    log.exception("storing %d messages failed", len(batch))
+                    results = [exc] * len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+
+    async def _write(self, batch: list[NewMessage]) -> list[StoredMessage | Exception]:
+        conversation_ids = sorted({m.conversation_id for m in batch})
+        client_ids = {m.client_id for m in batch if m.client_id}
+        now = utcnow()
+        async with self._engine.begin() as connection:
+            # Sorted ids and FOR UPDATE: processes lock conversations in the same order, so no deadlock.
+            rows = await connection.execute(
+                select(Conversation.id, Conversation.last_seq, Conversation.status)
+                .where(Conversation.id.in_(conversation_ids))
+                .order_by(Conversation.id)
+                .with_for_update()
+            )
+            state = {row.id: [row.last_seq, row.status] for row in rows}
+            known: dict[tuple[str, str], StoredMessage] = {}
+            if client_ids:
+                existing = await connection.execute(
+                    select(Message).where(
+                        and_(Message.conversation_id.in_(conversation_ids), Message.client_id.in_(client_ids))
+                    )
+                )
+                for row in existing:
+                    known[(row.conversation_id, row.client_id)] = _stored(row, duplicate=True)
+            results: list[StoredMessage | Exception] = []
+            new_rows: list[dict[str, object]] = []
+            first_reply: set[str] = set()
+            for message in batch:
+                key = (message.conversation_id, message.client_id or "")
+                if message.client_id and key in known:
+                    results.append(replace(known[key], duplicate=True))
+                    continue
+                current = state.get(message.conversation_id)
+                if current is None:
+                    results.append(ConversationMissing(message.conversation_id))
+                    continue
+                if current[1] == ConversationStatus.closed and not message.allow_closed:
+                    results.append(ConversationClosed(message.conversation_id))
+                    continue
+                current[0] += 1
+                row = {
+                    "conversation_id": message.conversation_id,
+                    "seq": current[0],
+                    "author_kind": message.author_kind,
+                    "agent_id": message.agent_id,
+                    "body": message.body,
+                    "private": message.private,
+                    "client_id": message.client_id,
+                    "created_at": now,
+                }
+                new_rows.append(row)
+                stored = StoredMessage(
+                    message.conversation_id, current[0], message.author_kind, message.body,
+                    message.agent_id, message.client_id, message.private, now,
+                )
+                if message.client_id:
+                    known[key] = stored
+                if message.author_kind == "agent" and not message.private:
+                    first_reply.add(message.conversation_id)
+                results.append(stored)
+            if new_rows:
+                await connection.execute(insert(Message), new_rows)
+                touched = {row["conversation_id"] for row in new_rows}
+                await connection.execute(
+                    update(Conversation)
+                    .where(Conversation.id == bindparam("cid"))
+                    .values(last_seq=bindparam("seq")),
+                    [{"cid": cid, "seq": state[cid][0]} for cid in sorted(touched)],
+                )
+            if first_reply:
+                await connection.execute(
+                    update(Conversation)
+                    .where(Conversation.id.in_(first_reply), Conversation.first_agent_reply_at.is_(None))
+                    .values(first_agent_reply_at=now)
+                )
+        return results
+
+
+def _stored(row: Any, duplicate: bool = False) -> StoredMessage:
+    return StoredMessage(
+        row.conversation_id, row.seq, row.author_kind, row.body, row.agent_id, row.client_id,
+        row.private, row.created_at, duplicate,
+    )

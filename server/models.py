@@ -1,0 +1,190 @@
+"""The durable store's tables (SQLModel). The store is the truth; the broker only mirrors what is fast-moving."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def new_id() -> str:
+    """A short random id: unguessable on the wire, unlike a counter."""
+    return secrets.token_urlsafe(12)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO-8601 in UTC with a 'Z', the one time format on the wire."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+class Role(StrEnum):
+    agent = "agent"
+    supervisor = "supervisor"
+    admin = "admin"
+
+
+class ConversationStatus(StrEnum):
+    queued = "queued"
+    active = "active"
+    closed = "closed"
+
+
+class AuthorKind(StrEnum):
+    visitor = "visitor"
+    agent = "agent"
+    system = "system"
+
+
+class Site(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    public_key: str = Field(default_factory=lambda: "site_" + secrets.token_urlsafe(12), unique=True,
+                            max_length=64)
+    name: str = Field(max_length=200)
+    # Space-separated origins allowed to embed the widget; "*" allows any.
+    allowed_origins: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    # Key for identity verification: user_hash = HMAC-SHA256(secret, user_id).
+    secret: str = Field(default_factory=lambda: secrets.token_urlsafe(32), max_length=128)
+    require_verification: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        """Browsers always send Origin on websockets; a client without one is not a browser page."""
+        if origin is None:
+            return True
+        allowed = self.allowed_origins.split()
+        return "*" in allowed or origin.rstrip("/") in (o.rstrip("/") for o in allowed)
+
+
+class Team(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    site_id: str = Field(foreign_key="site.id", index=True, max_length=32)
+    name: str = Field(max_length=100)
+
+
+class Agent(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("site_id", "email"),)
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    site_id: str = Field(foreign_key="site.id", index=True, max_length=32)
+    given_name: str = Field(max_length=100)
+    family_name: str = Field(max_length=100)
+    title: str = Field(default="", max_length=120)
+    intro: str = Field(default="", max_length=280)
+    email: str = Field(max_length=254)
+    password_hash: str = Field(max_length=255)
+    role: str = Field(default=Role.agent.value, max_length=20)
+    capacity: int = 3
+    active: bool = True
+    # Bumped on deactivation and password reset: every older session cookie stops working.
+    session_version: int = 0
+    photo_version: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.given_name} {self.family_name}"
+
+    @property
+    def photo_url(self) -> str | None:
+        return f"/agents/{self.id}/photo?v={self.photo_version}" if self.photo_version else None
+
+
+class AgentTeam(SQLModel, table=True):
+    agent_id: str = Field(foreign_key="agent.id", primary_key=True, max_length=32)
+    team_id: str = Field(foreign_key="team.id", primary_key=True, max_length=32)
+
+
+class AgentPhoto(SQLModel, table=True):
+    """Kept in the store, not on disk, so every process serves the same photo without shared storage."""
+
+    agent_id: str = Field(foreign_key="agent.id", primary_key=True, max_length=32)
+    content_type: str = Field(max_length=50)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Customer(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("site_id", "external_id"),)
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    site_id: str = Field(foreign_key="site.id", index=True, max_length=32)
+    # The website's own user id, set only by a verified identify.
+    external_id: str | None = Field(default=None, max_length=200)
+    name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=254)
+    verified: bool = False
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # When an anonymous record is folded into a verified one, its visitor token follows the pointer.
+    merged_into: str | None = Field(default=None, max_length=32)
+    current_url: str | None = Field(default=None, max_length=2000)
+    current_title: str | None = Field(default=None, max_length=300)
+    locale: str | None = Field(default=None, max_length=35)
+    timezone: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_seen_at: datetime = Field(default_factory=utcnow)
+
+
+class Conversation(SQLModel, table=True):
+    __table_args__ = (
+        Index("ix_conversation_site_status", "site_id", "status"),
+        Index("ix_conversation_customer", "customer_id", "created_at"),
+    )
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    site_id: str = Field(foreign_key="site.id", max_length=32)
+    customer_id: str = Field(foreign_key="customer.id", max_length=32)
+    status: str = Field(default=ConversationStatus.queued.value, max_length=10)
+    agent_id: str | None = Field(default=None, foreign_key="agent.id", index=True, max_length=32)
+    team_id: str | None = Field(default=None, foreign_key="team.id", max_length=32)
+    # The last seq handed out; bumped in the transaction that stores the message, so seqs are gap-free.
+    last_seq: int = 0
+    # Read receipts: the highest seq each side has seen, so a reload shows "read" correctly.
+    visitor_read_seq: int = 0
+    agent_read_seq: int = 0
+    # Where the reply goes when no agent was online.
+    offline_email: str | None = Field(default=None, max_length=254)
+    created_at: datetime = Field(default_factory=utcnow)
+    assigned_at: datetime | None = None
+    first_agent_reply_at: datetime | None = None
+    closed_at: datetime | None = None
+
+
+class Message(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "seq"),
+        UniqueConstraint("conversation_id", "client_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id", max_length=32)
+    seq: int
+    author_kind: str = Field(max_length=10)
+    agent_id: str | None = Field(default=None, foreign_key="agent.id", max_length=32)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    # Private notes are for agents and supervisors only; the visitor socket never carries them.
+    private: bool = False
+    client_id: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Rating(SQLModel, table=True):
+    conversation_id: str = Field(foreign_key="conversation.id", primary_key=True, max_length=32)
+    score: int
+    comment: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PageView(SQLModel, table=True):
+    __table_args__ = (Index("ix_pageview_customer", "customer_id", "viewed_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: str = Field(foreign_key="customer.id", max_length=32)
+    url: str = Field(max_length=2000)
+    title: str = Field(default="", max_length=300)
+    viewed_at: datetime = Field(default_factory=utcnow)

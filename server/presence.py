@@ -1,0 +1,76 @@
+"""Agent presence: which agents have live sockets, and what happens when the last one has been gone too long.
+
+Each process registers its agents' sockets with the broker and refreshes them on a heartbeat; a process
+that dies stops refreshing, so its sockets expire. The same loop asks the broker for agents gone longer
+than the grace period (each handed to exactly one process) and requeues their chats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from server.broker.base import Broker
+from server.routing import Router
+
+log = logging.getLogger("nameplate.presence")
+
+
+class Presence:
+    def __init__(self, broker: Broker, router: Router, grace: float, interval: float) -> None:
+        self._broker = broker
+        self._router = router
+        self._grace = grace
+        self._interval = interval
+        # A socket lives three heartbeats without a refresh: one missed beat is not a disconnect.
+        self._ttl = max(3 * interval, 1.0)
+        self._local: dict[str, tuple[str, str]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="presence")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def connected(self, site_id: str, agent_id: str, connection_id: str) -> None:
+        self._local[connection_id] = (site_id, agent_id)
+        await self._broker.agent_connected(site_id, agent_id, connection_id, self._ttl)
+
+    async def disconnected(self, connection_id: str) -> None:
+        owner = self._local.pop(connection_id, None)
+        if owner is not None:
+            await self._broker.agent_disconnected(owner[0], owner[1], connection_id)
+
+    def local_agents(self) -> set[tuple[str, str]]:
+        return set(self._local.values())
+
+    async def reregister(self) -> None:
+        """After the broker lost its state: announce this process's live sockets again."""
+        for connection_id, (site_id, agent_id) in list(self._local.items()):
+            await self._broker.agent_connected(site_id, agent_id, connection_id, self._ttl)
+
+    async def beat(self) -> None:
+        connections = [(site, agent, cid) for cid, (site, agent) in self._local.items()]
+        if connections:
+            await self._broker.refresh_connections(connections, self._ttl)
+        for site_id, agent_id in await self._broker.take_gone_agents(self._grace):
+            log.info("agent %s is gone; requeueing their chats", agent_id)
+            await self._router.agent_gone(site_id, agent_id)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.beat()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("presence heartbeat failed; retrying next beat")

@@ -1,0 +1,254 @@
+"""/ws/agent: an agent's or supervisor's console socket, authenticated by the console session cookie."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any
+
+from starlette.websockets import WebSocket
+
+from server import channels
+from server.auth import SESSION_AGENT, SESSION_VERSION
+from server.context import Nameplate
+from server.directory import agent_card
+from server.errors import Forbidden, NameplateError
+from server.message_log import NewMessage
+from server.models import Agent, AuthorKind, Conversation, ConversationStatus, Role
+from server.protocol import (
+    AgentHello,
+    AgentRead,
+    AgentSend,
+    AgentTyping,
+    Close,
+    Note,
+    Ping,
+    ProtocolError,
+    Status,
+    Transfer,
+    Watch,
+    ack_frame,
+    parse_agent_frame,
+    parse_agent_hello,
+)
+from server.ratelimit import TokenBucket
+from server.realtime.common import FrameLoop, receive_hello, refuse
+from server.realtime.connection import CLOSE_UNAUTHORIZED, Connection
+
+log = logging.getLogger("nameplate.realtime")
+
+
+def same_origin(websocket: WebSocket, public_url: str | None) -> bool:
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return True
+    host = websocket.headers.get("host", "")
+    allowed = {f"http://{host}", f"https://{host}"}
+    if public_url:
+        allowed.add(public_url)
+    return origin.rstrip("/") in allowed
+
+
+async def session_agent(nameplate: Nameplate, session: dict[str, Any]) -> Agent | None:
+    """The agent behind a console session, if the session is still valid (active, not revoked)."""
+    agent_id = session.get(SESSION_AGENT)
+    if not isinstance(agent_id, str):
+        return None
+    agent = await nameplate.directory.agent(agent_id)
+    if agent is None or not agent.active or session.get(SESSION_VERSION) != agent.session_version:
+        return None
+    return agent
+
+
+async def agent_endpoint(websocket: WebSocket) -> None:
+    nameplate: Nameplate = websocket.app.state.nameplate
+    await websocket.accept()
+    agent = await session_agent(nameplate, websocket.session)
+    if agent is None:
+        await refuse(websocket, "unauthorized", "log in to the console first")
+        return
+    if not same_origin(websocket, nameplate.settings.public_url):
+        await refuse(websocket, "origin", "the console socket only serves its own pages")
+        return
+    text = await receive_hello(websocket)
+    if text is None:
+        await refuse(websocket, "hello_required", "say hello first")
+        return
+    try:
+        hello = parse_agent_hello(text)
+    except ProtocolError as exc:
+        await refuse(websocket, exc.code, exc.message)
+        return
+    connection = Connection(websocket)
+    session = AgentSession(nameplate, connection, agent)
+    try:
+        await session.start(hello)
+        await FrameLoop(websocket, connection).run(parse_agent_frame, session.handle)
+    finally:
+        connection.closed_by_peer()
+        await session.stop()
+
+
+class AgentSession:
+    def __init__(self, nameplate: Nameplate, connection: Connection, agent: Agent) -> None:
+        self.np = nameplate
+        self.connection = connection
+        self.agent = agent
+        self.connection_id = secrets.token_hex(8)
+        self._watching: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._messages = TokenBucket(30, 10)
+        self._chatter = TokenBucket(20, 5)
+
+    @property
+    def is_supervisor(self) -> bool:
+        return self.agent.role in (Role.supervisor.value, Role.admin.value)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    async def start(self, hello: AgentHello) -> None:
+        agent = self.agent
+        await self.np.broker.subscribe(channels.agent(agent.id), self._on_agent_event)
+        await self.np.broker.subscribe(channels.site(agent.site_id), self.connection.send)
+        await self.np.presence.connected(agent.site_id, agent.id, self.connection_id)
+        mine = await self.np.conversations.for_agent(agent.id)
+        for conversation in mine:
+            await self._watch(conversation.id)
+            self.connection.hold(conversation.id)
+        state = next((a for a in await self.np.broker.agents(agent.site_id) if a.agent_id == agent.id), None)
+        # Back within the grace period: keep the status they had; otherwise they arrive available.
+        status = state.status if state is not None and state.status != "offline" else "available"
+        queued = await self.np.broker.queue(agent.site_id)
+        queued_conversations = [await self.np.conversations.get(e.conversation_id) for e in queued]
+        self.connection.send(
+            {
+                "type": "welcome",
+                "agent": {**agent_card(agent), "role": agent.role, "email": agent.email},
+                "status": status,
+                "capacity": agent.capacity,
+                "conversations": [await self.np.conversations.summary(c) for c in mine],
+                "queue": [await self.np.conversations.summary(c) for c in queued_conversations if c],
+                "teams": [{"id": t.id, "name": t.name} for t in await self.np.directory.teams(agent.site_id)],
+                "colleagues": [
+                    agent_card(a) for a in await self.np.directory.agents(agent.site_id)
+                    if a.active and a.id != agent.id
+                ],
+            }
+        )
+        for conversation in mine:
+            await self._replay(conversation.id, hello.resume_after.get(conversation.id, 0))
+        await self.np.router.set_status(agent, status)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.np.presence.disconnected(self.connection_id)
+        await self.np.broker.unsubscribe(channels.agent(self.agent.id), self._on_agent_event)
+        await self.np.broker.unsubscribe(channels.site(self.agent.site_id), self.connection.send)
+        for conversation_id in self._watching:
+            await self.np.broker.unsubscribe(channels.conversation(conversation_id), self.connection.send)
+            await self.np.broker.unsubscribe(channels.staff(conversation_id), self.connection.send)
+        self._watching.clear()
+
+    async def _watch(self, conversation_id: str) -> None:
+        if conversation_id in self._watching:
+            return
+        self._watching.add(conversation_id)
+        await self.np.broker.subscribe(channels.conversation(conversation_id), self.connection.send)
+        await self.np.broker.subscribe(channels.staff(conversation_id), self.connection.send)
+
+    async def _replay(self, conversation_id: str, after: int) -> None:
+        last = after
+        for frame in await self.np.conversations.history(conversation_id, after, include_private=True):
+            self.connection.send(frame, replayed=True)
+            last = frame["seq"]
+        self.connection.release(conversation_id, last)
+
+    async def _take_over(self, conversation_id: str) -> None:
+        """A conversation was just assigned to this agent: follow it and send its history."""
+        try:
+            self.connection.hold(conversation_id)
+            await self._watch(conversation_id)
+            await self._replay(conversation_id, 0)
+        except Exception:
+            log.exception("sending the history of %s failed", conversation_id)
+            self.connection.release(conversation_id, 0)
+
+    # -- broker events -------------------------------------------------------------------------------
+    def _on_agent_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "session_ended":
+            self.connection.send({"type": "error", "code": "session_ended", "message": "signed out"})
+            self.connection.close(CLOSE_UNAUTHORIZED, "session ended")
+            return
+        self.connection.send(event)
+        if kind == "assigned":
+            task = asyncio.create_task(self._take_over(event["conversation"]["id"]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    # -- client frames -------------------------------------------------------------------------------
+    async def _mine(self, conversation_id: str) -> Conversation:
+        """A conversation this agent may write into: same site, assigned to them, open."""
+        conversation = await self.np.conversations.get_in_site(conversation_id, self.agent.site_id)
+        if conversation.agent_id != self.agent.id or conversation.status != ConversationStatus.active.value:
+            raise Forbidden("this conversation is not assigned to you")
+        return conversation
+
+    async def handle(self, frame: Any) -> None:
+        if isinstance(frame, AgentSend):
+            body = self.np.conversations.clean_body(frame.body)
+            if not self._messages.take():
+                raise NameplateError("rate_limited", "sending too quickly")
+            conversation = await self._mine(frame.conversation_id)
+            stored = await self.np.conversations.post(
+                NewMessage(conversation.id, AuthorKind.agent.value, body, agent_id=self.agent.id,
+                           client_id=frame.client_id),
+                {"kind": AuthorKind.agent.value, **agent_card(self.agent)},
+            )
+            self.connection.send(ack_frame(frame.client_id, stored.seq, conversation.id))
+        elif isinstance(frame, Note):
+            body = self.np.conversations.clean_body(frame.body)
+            conversation = await self._mine(frame.conversation_id)
+            stored = await self.np.conversations.post(
+                NewMessage(conversation.id, AuthorKind.agent.value, body, agent_id=self.agent.id,
+                           client_id=frame.client_id, private=True),
+                {"kind": AuthorKind.agent.value, **agent_card(self.agent)},
+            )
+            if frame.client_id:
+                self.connection.send(ack_frame(frame.client_id, stored.seq, conversation.id))
+        elif isinstance(frame, AgentTyping):
+            if self._chatter.take():
+                conversation = await self._mine(frame.conversation_id)
+                await self.np.conversations.typing(conversation.id, "agent", frame.on, self.agent.given_name)
+        elif isinstance(frame, AgentRead):
+            conversation = await self._mine(frame.conversation_id)
+            await self.np.conversations.mark_read(conversation, "agent", frame.seq)
+        elif isinstance(frame, Status):
+            await self.np.router.set_status(self.agent, frame.status)
+        elif isinstance(frame, Close):
+            conversation = await self._mine(frame.conversation_id)
+            if await self.np.conversations.close(conversation, self.agent.full_name):
+                await self.np.router.release(conversation)
+        elif isinstance(frame, Transfer):
+            conversation = await self._mine(frame.conversation_id)
+            await self.np.router.transfer(conversation, self.agent, frame.to_agent, frame.to_team, frame.note)
+        elif isinstance(frame, Watch):
+            await self._watch_request(frame)
+        elif isinstance(frame, Ping):
+            self.connection.send({"type": "pong"})
+
+    async def _watch_request(self, frame: Watch) -> None:
+        conversation = await self.np.conversations.get_in_site(frame.conversation_id, self.agent.site_id)
+        if not self.is_supervisor and conversation.agent_id != self.agent.id:
+            raise Forbidden("only supervisors can open other agents' conversations")
+        if not frame.on:
+            if conversation.agent_id != self.agent.id and conversation.id in self._watching:
+                self._watching.discard(conversation.id)
+                await self.np.broker.unsubscribe(channels.conversation(conversation.id), self.connection.send)
+                await self.np.broker.unsubscribe(channels.staff(conversation.id), self.connection.send)
+            return
+        self.connection.send({"type": "watching", "conversation": await self.np.conversations.summary(conversation)})
+        self.connection.hold(conversation.id)
+        await self._watch(conversation.id)
+        await self._replay(conversation.id, 0)

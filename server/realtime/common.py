@@ -1,0 +1,87 @@
+"""What both socket endpoints share: reading frames, counting bad ones, answering errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from server.errors import NameplateError
+from server.protocol import error_frame
+from server.realtime.connection import CLOSE_BAD_INPUT, CLOSE_RATE_LIMITED, CLOSE_UNAUTHORIZED, Connection
+
+log = logging.getLogger("nameplate.realtime")
+
+# 10 s to say hello: enough for a slow phone, short enough that idle half-open sockets do not pile up.
+HELLO_TIMEOUT_SECONDS = 10.0
+# A peer that sends this many bad frames in a row is broken or hostile.
+MAX_CONSECUTIVE_BAD_FRAMES = 20
+# Rate-limited frames beyond this many in a row end the socket.
+MAX_RATE_LIMITED = 30
+
+
+async def receive_text(websocket: WebSocket) -> str | None:
+    """The next text frame; None when the peer is gone. Binary frames are answered by the caller."""
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        return None
+    if message.get("text") is not None:
+        return message["text"]
+    return message.get("bytes", b"").decode("utf-8", errors="replace") or "\x00binary"
+
+
+async def receive_hello(websocket: WebSocket) -> str | None:
+    try:
+        return await asyncio.wait_for(receive_text(websocket), HELLO_TIMEOUT_SECONDS)
+    except (TimeoutError, WebSocketDisconnect):
+        return None
+
+
+async def refuse(websocket: WebSocket, code: str, message: str) -> None:
+    """Explain, then close 4401: the client must not retry with the same credentials."""
+    try:
+        await websocket.send_json(error_frame(code, message))
+        await websocket.close(CLOSE_UNAUTHORIZED, message[:120])
+    except Exception:
+        pass
+
+
+class FrameLoop:
+    """Reads frames until the peer leaves, passing each to `handle`; turns errors into `error` frames."""
+
+    def __init__(self, websocket: WebSocket, connection: Connection) -> None:
+        self.websocket = websocket
+        self.connection = connection
+        self.bad_frames = 0
+        self.rate_limited = 0
+
+    async def run(self, parse: Callable[[str], Any], handle: Callable[[Any], Awaitable[None]]) -> None:
+        while True:
+            try:
+                text = await receive_text(self.websocket)
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if text is None:
+                return
+            try:
+                await handle(parse(text))
+                self.bad_frames = 0
+                self.rate_limited = 0
+            except NameplateError as exc:
+                self.connection.send(error_frame(exc.code, exc.message))
+                if exc.code == "rate_limited":
+                    self.rate_limited += 1
+                    if self.rate_limited > MAX_RATE_LIMITED:
+                        self.connection.close(CLOSE_RATE_LIMITED, "rate limited")
+                        return
+                    continue
+                self.bad_frames += 1
+                if self.bad_frames >= MAX_CONSECUTIVE_BAD_FRAMES:
+                    self.connection.close(CLOSE_BAD_INPUT, "too many bad frames")
+                    return
+            except Exception:
+                log.exception("handling a frame failed")
+                self.connection.send(error_frame("internal", "something went wrong on our side; try again"))

@@ -1,0 +1,126 @@
+"""One open websocket as the server sees it: an ordered, bounded outbound queue.
+
+Frames from broker handlers (synchronous callbacks) and replies to the client go through `send`, so
+they reach the client in the order they were produced. A task to drain the queue exists only while
+there is something to send: an idle socket costs no task beyond the one reading it.
+
+While a conversation's history is being replayed, its live `message` frames are held back and then
+released without the ones the replay already carried, so a resuming client gets every message once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from enum import Enum
+from typing import Any
+
+from starlette.websockets import WebSocket
+
+from server.protocol import encode
+
+log = logging.getLogger("nameplate.realtime")
+
+# A client this far behind is not reading: drop it rather than let it hold memory or slow others.
+MAX_PENDING_FRAMES = 1000
+
+CLOSE_BAD_INPUT = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_TOO_SLOW = 4408
+CLOSE_RATE_LIMITED = 4429
+
+
+class State(Enum):
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+class Connection:
+    __slots__ = ("websocket", "state", "_outbox", "_drainer", "_held", "__weakref__")
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self.state = State.OPEN
+        self._outbox: deque[dict[str, Any] | tuple[int, str]] = deque()
+        self._drainer: asyncio.Task[None] | None = None
+        self._held: dict[str, list[dict[str, Any]]] | None = None
+
+    def send(self, frame: dict[str, Any], replayed: bool = False) -> None:
+        """Queue a frame. `replayed` frames come from the store during a replay and are never held."""
+        if self.state is not State.OPEN:
+            return
+        if not replayed and self._held is not None and frame.get("type") == "message":
+            held = self._held.get(frame.get("conversation_id", ""))
+            if held is not None:
+                held.append(frame)
+                return
+        if len(self._outbox) >= MAX_PENDING_FRAMES:
+            log.warning("closing a websocket that stopped reading (%d frames pending)", len(self._outbox))
+            self.close(CLOSE_TOO_SLOW, "too slow")
+            return
+        self._outbox.append(frame)
+        self._ensure_drainer()
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Close after the frames already queued (e.g. the error that explains why)."""
+        if self.state is not State.OPEN:
+            return
+        self._outbox.append((code, reason))
+        self.state = State.CLOSING
+        self._ensure_drainer()
+
+    def hold(self, conversation_id: str) -> None:
+        """Start holding live messages of this conversation while its history is replayed."""
+        if self._held is None:
+            self._held = {}
+        self._held.setdefault(conversation_id, [])
+
+    def release(self, conversation_id: str, replayed_up_to: int) -> None:
+        """Send the held live messages that the replay did not already carry, in seq order."""
+        if self._held is None:
+            return
+        held = self._held.pop(conversation_id, [])
+        if not self._held:
+            self._held = None
+        seen: set[int] = set()
+        for frame in sorted(held, key=lambda f: f.get("seq", 0)):
+            seq = frame.get("seq", 0)
+            if seq > replayed_up_to and seq not in seen:
+                seen.add(seq)
+                self.send(frame)
+
+    def _ensure_drainer(self) -> None:
+        if self._drainer is None:
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._outbox:
+                item = self._outbox.popleft()
+                if isinstance(item, tuple):
+                    code, reason = item
+                    self.state = State.CLOSED
+                    self._outbox.clear()
+                    await self.websocket.close(code, reason)
+                    return
+                await self.websocket.send_text(encode(item))
+        except Exception:
+            # The peer went away mid-send; the reading side notices and cleans up.
+            self.state = State.CLOSED
+            self._outbox.clear()
+        finally:
+            self._drainer = None
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far has been handed to the socket."""
+        while self._drainer is not None:
+            await asyncio.shield(self._drainer)
+
+    def closed_by_peer(self) -> None:
+        self.state = State.CLOSED
+        self._outbox.clear()
+        if self._drainer is not None:
+            self._drainer.cancel()
+            self._drainer = None

@@ -1,0 +1,88 @@
+"""Agent log-in and log-out: argon2-checked passwords, a signed session cookie, throttled attempts."""
+
+from __future__ import annotations
+
+import math
+
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from server.auth import session_payload, verify_password
+from server.context import Nameplate
+from server.directory import agent_card
+from server.models import Agent
+from server.web.responses import error_response, read_json
+
+# 5 tries per 5 minutes, per account and per address: slows guessing to a crawl, barely noticed by people.
+LOGIN_ATTEMPTS = 5
+LOGIN_WINDOW_SECONDS = 300.0
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def login_credentials(request: Request) -> tuple[str, str, bool]:
+    """(email, password, wants_json) from a JSON body or a form post."""
+    if request.headers.get("content-type", "").startswith("application/json"):
+        data = await read_json(request, max_bytes=4096)
+        return str(data.get("email") or ""), str(data.get("password") or ""), True
+    form = await request.form(max_files=0, max_fields=10)
+    return str(form.get("email") or ""), str(form.get("password") or ""), False
+
+
+async def throttle(nameplate: Nameplate, email: str, ip: str) -> float:
+    """Seconds to wait before trying again, or 0 when this attempt may proceed."""
+    waits = []
+    for key in (f"login:account:{email}", f"login:ip:{ip}"):
+        allowed, retry_after = await nameplate.broker.hit(key, LOGIN_ATTEMPTS, LOGIN_WINDOW_SECONDS)
+        if not allowed:
+            waits.append(retry_after)
+    return max(waits, default=0.0)
+
+
+async def authenticate(nameplate: Nameplate, email: str, password: str) -> Agent | None:
+    async with nameplate.sessions() as session:
+        candidates = list(
+            (await session.execute(select(Agent).where(Agent.email == email, Agent.active.is_(True)))).scalars()
+        )
+    for agent in candidates:
+        if verify_password(agent.password_hash, password):
+            return agent
+    verify_password(None, password)  # same work whether or not the e-mail exists
+    return None
+
+
+async def login(request: Request) -> Response:
+    nameplate: Nameplate = request.app.state.nameplate
+    email, password, wants_json = await login_credentials(request)
+    email = email.strip().lower()[:254]
+    wait = await throttle(nameplate, email, client_ip(request))
+    if wait > 0:
+        return error_response(
+            429, "rate_limited", "too many log-in attempts; try again later",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+    agent = await authenticate(nameplate, email, password[:1024])
+    if agent is None:
+        return error_response(401, "bad_credentials", "that e-mail and password do not match")
+    request.session.clear()
+    request.session.update(session_payload(agent.id, agent.session_version))
+    if wants_json:
+        return JSONResponse({"agent": {**agent_card(agent), "role": agent.role}})
+    return RedirectResponse("/console", status_code=303)
+
+
+async def logout(request: Request) -> Response:
+    request.session.clear()
+    if request.headers.get("content-type", "").startswith("application/json"):
+        return JSONResponse({"ok": True})
+    return RedirectResponse("/login", status_code=303)
+
+
+routes = [
+    Route("/login", login, methods=["POST"]),
+    Route("/logout", logout, methods=["POST"]),
+]

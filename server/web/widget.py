@@ -1,0 +1,53 @@
+"""Serves the embeddable widget script and the demo shop page that shows it in use."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+WIDGET_DIR = Path(__file__).resolve().parent.parent.parent / "widget"
+_templates = Environment(loader=FileSystemLoader(WIDGET_DIR), autoescape=select_autoescape(["html"]))
+
+
+async def widget_js(request: Request) -> Response:
+    """The widget script. Cached briefly and revalidated by ETag, so a new release reaches pages quickly."""
+    body = (WIDGET_DIR / "nameplate.js").read_bytes()
+    etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+    headers = {
+        "ETag": etag,
+        "Cache-Control": "public, max-age=300, stale-while-revalidate=86400",
+        # Any site may load the script; what it can do is decided per site when it connects.
+        "Access-Control-Allow-Origin": "*",
+        "Cross-Origin-Resource-Policy": "cross-origin",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="text/javascript; charset=utf-8", headers=headers)
+
+
+async def demo_page(request: Request) -> Response:
+    """A small shop page with the widget tag on it, for the site named by ?site= or the first site."""
+    nameplate = request.app.state.nameplate
+    key = request.query_params.get("site")
+    if not key:
+        sites = await nameplate.directory.sites()
+        key = sites[0].public_key if sites else ""
+    html = _templates.get_template("demo.html").render(site_key=key, widget_src="/widget.js")
+    return HTMLResponse(html)
+
+
+async def root(_request: Request) -> Response:
+    return RedirectResponse("/demo", status_code=307)
+
+
+routes = [
+    Route("/widget.js", widget_js),
+    Route("/demo", demo_page),
+    Route("/", root),
+]

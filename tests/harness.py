@@ -1,0 +1,203 @@
+"""Test harness: a real uvicorn server on a free port in the test's event loop, and protocol clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+import websockets
+
+from server.app import create_app
+from server.config import Settings
+from server.context import Nameplate
+from server.demo import seed_demo
+
+DEFAULT_TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    base = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'nameplate.db'}",
+        secret_key="test-secret-" + uuid.uuid4().hex,
+        agent_grace_seconds=1.0,
+        presence_interval_seconds=0.1,
+    )
+    return replace(base, **overrides)
+
+
+@dataclass
+class RunningServer:
+    base_url: str
+    ws_url: str
+    nameplate: Nameplate
+    server: uvicorn.Server
+    task: asyncio.Task[Any]
+    port: int
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await asyncio.wait_for(self.task, 15)
+
+
+async def start_server(settings: Settings, port: int | None = None) -> RunningServer:
+    port = port or free_port()
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio",
+        ws_per_message_deflate=False, lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("server stopped during start-up")
+        if time.monotonic() > deadline:
+            raise TimeoutError("server did not start")
+        await asyncio.sleep(0.01)
+    return RunningServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", app.state.nameplate, server, task, port)
+
+
+@contextlib.asynccontextmanager
+async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
+    running = await start_server(settings)
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+async def seed(nameplate: Nameplate, origins: str = "*") -> None:
+    await seed_demo(nameplate, origins)
+
+
+@dataclass
+class Client:
+    """A websocket peer that keeps every frame it received and can wait for the next matching one."""
+
+    ws: Any
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    _cursor: int = 0
+
+    async def send(self, **frame: Any) -> None:
+        await self.ws.send(json.dumps(frame))
+
+    async def send_raw(self, text: str) -> None:
+        await self.ws.send(text)
+
+    async def _receive_one(self, timeout: float) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        frame = json.loads(raw)
+        self.frames.append(frame)
+        return frame
+
+    async def expect(
+        self, type_: str, where: Callable[[dict[str, Any]], bool] | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> dict[str, Any]:
+        """The first not-yet-taken frame of this type (matching `where`), waiting for it if needed."""
+        deadline = time.monotonic() + timeout
+        index = self._cursor
+        while True:
+            while index < len(self.frames):
+                frame = self.frames[index]
+                index += 1
+                if frame.get("type") == type_ and (where is None or where(frame)):
+                    frame.setdefault("_taken", True)
+                    self._mark_taken(frame)
+                    return frame
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                seen = [f.get("type") for f in self.frames[-15:]]
+                raise AssertionError(f"no {type_!r} frame within {timeout}s; last frames: {seen}")
+            await self._receive_one(remaining)
+
+    def _mark_taken(self, frame: dict[str, Any]) -> None:
+        while self._cursor < len(self.frames) and self.frames[self._cursor].get("_taken"):
+            self._cursor += 1
+
+    async def drain(self, quiet: float = 0.3) -> None:
+        """Read until nothing arrives for `quiet` seconds (used only to collect what was sent, not to sync)."""
+        with contextlib.suppress(TimeoutError):
+            while True:
+                await self._receive_one(quiet)
+
+    def of_type(self, type_: str) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f.get("type") == type_]
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+    async def wait_closed(self, timeout: float = DEFAULT_TIMEOUT) -> int | None:
+        """Read until the server closes; returns the close code."""
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                await self._receive_one(deadline - time.monotonic())
+        except websockets.ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+        raise AssertionError("the server did not close the socket")
+
+
+async def visitor_token(base_url: str, site_key: str = "site_demo") -> str:
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        response = await http.post("/api/v1/visitors", json={"site": site_key})
+        response.raise_for_status()
+        return response.json()["token"]
+
+
+async def connect_visitor(
+    running: RunningServer, token: str | None = None, site_key: str = "site_demo", **hello: Any
+) -> tuple[Client, str]:
+    token = token or await visitor_token(running.base_url, site_key)
+    ws = await websockets.connect(f"{running.ws_url}/ws/visitor")
+    client = Client(ws)
+    await client.send(type="hello", site=site_key, token=token, **hello)
+    await client.expect("welcome")
+    return client, token
+
+
+async def agent_cookie(base_url: str, email: str, password: str = "nameplate-demo") -> str:
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        response = await http.post("/login", json={"email": email, "password": password})
+        assert response.status_code == 200, response.text
+        return f"nameplate_session={response.cookies['nameplate_session']}"
+
+
+async def connect_agent(running: RunningServer, email: str, cookie: str | None = None, **hello: Any) -> Client:
+    cookie = cookie or await agent_cookie(running.base_url, email)
+    ws = await websockets.connect(f"{running.ws_url}/ws/agent", additional_headers={"Cookie": cookie})
+    client = Client(ws)
+    await client.send(type="hello", **hello)
+    await client.expect("welcome")
+    return client
+
+
+async def poll_until(check: Callable[[], Any], timeout: float = DEFAULT_TIMEOUT, interval: float = 0.02) -> Any:
+    """Poll an async or sync check until it returns something truthy, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(interval)
