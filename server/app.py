@@ -10,14 +10,15 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 
 from server.config import Settings
 from server.context import Nameplate
 from server.errors import NameplateError
 from server.realtime.agent import agent_endpoint
 from server.realtime.visitor import visitor_endpoint
-from server.web import api, login, widget
+from server.web import api, console, login, supervisor, widget
 from server.web.responses import nameplate_error_handler
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +45,9 @@ def create_app(settings: Settings | None = None, extra_routes: list[BaseRoute] |
         *api.routes,
         *login.routes,
         *widget.routes,
+        *console.routes,
+        *supervisor.routes,
+        Mount("/static", app=StaticFiles(directory=ROOT / "agent_console" / "static"), name="static"),
         *(extra_routes or []),
     ]
     middleware = [

@@ -188,3 +188,14 @@ class PageView(SQLModel, table=True):
     url: str = Field(max_length=2000)
     title: str = Field(default="", max_length=300)
     viewed_at: datetime = Field(default_factory=utcnow)
+
+
+class CannedResponse(SQLModel, table=True):
+    """A site's saved reply, inserted in the composer with /shortcut."""
+
+    __table_args__ = (UniqueConstraint("site_id", "shortcut"),)
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    site_id: str = Field(foreign_key="site.id", index=True, max_length=32)
+    shortcut: str = Field(max_length=40)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)

@@ -109,7 +109,7 @@ class Client:
         return frame
 
     async def expect(
-        self, type_: str, where: Callable[[dict[str, Any]], bool] | None = None, timeout: float = DEFAULT_TIMEOUT
+        self, type_: str | set[str], where: Callable[[dict[str, Any]], bool] | None = None, timeout: float = DEFAULT_TIMEOUT
     ) -> dict[str, Any]:
         """The first not-yet-taken frame of this type (matching `where`), waiting for it if needed."""
         deadline = time.monotonic() + timeout
@@ -118,17 +118,23 @@ class Client:
             while index < len(self.frames):
                 frame = self.frames[index]
                 index += 1
-                if frame.get("type") == type_ and (where is None or where(frame)):
-                    frame.setdefault("_taken", True)
-                    self._mark_taken(frame)
+                wanted = type_ if isinstance(type_, set) else {type_}
+                if frame.get("_taken") or frame.get("type") not in wanted:
+                    continue
+                if where is None or where(frame):
+                    frame["_taken"] = True
+                    self._advance_cursor()
                     return frame
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                seen = [f.get("type") for f in self.frames[-15:]]
-                raise AssertionError(f"no {type_!r} frame within {timeout}s; last frames: {seen}")
-            await self._receive_one(remaining)
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                await self._receive_one(remaining)
+            except TimeoutError:
+                seen = [(f.get("type"), f.get("position") or f.get("body") or f.get("code")) for f in self.frames[-12:]]
+                raise AssertionError(f"no {type_!r} frame within {timeout}s; last frames: {seen}") from None
 
-    def _mark_taken(self, frame: dict[str, Any]) -> None:
+    def _advance_cursor(self) -> None:
         while self._cursor < len(self.frames) and self.frames[self._cursor].get("_taken"):
             self._cursor += 1
 

@@ -86,7 +86,7 @@ async def agent_endpoint(websocket: WebSocket) -> None:
         await session.start(hello)
         await FrameLoop(websocket, connection).run(parse_agent_frame, session.handle)
     finally:
-        connection.closed_by_peer()
+        await connection.finish()
         await session.stop()
 
 

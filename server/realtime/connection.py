@@ -25,6 +25,9 @@ log = logging.getLogger("nameplate.realtime")
 # A client this far behind is not reading: drop it rather than let it hold memory or slow others.
 MAX_PENDING_FRAMES = 1000
 
+# A closing peer gets this long to receive the frames that explain the close.
+FINAL_FLUSH_SECONDS = 2.0
+
 CLOSE_BAD_INPUT = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 4408
@@ -113,12 +116,13 @@ class Connection:
         finally:
             self._drainer = None
 
-    async def flush(self) -> None:
-        """Wait until everything queued so far has been handed to the socket."""
-        while self._drainer is not None:
-            await asyncio.shield(self._drainer)
-
-    def closed_by_peer(self) -> None:
+    async def finish(self) -> None:
+        """The reading side is done: deliver a pending close (it explains why), then drop everything."""
+        if self.state is State.CLOSING and self._drainer is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._drainer), FINAL_FLUSH_SECONDS)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
         self.state = State.CLOSED
         self._outbox.clear()
         if self._drainer is not None:

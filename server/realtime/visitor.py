@@ -61,7 +61,7 @@ async def visitor_endpoint(websocket: WebSocket) -> None:
         await session.start(hello)
         await FrameLoop(websocket, connection).run(parse_visitor_frame, session.handle)
     finally:
-        connection.closed_by_peer()
+        await connection.finish()
         await session.stop()
 
 

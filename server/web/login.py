@@ -1,4 +1,9 @@
-"""Agent log-in and log-out: argon2-checked passwords, a signed session cookie, throttled attempts."""
+"""Agent log-in and log-out: argon2-checked passwords, a signed session cookie, throttled attempts.
+
+Form posts carry the session's CSRF token (a log-in form on another site must not sign someone in to
+an account of the attacker's choosing). JSON posts are exempt: a cross-site page cannot send
+`application/json` without a CORS preflight, and we never allow one.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,18 @@ from starlette.routing import Route
 from server.auth import session_payload, verify_password
 from server.context import Nameplate
 from server.directory import agent_card
+from server.errors import NameplateError
 from server.models import Agent
+from server.web.pages import check_csrf, current_agent, render
 from server.web.responses import error_response, read_json
 
 # 5 tries per 5 minutes, per account and per address: slows guessing to a crawl, barely noticed by people.
 LOGIN_ATTEMPTS = 5
 LOGIN_WINDOW_SECONDS = 300.0
+
+
+def wants_json_body(request: Request) -> bool:
+    return request.headers.get("content-type", "").startswith("application/json")
 
 
 def client_ip(request: Request) -> str:
@@ -26,7 +37,7 @@ def client_ip(request: Request) -> str:
 
 async def login_credentials(request: Request) -> tuple[str, str, bool]:
     """(email, password, wants_json) from a JSON body or a form post."""
-    if request.headers.get("content-type", "").startswith("application/json"):
+    if wants_json_body(request):
         data = await read_json(request, max_bytes=4096)
         return str(data.get("email") or ""), str(data.get("password") or ""), True
     form = await request.form(max_files=0, max_fields=10)
@@ -55,18 +66,41 @@ async def authenticate(nameplate: Nameplate, email: str, password: str) -> Agent
     return None
 
 
+def login_page(request: Request, status: int = 200, error: str | None = None, email: str = "",
+               headers: dict[str, str] | None = None) -> Response:
+    response = render(request, "login.html", status=status, agent=None, error=error, email=email)
+    response.headers.update(headers or {})
+    return response
+
+
+async def login_form(request: Request) -> Response:
+    if await current_agent(request) is not None:
+        return RedirectResponse("/console", status_code=303)
+    return login_page(request)
+
+
 async def login(request: Request) -> Response:
     nameplate: Nameplate = request.app.state.nameplate
     email, password, wants_json = await login_credentials(request)
     email = email.strip().lower()[:254]
+    if not wants_json:
+        try:
+            await check_csrf(request)
+        except NameplateError as exc:
+            return login_page(request, exc.status, exc.message, email)
     wait = await throttle(nameplate, email, client_ip(request))
     if wait > 0:
-        return error_response(
-            429, "rate_limited", "too many log-in attempts; try again later",
-            headers={"Retry-After": str(max(1, math.ceil(wait)))},
-        )
+        retry_after = max(1, math.ceil(wait))
+        headers = {"Retry-After": str(retry_after)}
+        if not wants_json:
+            minutes = math.ceil(retry_after / 60)
+            message = f"Too many log-in attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+            return login_page(request, 429, message, email, headers)
+        return error_response(429, "rate_limited", "too many log-in attempts; try again later", headers=headers)
     agent = await authenticate(nameplate, email, password[:1024])
     if agent is None:
+        if not wants_json:
+            return login_page(request, 401, "That e-mail and password do not match.", email)
         return error_response(401, "bad_credentials", "that e-mail and password do not match")
     request.session.clear()
     request.session.update(session_payload(agent.id, agent.session_version))
@@ -76,13 +110,16 @@ async def login(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
+    """Always CSRF-checked (form field or X-CSRF-Token header): a foreign page must not sign agents out."""
+    await check_csrf(request)
     request.session.clear()
-    if request.headers.get("content-type", "").startswith("application/json"):
+    if wants_json_body(request) or "application/json" in request.headers.get("accept", ""):
         return JSONResponse({"ok": True})
     return RedirectResponse("/login", status_code=303)
 
 
 routes = [
+    Route("/login", login_form, methods=["GET"]),
     Route("/login", login, methods=["POST"]),
     Route("/logout", logout, methods=["POST"]),
 ]
