@@ -18,7 +18,7 @@ from server.context import Nameplate
 from server.errors import NameplateError
 from server.realtime.agent import agent_endpoint
 from server.realtime.visitor import visitor_endpoint
-from server.web import api, console, login, supervisor, widget
+from server.web import api, console, customers_api, integrations, login, supervisor, widget
 from server.web.responses import nameplate_error_handler
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +43,8 @@ def create_app(settings: Settings | None = None, extra_routes: list[BaseRoute] |
         WebSocketRoute("/ws/visitor", visitor_endpoint),
         WebSocketRoute("/ws/agent", agent_endpoint),
         *api.routes,
+        *customers_api.routes,
+        *integrations.routes,
         *login.routes,
         *widget.routes,
         *console.routes,

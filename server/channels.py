@@ -4,7 +4,8 @@
 - staff: what only agents and supervisors see (private notes, page views, hand-off notes);
 - agent: one agent's own events (assigned, unassigned, session ended, load);
 - site: the site's live board (queue order, conversations starting, changing, closing);
-- customer: a visitor's tabs learn that a new conversation started.
+- customer: a visitor's tabs learn that a new conversation started;
+- visitors: what every visitor of a site needs to know (how many agents are online).
 """
 
 
@@ -26,3 +27,7 @@ def site(site_id: str) -> str:
 
 def customer(customer_id: str) -> str:
     return f"customer:{customer_id}"
+
+
+def visitors(site_id: str) -> str:
+    return f"site:{site_id}:visitors"

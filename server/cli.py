@@ -35,12 +35,16 @@ def run_server(settings: Settings, host: str, port: int) -> None:
 
 async def _with_nameplate(settings: Settings, work) -> object:  # noqa: ANN001
     from server.context import Nameplate
-    from server.db import create_tables
+    from server.migrate import SchemaOutOfDate, prepare_schema
 
     nameplate = Nameplate.build(settings)
-    await create_tables(nameplate.engine)
     try:
+        # As at start-up: SQLite migrates itself, PostgreSQL must already be at head (`nameplate migrate`).
+        await prepare_schema(nameplate.engine)
         return await work(nameplate)
+    except SchemaOutOfDate as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     finally:
         await nameplate.engine.dispose()
 
@@ -74,9 +78,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_migrate(_args: argparse.Namespace) -> None:
-    settings = Settings.from_env()
-    asyncio.run(_with_nameplate(settings, lambda _np: asyncio.sleep(0)))
-    print("schema is up to date")
+    from server.migrate import SchemaOutOfDate, upgrade_to_head_sync
+
+    try:
+        revision = upgrade_to_head_sync(Settings.from_env().database_url)
+    except SchemaOutOfDate as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(f"schema is up to date: revision {revision}")
 
 
 def cmd_site_create(args: argparse.Namespace) -> None:
@@ -119,6 +128,27 @@ def cmd_agent_create(args: argparse.Namespace) -> None:
     print(f"agent created: {agent.full_name} <{agent.email}> ({agent.role})")  # type: ignore[attr-defined]
 
 
+def cmd_apikey(args: argparse.Namespace) -> None:
+    settings = Settings.from_env()
+
+    async def work(np):  # noqa: ANN001, ANN202
+        site = await np.directory.site_by_key(args.site)
+        if site is None:
+            raise SystemExit(f"error: no site with key {args.site!r}")
+        if args.action == "create":
+            record, key = await np.api_keys.create(site.id, args.name)
+            return f"API key {record.name!r} (id {record.id}) — shown once, keep it secret:\n{key}"
+        if args.action == "revoke":
+            await np.api_keys.revoke(site.id, args.id)
+            return f"revoked {args.id}"
+        rows = await np.api_keys.list(site.id)
+        return "\n".join(
+            f"{k.id}  {k.prefix}…  {k.name}  {'revoked' if k.revoked_at else 'active'}" for k in rows
+        ) or "no keys"
+
+    print(asyncio.run(_with_nameplate(settings, work)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nameplate", description="Live chat with real, named people.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -156,6 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
     agent_create.add_argument("--capacity", type=int, default=None)
     agent_create.add_argument("--photo", help="PNG, JPEG or WebP portrait")
     agent_create.set_defaults(func=cmd_agent_create)
+
+    apikey = commands.add_parser("apikey", help="site API keys for the customer events API")
+    apikey_actions = apikey.add_subparsers(dest="action", required=True)
+    for action, text in (("create", "create a key (printed once)"), ("revoke", "revoke a key"), ("list", "list")):
+        sub = apikey_actions.add_parser(action, help=text)
+        sub.add_argument("--site", required=True, help="the site's public key")
+        if action == "create":
+            sub.add_argument("--name", required=True, help="what uses the key")
+        if action == "revoke":
+            sub.add_argument("--id", required=True)
+        sub.set_defaults(func=cmd_apikey)
     return parser
 
 

@@ -8,17 +8,22 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.apikeys import ApiKeys
 from server.auth import VisitorTokens
 from server.broker import make_broker
 from server.broker.base import Broker
 from server.config import Settings
 from server.conversations import Conversations
 from server.customers import Customers
-from server.db import Sessions, create_tables, make_engine, make_sessions
+from server.db import Sessions, make_engine, make_sessions
 from server.directory import Directory
+from server.identity import Identity
 from server.message_log import MessageLog
+from server.migrate import prepare_schema
 from server.presence import Presence
 from server.routing import Router
+from server.timeline import Timeline
+from server.webhooks import Webhooks
 
 log = logging.getLogger("nameplate")
 
@@ -36,6 +41,10 @@ class Nameplate:
     conversations: Conversations
     router: Router
     presence: Presence
+    identity: Identity
+    webhooks: Webhooks
+    api_keys: ApiKeys
+    timeline: Timeline
 
     @classmethod
     def build(cls, settings: Settings) -> Nameplate:
@@ -46,23 +55,29 @@ class Nameplate:
         tokens = VisitorTokens(settings.secret_key)
         directory = Directory(sessions, settings.agent_default_capacity)
         customers = Customers(sessions, tokens)
-        conversations = Conversations(sessions, message_log, broker, directory, settings.max_message_chars)
-        router = Router(sessions, broker, conversations, directory)
+        webhooks = Webhooks(sessions)
+        conversations = Conversations(
+            sessions, message_log, broker, directory, settings.max_message_chars, webhooks
+        )
+        router = Router(sessions, broker, conversations, directory, webhooks)
         presence = Presence(
             broker, router, settings.agent_grace_seconds, settings.presence_interval_seconds
         )
         return cls(settings, engine, sessions, broker, message_log, tokens, directory, customers,
-                   conversations, router, presence)
+                   conversations, router, presence, Identity(sessions, tokens), webhooks, ApiKeys(sessions),
+                   Timeline(sessions))
 
     async def start(self) -> None:
-        if self.settings.is_sqlite:
-            await create_tables(self.engine)
+        # SQLite (embedded) migrates itself; PostgreSQL is migrated by `nameplate migrate` (the release phase)
+        # and a process refuses to start on a schema that is not at head.
+        await prepare_schema(self.engine)
         await self.broker.connect()
         self.broker.on_reset(self.recover_broker_state)
         self.log.start()
         # The broker may be new (memory) or shared (Redis): make sure it reflects the store.
         await self.router.rebuild()
         self.presence.start()
+        self.webhooks.start()
         await self.router.drain_all()
 
     async def recover_broker_state(self) -> None:
@@ -73,6 +88,7 @@ class Nameplate:
         await self.router.drain_all()
 
     async def stop(self) -> None:
+        await self.webhooks.stop()
         await self.presence.stop()
         await self.router.stop()
         await self.log.stop()

@@ -26,6 +26,7 @@ from server.models import (
     iso,
     utcnow,
 )
+from server.webhooks import Webhooks
 
 
 def message_frame(stored: StoredMessage | Message, author: dict[str, Any]) -> dict[str, Any]:
@@ -46,8 +47,10 @@ VISITOR_AUTHOR_KIND = AuthorKind.visitor.value
 
 class Conversations:
     def __init__(
-        self, sessions: Sessions, log: MessageLog, broker: Broker, directory: Directory, max_chars: int
+        self, sessions: Sessions, log: MessageLog, broker: Broker, directory: Directory, max_chars: int,
+        webhooks: Webhooks,
     ) -> None:
+        self._webhooks = webhooks
         self._sessions = sessions
         self._log = log
         self._broker = broker
@@ -79,6 +82,19 @@ class Conversations:
             )
             return result.scalar_one_or_none()
 
+    async def find_sent(self, customer_id: str, client_id: str) -> Message | None:
+        """A message this customer already sent with this client_id, in any of their conversations: a
+        resend that crossed a close must be acknowledged, not stored again in a new conversation."""
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Message)
+                .join(Conversation, Conversation.id == Message.conversation_id)
+                .where(Conversation.customer_id == customer_id, Message.client_id == client_id)
+                .order_by(Message.created_at.desc())
+                .limit(1)
+            )
+            return result.scalar_one_or_none()
+
     async def for_agent(self, agent_id: str) -> list[Conversation]:
         async with self._sessions() as session:
             result = await session.execute(
@@ -95,13 +111,63 @@ class Conversations:
         async with self._sessions() as session:
             return list((await session.execute(query.order_by(Conversation.created_at))).scalars())
 
+    async def previous_agent_id(self, customer_id: str, excluding: str | None = None) -> str | None:
+        """The agent who last helped this customer: a returning customer goes to them first."""
+        query = select(Conversation.agent_id).where(
+            Conversation.customer_id == customer_id, Conversation.agent_id.is_not(None)
+        )
+        if excluding is not None:
+            query = query.where(Conversation.id != excluding)
+        async with self._sessions() as session:
+            result = await session.execute(query.order_by(Conversation.created_at.desc()).limit(1))
+            return result.scalar_one_or_none()
+
+    async def earlier(self, customer_id: str, limit: int = 5) -> list[dict[str, Any]]:
+        """A customer's closed conversations, newest first, with who helped and the last words."""
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Conversation)
+                .where(Conversation.customer_id == customer_id, Conversation.status == ConversationStatus.closed.value)
+                .order_by(Conversation.created_at.desc())
+                .limit(limit)
+            )
+            conversations = list(result.scalars())
+            items = []
+            for conversation in conversations:
+                last = (
+                    await session.execute(
+                        select(Message.body)
+                        .where(
+                            Message.conversation_id == conversation.id,
+                            Message.private.is_(False),
+                            Message.author_kind != AuthorKind.system.value,
+                        )
+                        .order_by(Message.seq.desc())
+                        .limit(1)
+                    )
+                ).scalar_one_or_none()
+                rating = await session.get(Rating, conversation.id)
+                items.append(
+                    {
+                        "id": conversation.id,
+                        "agent": await self._directory.card(conversation.agent_id) if conversation.agent_id else None,
+                        "created_at": iso(conversation.created_at),
+                        "closed_at": iso(conversation.closed_at),
+                        "last_message": (last or "")[:200],
+                        "rating": rating.score if rating else None,
+                    }
+                )
+        return items
+
     async def summary(self, conversation: Conversation) -> dict[str, Any]:
         """A conversation as the console lists it."""
         async with self._sessions() as session:
             customer = await session.get(Customer, conversation.customer_id)
         agent = await self._directory.card(conversation.agent_id) if conversation.agent_id else None
+        previous_id = await self.previous_agent_id(conversation.customer_id, excluding=conversation.id)
         return {
             "id": conversation.id,
+            "previous_agent": await self._directory.card(previous_id) if previous_id else None,
             "status": conversation.status,
             "team_id": conversation.team_id,
             "customer": customer_card(customer) if customer else None,
@@ -159,23 +225,28 @@ class Conversations:
         await self._broker.publish(
             channels.customer(customer_id), {"type": "conversation", "conversation_id": conversation.id}
         )
-        await self.announce(conversation)
+        summary = await self.announce(conversation)
+        await self._webhooks.emit(site_id, "conversation.created", summary)
         return conversation
 
-    async def announce(self, conversation: Conversation) -> None:
+    async def announce(self, conversation: Conversation) -> dict[str, Any]:
         """Tell the site's live board (inboxes, supervisors) what a conversation looks like now."""
+        summary = await self.summary(conversation)
         await self._broker.publish(
-            channels.site(conversation.site_id),
-            {"type": "conversation", "conversation": await self.summary(conversation)},
+            channels.site(conversation.site_id), {"type": "conversation", "conversation": summary}
         )
+        return summary
 
-    async def post(self, message: NewMessage, author: dict[str, Any]) -> StoredMessage:
-        """Store, then publish. A duplicate client_id returns the stored message and publishes nothing."""
+    async def post(self, message: NewMessage, author: dict[str, Any], site_id: str | None = None) -> StoredMessage:
+        """Store, then publish. A duplicate client_id returns the stored message and publishes nothing.
+        With `site_id`, public messages also go to the site's webhooks."""
         stored = await self._log.append(message)
         if not stored.duplicate:
             frame = message_frame(stored, author)
             channel = channels.staff if stored.private else channels.conversation
             await self._broker.publish(channel(stored.conversation_id), frame)
+            if site_id is not None and not stored.private:
+                await self._webhooks.emit(site_id, "message.created", {k: v for k, v in frame.items() if k != "type"})
         return stored
 
     async def system_line(self, conversation_id: str, body: str, private: bool = False) -> StoredMessage:
@@ -261,7 +332,8 @@ class Conversations:
         )
         closed = await self.get(conversation.id)
         if closed is not None:
-            await self.announce(closed)
+            summary = await self.announce(closed)
+            await self._webhooks.emit(closed.site_id, "conversation.closed", summary)
         return True
 
     async def set_offline_email(self, conversation_id: str, email: str) -> None:

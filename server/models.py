@@ -199,3 +199,62 @@ class CannedResponse(SQLModel, table=True):
     shortcut: str = Field(max_length=40)
     body: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiKey(SQLModel, table=True):
+    """A site's server-to-server key. Only a hash is kept; the key itself is shown once, at creation."""
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    site_id: str = Field(foreign_key="site.id", index=True, max_length=32)
+    name: str = Field(max_length=100)
+    # The first characters, so people can tell their keys apart without the store holding the key.
+    prefix: str = Field(max_length=16)
+    key_hash: str = Field(unique=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+class CustomerEvent(SQLModel, table=True):
+    """Something that happened to a customer on another channel: a call, a store visit, an e-mail."""
+
+    __table_args__ = (
+        UniqueConstraint("site_id", "event_id"),
+        Index("ix_customerevent_customer", "customer_id", "occurred_at"),
+    )
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    site_id: str = Field(foreign_key="site.id", max_length=32)
+    customer_id: str = Field(foreign_key="customer.id", max_length=32)
+    # The sender's own id for the event: posting it twice stores it once.
+    event_id: str = Field(max_length=100)
+    channel: str = Field(max_length=20)
+    summary: str = Field(max_length=500)
+    details: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    agent_email: str | None = Field(default=None, max_length=254)
+    occurred_at: datetime
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Webhook(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    site_id: str = Field(foreign_key="site.id", index=True, max_length=32)
+    url: str = Field(max_length=2000)
+    secret: str = Field(default_factory=lambda: secrets.token_urlsafe(32), max_length=128)
+    # Space-separated event types, or "*" for all.
+    events: str = Field(default="*", max_length=500)
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    __table_args__ = (Index("ix_webhookdelivery_due", "status", "next_attempt_at"),)
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    webhook_id: str = Field(foreign_key="webhook.id", index=True, max_length=32)
+    event_type: str = Field(max_length=50)
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default="pending", max_length=10)  # pending | delivered | failed
+    attempts: int = 0
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, max_length=500)
+    next_attempt_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow)
+    delivered_at: datetime | None = None

@@ -30,6 +30,16 @@ class Frame(BaseModel):
 
 
 # -- visitor → server ----------------------------------------------------------------------------------
+class IdentifyFields(Frame):
+    """What `Nameplate.identify(...)` passes: user_hash = HMAC-SHA256(site secret, user_id), hex."""
+
+    user_id: str | None = Field(default=None, max_length=200)
+    user_hash: str | None = Field(default=None, max_length=128)
+    name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=254)
+    attributes: dict[str, Any] | None = None
+
+
 class VisitorHello(Frame):
     type: Literal["hello"]
     site: str = Field(min_length=1, max_length=64)
@@ -39,6 +49,27 @@ class VisitorHello(Frame):
     # The visitor's locale and time zone, from the browser, shown to the agent.
     locale: str | None = Field(default=None, max_length=35)
     timezone: str | None = Field(default=None, max_length=64)
+    identify: IdentifyFields | None = None
+
+
+class Identify(IdentifyFields):
+    """Sign in mid-visit: the same fields as hello's `identify`."""
+
+    type: Literal["identify"]
+
+
+class Choose(Frame):
+    """Answer to an `offer`: wait for the previous agent, or take the next available person."""
+
+    type: Literal["choose"]
+    wait: bool
+
+
+class History(Frame):
+    """A verified customer asks for one of their earlier conversations."""
+
+    type: Literal["history"]
+    conversation_id: ConversationId
 
 
 class SendMessage(Frame):
@@ -139,7 +170,8 @@ class Watch(Frame):
 
 
 VisitorFrame = Annotated[
-    SendMessage | Typing | Read | Page | Rate | OfflineEmail | Ping, Field(discriminator="type")
+    SendMessage | Typing | Read | Page | Rate | OfflineEmail | Identify | Choose | History | Ping,
+    Field(discriminator="type"),
 ]
 AgentFrame = Annotated[
     AgentSend | AgentTyping | AgentRead | Status | Note | Transfer | Close | Watch | Ping,

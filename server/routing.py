@@ -25,6 +25,7 @@ from server.models import Agent, Conversation, ConversationStatus, utcnow
 from server.protocol import queue_frame
 from server.routing_plan import QueueEntry
 from server.waittime import expected_wait_seconds, mean_handle_seconds
+from server.webhooks import Webhooks
 
 log = logging.getLogger("nameplate.routing")
 
@@ -38,8 +39,10 @@ HANDLE_TIME_SAMPLE = 50
 
 class Router:
     def __init__(
-        self, sessions: Sessions, broker: Broker, conversations: Conversations, directory: Directory
+        self, sessions: Sessions, broker: Broker, conversations: Conversations, directory: Directory,
+        webhooks: Webhooks,
     ) -> None:
+        self._webhooks = webhooks
         self._sessions = sessions
         self._broker = broker
         self._conversations = conversations
@@ -60,11 +63,48 @@ class Router:
 
     # -- queue ---------------------------------------------------------------------------------------
     async def enqueue(self, conversation: Conversation, front: bool = False) -> None:
+        """Queue a new conversation. A returning customer's previous agent is preferred ("personal
+        concierge"); if that agent is on duty but full, the visitor is offered the choice to wait for
+        them or take the next available person, and waits for them until they choose."""
+        preferred = await self._conversations.previous_agent_id(conversation.customer_id, excluding=conversation.id)
+        only_preferred = False
+        offer: dict[str, Any] | None = None
+        if preferred is not None:
+            agents = {a.agent_id: a for a in await self._broker.agents(conversation.site_id)}
+            state = agents.get(preferred)
+            if state is not None and state.status == "available" and not state.has_room:
+                only_preferred = True
+                handle = await self.handle_seconds(conversation.site_id)
+                offer = {
+                    "type": "offer",
+                    "conversation_id": conversation.id,
+                    "agent": await self._directory.card(preferred),
+                    # About one chat of theirs has to finish first; they run `capacity` at once.
+                    "expected_wait_s": round(handle / max(1, state.capacity)),
+                }
         entry = QueueEntry(
-            conversation.id, conversation.created_at.timestamp(), team_id=conversation.team_id
+            conversation.id, conversation.created_at.timestamp(), team_id=conversation.team_id,
+            preferred_agent_id=preferred, only_preferred=only_preferred,
         )
         await self._broker.enqueue(conversation.site_id, entry, front=front)
+        if offer is not None:
+            await self._broker.publish(channels.conversation(conversation.id), offer)
         await self.drain(conversation.site_id)
+
+    async def choose(self, conversation: Conversation, wait_for_preferred: bool) -> None:
+        """The visitor's answer to an offer: keep waiting for their previous agent, or take anyone."""
+        for entry in await self._broker.queue(conversation.site_id):
+            if entry.conversation_id != conversation.id:
+                continue
+            updated = QueueEntry(
+                entry.conversation_id, entry.score, team_id=entry.team_id,
+                preferred_agent_id=entry.preferred_agent_id if wait_for_preferred else None,
+                only_preferred=wait_for_preferred and entry.preferred_agent_id is not None,
+            )
+            await self._broker.enqueue(conversation.site_id, updated)
+            await self.drain(conversation.site_id)
+            return
+        raise NameplateError("not_queued", "this conversation is no longer waiting")
 
     async def drain(self, site_id: str) -> None:
         """Give every queued conversation that can be served now to an agent."""
@@ -91,6 +131,9 @@ class Router:
         )
         await self._broker.publish(
             channels.site(conversation.site_id), {"type": "conversation", "conversation": summary}
+        )
+        await self._webhooks.emit(
+            conversation.site_id, "conversation.transferred" if note is not None else "conversation.assigned", summary
         )
 
     def queue_changed(self, site_id: str) -> None:
@@ -173,10 +216,16 @@ class Router:
         teams = await self._directory.agent_teams(agent.id)
         await self._broker.set_agent_status(agent.site_id, agent.id, status, agent.capacity, teams)
         await self.publish_load(agent.site_id, agent.id)
+        await self.publish_availability(agent.site_id)
         if status == "available":
             await self.drain(agent.site_id)
         else:
             self.queue_changed(agent.site_id)
+
+    async def publish_availability(self, site_id: str) -> None:
+        """Tell the site's visitors how many agents are online, so "no one is online" never goes stale."""
+        online = sum(1 for a in await self._broker.agents(site_id) if a.status != "offline")
+        await self._broker.publish(channels.visitors(site_id), {"type": "agents_online", "count": online})
 
     async def publish_load(self, site_id: str, agent_id: str) -> None:
         for state in await self._broker.agents(site_id):
@@ -213,6 +262,7 @@ class Router:
             requeued = await self._conversations.get(conversation.id)
             if requeued is not None:
                 await self._conversations.announce(requeued)
+        await self.publish_availability(site_id)
         await self.drain(site_id)
 
     async def release(self, conversation: Conversation) -> None:

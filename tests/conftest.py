@@ -6,12 +6,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher, profiles
 
-from tests.harness import RunningServer, running_server, seed, test_settings
+import server.auth
+
+# Tests log in hundreds of times; argon2's production cost (by design ~0.1–1 s a hash) would dominate the
+# suite. Same algorithm (argon2id), cheapest parameters — only inside the tests.
+server.auth._hasher = PasswordHasher.from_parameters(profiles.CHEAPEST)
+
+from tests.harness import RunningServer, running_server, seeded_settings
 
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    async with running_server(test_settings(tmp_path)) as running:
-        await seed(running.nameplate)
+    async with running_server(await seeded_settings(tmp_path)) as running:
         yield running

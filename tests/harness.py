@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -86,6 +88,28 @@ async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
 
 async def seed(nameplate: Nameplate, origins: str = "*") -> None:
     await seed_demo(nameplate, origins)
+
+
+_template: Path | None = None
+
+
+async def seeded_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for a database already migrated and seeded with the demo shop.
+
+    Seeding hashes three passwords with argon2 and re-encodes three photos: done once per test run
+    into a template file, which each test then copies (a file copy costs milliseconds).
+    """
+    global _template
+    if _template is None:
+        folder = Path(tempfile.mkdtemp(prefix="nameplate-template-"))
+        running = await start_server(test_settings(folder))
+        try:
+            await seed(running.nameplate)
+        finally:
+            await running.stop()
+        _template = folder / "nameplate.db"
+    shutil.copyfile(_template, tmp_path / "nameplate.db")
+    return test_settings(tmp_path, **overrides)
 
 
 @dataclass

@@ -205,6 +205,7 @@ class AgentSession:
                 NewMessage(conversation.id, AuthorKind.agent.value, body, agent_id=self.agent.id,
                            client_id=frame.client_id),
                 {"kind": AuthorKind.agent.value, **agent_card(self.agent)},
+                conversation.site_id,
             )
             self.connection.send(ack_frame(frame.client_id, stored.seq, conversation.id))
         elif isinstance(frame, Note):

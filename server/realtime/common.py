@@ -66,12 +66,17 @@ class FrameLoop:
                 return
             if text is None:
                 return
+            frame = None
             try:
-                await handle(parse(text))
+                frame = parse(text)
+                await handle(frame)
                 self.bad_frames = 0
                 self.rate_limited = 0
             except NameplateError as exc:
-                self.connection.send(error_frame(exc.code, exc.message))
+                # Name the message the error is about, so the client can mark that one as failed.
+                client_id = getattr(frame, "client_id", None)
+                extra = {"client_id": client_id} if client_id else {}
+                self.connection.send(error_frame(exc.code, exc.message, **extra))
                 if exc.code == "rate_limited":
                     self.rate_limited += 1
                     if self.rate_limited > MAX_RATE_LIMITED:

@@ -9,11 +9,16 @@ from starlette.websockets import WebSocket
 
 from server import channels
 from server.context import Nameplate
-from server.customers import display_name
+from server.customers import customer_card, display_name
 from server.errors import Forbidden, NameplateError
+from server.identity import IdentifyRequest
 from server.message_log import ConversationClosed, NewMessage
 from server.models import AuthorKind, Conversation, ConversationStatus, Customer, Site, iso
 from server.protocol import (
+    Choose,
+    History,
+    Identify,
+    IdentifyFields,
     OfflineEmail,
     Page,
     Ping,
@@ -24,6 +29,7 @@ from server.protocol import (
     Typing,
     VisitorHello,
     ack_frame,
+    error_frame,
     parse_visitor_frame,
     parse_visitor_hello,
 )
@@ -74,6 +80,7 @@ class VisitorSession:
         self.conversation: Conversation | None = None
         self._watching: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._agents_online_sent: int | None = None
         settings = nameplate.settings
         self._messages = TokenBucket(settings.message_burst, settings.message_refill_per_second)
         # Typing and page frames are cheap but fan out: a few a second is all a person produces.
@@ -81,8 +88,16 @@ class VisitorSession:
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def start(self, hello: VisitorHello) -> None:
+        new_token = None
+        if hello.identify is not None:
+            try:
+                new_token = await self._identify(hello.identify, subscribed=False)
+            except NameplateError as exc:
+                # Refused identify (e.g. verification required): continue as the anonymous visitor.
+                self.connection.send(error_frame(exc.code, exc.message))
         await self.np.customers.seen(self.customer.id, hello.locale, hello.timezone)
         await self.np.broker.subscribe(channels.customer(self.customer.id), self._on_customer_event)
+        await self.np.broker.subscribe(channels.visitors(self.site.id), self._on_site_event)
         conversation = None
         if hello.conversation_id:
             conversation = await self.np.conversations.get(hello.conversation_id)
@@ -97,7 +112,11 @@ class VisitorSession:
         if conversation is not None:
             await self._subscribe(conversation.id)
             self.connection.hold(conversation.id)
-        self.connection.send(await self._welcome())
+        welcome = await self._welcome()
+        self._agents_online_sent = welcome["agents_online"]
+        if new_token is not None:
+            welcome["token"] = new_token
+        self.connection.send(welcome)
         if conversation is not None:
             await self._replay(conversation.id, resume_after)
 
@@ -105,6 +124,7 @@ class VisitorSession:
         for task in list(self._tasks):
             task.cancel()
         await self.np.broker.unsubscribe(channels.customer(self.customer.id), self._on_customer_event)
+        await self.np.broker.unsubscribe(channels.visitors(self.site.id), self._on_site_event)
         for conversation_id in self._watching:
             await self.np.broker.unsubscribe(channels.conversation(conversation_id), self._on_event)
         self._watching.clear()
@@ -113,9 +133,13 @@ class VisitorSession:
         conversation = self.conversation
         frame: dict[str, Any] = {
             "type": "welcome",
-            "customer": {"id": self.customer.id, "name": self.customer.name, "verified": self.customer.verified},
+            "customer": self._customer_frame(),
             "conversation": None,
             "agents_online": await self._agents_online(),
+            "teams": [{"id": t.id, "name": t.name} for t in await self.np.directory.teams(self.site.id)],
+            # Only a verified customer sees their earlier conversations: an anonymous token proves
+            # nothing about who is at the keyboard beyond this browser.
+            "earlier": await self.np.conversations.earlier(self.customer.id) if self.customer.verified else [],
         }
         if conversation is not None:
             agent = await self.np.directory.card(conversation.agent_id) if conversation.agent_id else None
@@ -128,6 +152,32 @@ class VisitorSession:
                 "created_at": iso(conversation.created_at),
             }
         return frame
+
+    def _customer_frame(self) -> dict[str, Any]:
+        return {"id": self.customer.id, "name": self.customer.name, "verified": self.customer.verified}
+
+    async def _identify(self, fields: IdentifyFields, subscribed: bool = True) -> str | None:
+        """Apply an identify; returns the new token when the visitor now is another customer record."""
+        result = await self.np.identity.identify(
+            self.site,
+            self.customer,
+            IdentifyRequest(fields.user_id, fields.user_hash, fields.name, fields.email, fields.attributes),
+        )
+        previous = self.customer
+        self.customer = result.customer
+        if result.customer.id != previous.id and subscribed:
+            await self.np.broker.unsubscribe(channels.customer(previous.id), self._on_customer_event)
+            await self.np.broker.subscribe(channels.customer(result.customer.id), self._on_customer_event)
+            current = self.conversation
+            if current is not None and current.customer_id != result.customer.id and not result.verified:
+                # A fresh anonymous record: the verified customer's conversation is not theirs to see.
+                await self.np.broker.unsubscribe(channels.conversation(current.id), self._on_event)
+                self._watching.discard(current.id)
+                self.conversation = None
+            elif current is not None:
+                current.customer_id = result.customer.id
+        await self.np.webhooks.emit(self.site.id, "customer.updated", customer_card(result.customer))
+        return result.new_token
 
     async def _agents_online(self) -> int:
         return sum(1 for a in await self.np.broker.agents(self.site.id) if a.status != "offline")
@@ -165,6 +215,11 @@ class VisitorSession:
         if kind == "typing" and event.get("by") == "visitor":
             return  # a visitor's own typing is not news to them
         self.connection.send(event)
+
+    def _on_site_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "agents_online" and event.get("count") != self._agents_online_sent:
+            self._agents_online_sent = event.get("count")
+            self.connection.send(event)
 
     def _on_customer_event(self, event: dict[str, Any]) -> None:
         if event.get("type") != "conversation":
@@ -207,8 +262,30 @@ class VisitorSession:
                 raise NameplateError("no_conversation", "send a message first, then leave your e-mail")
             await self.np.conversations.set_offline_email(self.conversation.id, frame.email)
             self.connection.send({"type": "email_saved", "email": frame.email})
+        elif isinstance(frame, Identify):
+            token = await self._identify(frame)
+            reply: dict[str, Any] = {"type": "identified", "customer": self._customer_frame(),
+                                     "conversation_id": self.conversation.id if self.conversation else None}
+            if token is not None:
+                reply["token"] = token
+            if self.customer.verified:
+                reply["earlier"] = await self.np.conversations.earlier(self.customer.id)
+            self.connection.send(reply)
+        elif isinstance(frame, Choose):
+            if self.conversation is None:
+                raise NameplateError("no_conversation", "there is nothing waiting to choose for")
+            await self.np.router.choose(self.conversation, frame.wait)
+        elif isinstance(frame, History):
+            await self._history(frame.conversation_id)
         elif isinstance(frame, Ping):
             self.connection.send({"type": "pong"})
+
+    async def _history(self, conversation_id: str) -> None:
+        conversation = await self.np.conversations.get(conversation_id)
+        if not self.customer.verified or conversation is None or conversation.customer_id != self.customer.id:
+            raise NameplateError("not_found", "no such conversation", 404)
+        messages = await self.np.conversations.history(conversation.id)
+        self.connection.send({"type": "history", "conversation_id": conversation.id, "messages": messages})
 
     async def _message(self, frame: SendMessage) -> None:
         body = self.np.conversations.clean_body(frame.body)
@@ -217,17 +294,23 @@ class VisitorSession:
         started = False
         conversation = self.conversation
         if conversation is None or conversation.status == ConversationStatus.closed.value:
+            already = await self.np.conversations.find_sent(self.customer.id, frame.client_id)
+            if already is not None:
+                self.connection.send(ack_frame(frame.client_id, already.seq, already.conversation_id))
+                return
             conversation, started = await self._new_conversation(frame.team_id), True
         author = self.np.conversations.visitor_author(self.customer)
         try:
             stored = await self.np.conversations.post(
-                NewMessage(conversation.id, AuthorKind.visitor.value, body, client_id=frame.client_id), author
+                NewMessage(conversation.id, AuthorKind.visitor.value, body, client_id=frame.client_id), author,
+                self.site.id,
             )
         except ConversationClosed:
             # Closed between our last look and the write: the message opens a new conversation.
             conversation, started = await self._new_conversation(frame.team_id), True
             stored = await self.np.conversations.post(
-                NewMessage(conversation.id, AuthorKind.visitor.value, body, client_id=frame.client_id), author
+                NewMessage(conversation.id, AuthorKind.visitor.value, body, client_id=frame.client_id), author,
+                self.site.id,
             )
         self.connection.send(ack_frame(frame.client_id, stored.seq, conversation.id))
         if started:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from starlette.requests import Request
@@ -16,7 +17,11 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 
 async def nameplate_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, NameplateError)
-    return error_response(exc.status, exc.code, exc.message)
+    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    fields = getattr(exc, "fields", None)
+    if fields:
+        body["fields"] = fields
+    return JSONResponse({"error": body}, status_code=exc.status)
 
 
 async def read_json(request: Request, max_bytes: int = 64 * 1024) -> dict[str, Any]:
@@ -24,8 +29,6 @@ async def read_json(request: Request, max_bytes: int = 64 * 1024) -> dict[str, A
     body = await request.body()
     if len(body) > max_bytes:
         raise NameplateError("too_large", f"request bodies are limited to {max_bytes} bytes", 413)
-    import json
-
     try:
         data = json.loads(body or b"{}")
     except ValueError as exc:

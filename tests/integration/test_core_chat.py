@@ -174,3 +174,36 @@ async def test_agent_back_within_grace_keeps_chats(server: RunningServer) -> Non
         conversation = await session.get(Conversation, conversation_id)
     assert conversation.status == "active" and conversation.agent_id == assigned["conversation"]["agent"]["id"]
     assert not visitor.of_type("agent_left")
+
+
+async def test_visitors_learn_when_agents_come_online(server: RunningServer) -> None:
+    visitor, _ = await connect_visitor(server)
+    assert visitor.of_type("welcome")[0]["agents_online"] == 0
+    agent = await connect_agent(server, "jane@acme.example")
+    assert (await visitor.expect("agents_online"))["count"] == 1
+    await agent.close()
+    assert (await visitor.expect("agents_online", timeout=10))["count"] == 0
+
+
+async def test_errors_name_the_message_they_are_about(server: RunningServer) -> None:
+    visitor, _ = await connect_visitor(server)
+    await visitor.send(type="message", client_id="huge", body="z" * (server.nameplate.settings.max_message_chars + 1))
+    error = await visitor.expect("error")
+    assert error["code"] == "too_large" and error["client_id"] == "huge"
+
+
+async def test_a_resend_that_crosses_a_close_is_acknowledged_not_duplicated(server: RunningServer) -> None:
+    agent = await connect_agent(server, "jane@acme.example")
+    visitor, _ = await connect_visitor(server)
+    await visitor.send(type="message", client_id="once", body="Only once please")
+    ack = await visitor.expect("ack")
+    assigned = await agent.expect("assigned")
+    await agent.send(type="close", conversation_id=assigned["conversation"]["id"])
+    await visitor.expect("closed")
+    await visitor.send(type="message", client_id="once", body="Only once please")
+    again = await visitor.expect("ack")
+    assert (again["conversation_id"], again["seq"]) == (ack["conversation_id"], ack["seq"])
+    async with server.nameplate.sessions() as session:
+        count = await session.scalar(select(func.count()).select_from(Message).where(Message.client_id == "once"))
+        conversations = await session.scalar(select(func.count()).select_from(Conversation))
+    assert count == 1 and conversations == 1

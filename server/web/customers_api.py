@@ -1,0 +1,73 @@
+"""The server-to-server customer API: post events from other channels, read a customer's timeline.
+
+Authenticated with a site API key (`Authorization: Bearer np_...`). A customer is named by the
+website's own user id (`external_id`, the one passed to identify); another site's customer is 404.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from server import channels
+from server.context import Nameplate
+from server.errors import NameplateError, NotFound
+from server.models import Customer, Site
+from server.timeline import event_item
+from server.web.responses import read_json
+
+
+async def _authorised(request: Request) -> tuple[Nameplate, Site, Customer]:
+    nameplate: Nameplate = request.app.state.nameplate
+    header = request.headers.get("authorization", "")
+    key = header[7:].strip() if header.lower().startswith("bearer ") else None
+    site = await nameplate.api_keys.site_for(key)
+    if site is None:
+        raise NameplateError("unauthorized", "send a valid site API key: Authorization: Bearer np_…", 401)
+    customer = await nameplate.timeline.customer_by_external_id(site.id, request.path_params["external_id"])
+    if customer is None:
+        raise NotFound("no customer with that id on this site")
+    return nameplate, site, customer
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise NameplateError("invalid", f"{name} must be a whole number", 422) from exc
+
+
+async def post_event(request: Request) -> Response:
+    nameplate, site, customer = await _authorised(request)
+    data = await read_json(request, max_bytes=16 * 1024)
+    event, created = await nameplate.timeline.record(customer, data)
+    item = event_item(event)
+    if created:
+        await nameplate.webhooks.emit(site.id, "event.created", {"customer_id": customer.id, **item})
+        open_conversation = await nameplate.conversations.open_for_customer(customer.id)
+        if open_conversation is not None:
+            await nameplate.broker.publish(
+                channels.staff(open_conversation.id),
+                {"type": "customer_event", "conversation_id": open_conversation.id, "customer_id": customer.id,
+                 "event": item},
+            )
+    return JSONResponse({"event": item, "created": created}, status_code=201 if created else 200)
+
+
+async def get_timeline(request: Request) -> Response:
+    nameplate, _site, customer = await _authorised(request)
+    limit = _int_param(request, "limit", 20)
+    offset = _int_param(request, "offset", 0)
+    items = await nameplate.timeline.items(customer.id, limit=limit, offset=offset)
+    return JSONResponse({"items": items, "limit": limit, "offset": offset, "next_offset": offset + len(items)})
+
+
+routes = [
+    Route("/api/v1/customers/{external_id}/events", post_event, methods=["POST"]),
+    Route("/api/v1/customers/{external_id}/events", get_timeline, methods=["GET"]),
+    Route("/api/v1/customers/{external_id}/timeline", get_timeline, methods=["GET"]),
+]
