@@ -12,7 +12,8 @@ from itsdangerous import BadSignature, URLSafeSerializer
 
 _hasher = PasswordHasher()
 # Verifying against this keeps the time of a login for an unknown e-mail the same as for a known one.
-_DUMMY_HASH = _hasher.hash("nameplate-dummy-password")
+# Made on first use: hashing at import would slow every process start by a hash.
+_dummy_hash: str | None = None
 
 MIN_PASSWORD_LENGTH = 8
 
@@ -24,8 +25,11 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
+    global _dummy_hash
+    if password_hash is None and _dummy_hash is None:
+        _dummy_hash = _hasher.hash("nameplate-dummy-password")
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash or _dummy_hash or "", password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 

@@ -15,7 +15,7 @@ from server.models import CannedResponse, iso
 MAX_SHORTCUT_CHARS = 40
 MAX_BODY_CHARS = 2000
 # Letters, digits, "-" and "_": what can follow a "/" in the composer without ambiguity.
-SHORTCUT_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,%d}" % MAX_SHORTCUT_CHARS)
+SHORTCUT_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def clean_shortcut(value: str) -> str:

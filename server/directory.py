@@ -127,6 +127,14 @@ class Directory:
         async with self._sessions() as session:
             return (await session.execute(query.limit(1))).scalar_one_or_none()
 
+    async def active_agents_with_email(self, email: str) -> list[Agent]:
+        """Every active account with this e-mail, across sites (one person may work for two shops)."""
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Agent).where(Agent.email == email.strip().lower(), Agent.active.is_(True))
+            )
+            return list(result.scalars())
+
     async def agents(self, site_id: str) -> list[Agent]:
         async with self._sessions() as session:
             result = await session.execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 from PIL import Image, UnidentifiedImageError
@@ -35,7 +36,9 @@ def normalise_photo(data: bytes) -> bytes:
             image = image.convert("RGB")
     except NameplateError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise NameplateError("bad_image", "that image has too many pixels") from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise NameplateError("bad_image", "that file is not a readable PNG, JPEG or WebP image") from exc
     side = min(image.size)
     left = (image.width - side) // 2
@@ -47,7 +50,8 @@ def normalise_photo(data: bytes) -> bytes:
 
 
 async def store_photo(sessions: Sessions, agent_id: str, data: bytes) -> None:
-    jpeg = normalise_photo(data)
+    # Decoding and resizing take tens of milliseconds: off the event loop, so chats do not stall.
+    jpeg = await asyncio.to_thread(normalise_photo, data)
     async with sessions() as session:
         photo = await session.get(AgentPhoto, agent_id)
         if photo is None:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from server.broker.base import Broker
+from server.models import Agent
 from server.routing import Router
 
 log = logging.getLogger("nameplate.presence")
@@ -25,6 +26,8 @@ class Presence:
         # A socket lives three heartbeats without a refresh: one missed beat is not a disconnect.
         self._ttl = max(3 * interval, 1.0)
         self._local: dict[str, tuple[str, str]] = {}
+        # The status each locally connected agent chose, so it can be restored if the broker loses it.
+        self._statuses: dict[tuple[str, str], tuple[Agent, str]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -47,15 +50,23 @@ class Presence:
     async def disconnected(self, connection_id: str) -> None:
         owner = self._local.pop(connection_id, None)
         if owner is not None:
+            if owner not in self._local.values():
+                self._statuses.pop(owner, None)
             await self._broker.agent_disconnected(owner[0], owner[1], connection_id)
+
+    async def set_status(self, agent: Agent, status: str) -> None:
+        self._statuses[(agent.site_id, agent.id)] = (agent, status)
+        await self._router.set_status(agent, status)
 
     def local_agents(self) -> set[tuple[str, str]]:
         return set(self._local.values())
 
     async def reregister(self) -> None:
-        """After the broker lost its state: announce this process's live sockets again."""
+        """After the broker lost its state: announce this process's live sockets and their statuses again."""
         for connection_id, (site_id, agent_id) in list(self._local.items()):
             await self._broker.agent_connected(site_id, agent_id, connection_id, self._ttl)
+        for agent, status in list(self._statuses.values()):
+            await self._router.set_status(agent, status)
 
     async def beat(self) -> None:
         connections = [(site, agent, cid) for cid, (site, agent) in self._local.items()]

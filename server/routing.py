@@ -318,6 +318,9 @@ class Router:
         if not await self._conversations.mark_requeued(conversation.id, team_id=team.id):
             raise NameplateError("conflict", "the conversation changed hands meanwhile", 409)
         await self._broker.detach(conversation.site_id, from_agent.id, conversation.id)
+        requeued = await self._conversations.get(conversation.id)
+        if requeued is not None:
+            await self._conversations.announce(requeued)
         if note:
             await self._conversations.system_line(
                 conversation.id, f"Hand-off note from {from_name} to {team.name}: {note}", private=True

@@ -116,6 +116,6 @@ class Broker(abc.ABC):
 
     # -- counters ----------------------------------------------------------------------------------
     @abc.abstractmethod
-    async def hit(self, key: str, limit: int, window: float) -> tuple[bool, float]:
-        """Count one attempt in a fixed window shared by all processes.
-        Returns (allowed, seconds until the window resets)."""
+    async def hit(self, key: str, limit: int, window: float, cost: int = 1) -> tuple[bool, float]:
+        """Count `cost` attempts (0 just looks) in a fixed window shared by all processes.
+        Returns (count still within limit, seconds until the window resets)."""

@@ -165,11 +165,11 @@ class MemoryBroker(Broker):
                 agents[agent_id] = replace(state, conversations=frozenset(conversations))
 
     # -- counters ----------------------------------------------------------------------------------
-    async def hit(self, key: str, limit: int, window: float) -> tuple[bool, float]:
+    async def hit(self, key: str, limit: int, window: float, cost: int = 1) -> tuple[bool, float]:
         now = time.time()
         count, resets_at = self._counters.get(key, (0, now + window))
         if resets_at <= now:
             count, resets_at = 0, now + window
-        count += 1
+        count += cost
         self._counters[key] = (count, resets_at)
         return count <= limit, max(0.0, resets_at - now)

@@ -137,7 +137,7 @@ class AgentSession:
         )
         for conversation in mine:
             await self._replay(conversation.id, hello.resume_after.get(conversation.id, 0))
-        await self.np.router.set_status(agent, status)
+        await self.np.presence.set_status(agent, status)
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -204,7 +204,7 @@ class AgentSession:
             stored = await self.np.conversations.post(
                 NewMessage(conversation.id, AuthorKind.agent.value, body, agent_id=self.agent.id,
                            client_id=frame.client_id),
-                {"kind": AuthorKind.agent.value, **agent_card(self.agent)},
+                {"kind": AuthorKind.agent.value, **(await self.np.directory.card(self.agent.id))},
                 conversation.site_id,
             )
             self.connection.send(ack_frame(frame.client_id, stored.seq, conversation.id))
@@ -214,7 +214,7 @@ class AgentSession:
             stored = await self.np.conversations.post(
                 NewMessage(conversation.id, AuthorKind.agent.value, body, agent_id=self.agent.id,
                            client_id=frame.client_id, private=True),
-                {"kind": AuthorKind.agent.value, **agent_card(self.agent)},
+                {"kind": AuthorKind.agent.value, **(await self.np.directory.card(self.agent.id))},
             )
             if frame.client_id:
                 self.connection.send(ack_frame(frame.client_id, stored.seq, conversation.id))
@@ -226,7 +226,7 @@ class AgentSession:
             conversation = await self._mine(frame.conversation_id)
             await self.np.conversations.mark_read(conversation, "agent", frame.seq)
         elif isinstance(frame, Status):
-            await self.np.router.set_status(self.agent, frame.status)
+            await self.np.presence.set_status(self.agent, frame.status)
         elif isinstance(frame, Close):
             conversation = await self._mine(frame.conversation_id)
             if await self.np.conversations.close(conversation, self.agent.full_name):
