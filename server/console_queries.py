@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 
 from server.customers import Customers, customer_card, display_name
 from server.db import Sessions
+from server.timeline import Timeline
 from server.directory import clean_name
 from server.errors import NameplateError, NotFound
 from server.models import Agent, Conversation, ConversationStatus, Customer, Rating, iso
@@ -30,10 +31,14 @@ def clean_line(value: str | None, field: str, limit: int) -> str:
     return cleaned
 
 
+TIMELINE_EVENTS = 30
+
+
 class ConsoleQueries:
-    def __init__(self, sessions: Sessions, customers: Customers) -> None:
+    def __init__(self, sessions: Sessions, customers: Customers, timeline: Timeline) -> None:
         self._sessions = sessions
         self._customers = customers
+        self._timeline = timeline
 
     # -- customers -----------------------------------------------------------------------------------
     async def customer_in_site(self, customer_id: str, site_id: str) -> Customer:
@@ -49,6 +54,9 @@ class ConsoleQueries:
             "customer": {**customer_card(customer), "display_name": display_name(customer)},
             "pages": await self._customers.recent_pages(customer.id),
             "conversations": await self._conversations_of(customer.id),
+            # Calls, store visits, e-mails posted through the events API: shown beside the chats.
+            "events": [item for item in await self._timeline.items(customer.id, limit=TIMELINE_EVENTS)
+                       if item["kind"] == "event"],
         }
 
     async def _conversations_of(self, customer_id: str) -> list[dict[str, Any]]:

@@ -10,8 +10,11 @@ memory at once. Queries are plain SQL that SQLite and PostgreSQL both run.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import csv
+import io
+import json
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -53,6 +56,29 @@ def as_utc(moment: datetime) -> datetime:
 
 def utc_iso(moment: datetime | None) -> str | None:
     return iso(as_utc(moment)) if moment is not None else None
+
+
+def format_time(moment: datetime | None, seconds: bool = False) -> str:
+    if moment is None:
+        return ""
+    return as_utc(moment).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
+
+
+def format_duration(seconds: float | None) -> str:
+    """45 s, 12 min, 1 h 05 min, 2 d 3 h: the precision a person reads at a glance."""
+    if seconds is None:
+        return ""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes = whole // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
 
 
 def parse_day(value: str | None, name: str) -> date | None:
@@ -135,11 +161,38 @@ class ConversationRow:
 
 
 @dataclass(frozen=True)
+class Snippet:
+    """Where a search matched: the words around the first match, and the match itself to highlight."""
+
+    before: str
+    match: str
+    after: str
+    private: bool
+
+
+# Characters shown on each side of a match: about one line of context in the list.
+SNIPPET_CONTEXT = 60
+
+
+def snippet(body: str, text: str, private: bool) -> Snippet | None:
+    flat = " ".join(body.split())
+    at = flat.lower().find(text.lower())
+    if at < 0:
+        return None
+    start, end = max(0, at - SNIPPET_CONTEXT), min(len(flat), at + len(text) + SNIPPET_CONTEXT)
+    before = ("…" if start > 0 else "") + flat[start:at]
+    after = flat[at + len(text):end] + ("…" if end < len(flat) else "")
+    return Snippet(before, flat[at:at + len(text)], after, private)
+
+
+@dataclass(frozen=True)
 class ConversationPage:
     rows: list[ConversationRow]
     page: int
     total: int
     page_size: int = PAGE_SIZE
+    # conversation id → where the search text was found (only when searching)
+    snippets: dict[str, Snippet] = field(default_factory=dict)
 
     @property
     def pages(self) -> int:
@@ -279,16 +332,13 @@ class Transcripts:
         if query.team_id:
             conditions.append(Conversation.team_id == query.team_id)
         text = " ".join(query.text.split())[:MAX_SEARCH_CHARS]
+        # icontains(autoescape=True) escapes % and _ so they match themselves; ILIKE on PostgreSQL,
+        # lower() LIKE lower() on SQLite: case-insensitive on both.
+        message_matches = [Message.body.icontains(text, autoescape=True)]
+        if not query.include_private:
+            message_matches.append(Message.private.is_(False))
         if text:
-            # icontains(autoescape=True) escapes % and _ so they match themselves; ILIKE on PostgreSQL,
-            # lower() LIKE lower() on SQLite: case-insensitive on both.
-            matches = exists().where(
-                Message.conversation_id == Conversation.id,
-                Message.body.icontains(text, autoescape=True),
-            )
-            if not query.include_private:
-                matches = matches.where(Message.private.is_(False))
-            conditions.append(matches)
+            conditions.append(exists().where(Message.conversation_id == Conversation.id, *message_matches))
         async with self._sessions() as session:
             total = (
                 await session.execute(select(func.count()).select_from(Conversation).where(*conditions))
@@ -302,7 +352,24 @@ class Transcripts:
                 .offset((page - 1) * PAGE_SIZE)
             )
             rows = [_to_row(record) for record in result]
-        return ConversationPage(rows, page, total)
+            snippets: dict[str, Snippet] = {}
+            if text and rows:
+                first = (
+                    select(Message.conversation_id, func.min(Message.seq).label("seq"))
+                    .where(Message.conversation_id.in_([row.id for row in rows]), *message_matches)
+                    .group_by(Message.conversation_id)
+                    .subquery()
+                )
+                found = await session.execute(
+                    select(Message.conversation_id, Message.body, Message.private).join(
+                        first, (Message.conversation_id == first.c.conversation_id) & (Message.seq == first.c.seq)
+                    )
+                )
+                for conversation_id, body, private in found:
+                    excerpt = snippet(body, text, bool(private))
+                    if excerpt is not None:
+                        snippets[conversation_id] = excerpt
+        return ConversationPage(rows, page, total, snippets=snippets)
 
     async def visible(self, viewer: Agent, conversation_id: str) -> ConversationRow:
         """The conversation if `viewer` may read it: supervisors and admins see their whole site, agents
@@ -380,3 +447,79 @@ class Transcripts:
             }
             for conversation, customer, agent in records
         ]
+
+
+# -- export formats ----------------------------------------------------------------------------------------
+CSV_COLUMNS = ("conversation_id", "seq", "sent_at", "author_kind", "author_name", "private", "body")
+# A spreadsheet treats a cell starting with one of these as a formula (tab and CR too, in some programs).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: str) -> str:
+    """Text people typed, made inert for spreadsheets: a leading quote keeps a would-be formula as text."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
+def csv_record(line: Line) -> list[str]:
+    # Ids, times, kinds and flags are generated by the server; names and bodies were typed by people.
+    return [
+        line.conversation_id,
+        str(line.seq),
+        utc_iso(line.sent_at) or "",
+        line.author_kind,
+        csv_safe(line.author_name),
+        "true" if line.private else "false",
+        csv_safe(line.body),
+    ]
+
+
+def csv_text(records: Iterable[list[str] | tuple[str, ...]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(records)
+    return buffer.getvalue()
+
+
+async def csv_chunks(batches: AsyncIterator[list[Line]]) -> AsyncIterator[str]:
+    """The CSV document, one chunk per batch of lines."""
+    yield csv_text([CSV_COLUMNS])
+    async for batch in batches:
+        yield csv_text(csv_record(line) for line in batch)
+
+
+async def json_chunks(batches: AsyncIterator[list[Line]], header: dict[str, Any]) -> AsyncIterator[str]:
+    """`{...header, "messages": [...]}`, written as the lines arrive."""
+    opening = json.dumps(header, ensure_ascii=False)[:-1]
+    yield (opening + ", " if header else "{") + '"messages": ['
+    first = True
+    async for batch in batches:
+        parts = [json.dumps(line.as_dict(), ensure_ascii=False) for line in batch]
+        if parts:
+            yield ("\n" if first else ",\n") + ",\n".join(parts)
+            first = False
+    yield "\n]}\n"
+
+
+def transcript_text(transcript: Transcript) -> str:
+    """A transcript as plain text: a header of facts, then one entry per message."""
+    c = transcript.conversation
+    facts = [
+        ("Site", transcript.site_name),
+        ("Conversation", c.id),
+        ("Customer", f"{c.customer_name} <{c.customer_email}>" if c.customer_email else c.customer_name),
+        ("Agent", c.agent_name or "none"),
+        ("Team", c.team_name or "none"),
+        ("Status", c.status),
+        ("Started", format_time(c.created_at, seconds=True)),
+        ("Closed", format_time(c.closed_at, seconds=True) or "not yet"),
+        ("Duration", format_duration(c.duration_seconds()) if c.closed_at else "ongoing"),
+    ]
+    if c.rating_score is not None:
+        comment = f' ("{c.rating_comment}")' if c.rating_comment else ""
+        facts.append(("Rating", f"{c.rating_score}/5{comment}"))
+    out = [f"{label}: {value}" for label, value in facts]
+    out.append("")
+    for line in transcript.lines:
+        label = line.author_kind + (", private note" if line.private else "")
+        body = line.body.replace("\r\n", "\n").replace("\n", "\n    ")
+        out.append(f"[{format_time(line.sent_at, seconds=True)}] {line.author_name} ({label}): {body}")
+    return "\n".join(out) + "\n"

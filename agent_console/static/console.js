@@ -491,6 +491,17 @@
 
     rating() { loadRecent(); },
 
+    customer_event(f) {
+      const detail = state.customers.get(f.customer_id);
+      if (detail) {
+        detail.events = [f.event, ...(detail.events || []).filter((e) => e.id !== f.event.id)];
+        const c = selected();
+        if (c && customerOf(c) && customerOf(c).id === f.customer_id) renderCustomer();
+      } else {
+        loadCustomer(f.customer_id);
+      }
+    },
+
     error(f) {
       state.lastErrorCode = f.code;
       if (f.code === "unauthorized" || f.code === "session_ended") return;
@@ -871,11 +882,27 @@
     }
     show($("cust-pages-empty"), pages.length === 0);
 
-    const history = detail ? detail.conversations.filter((h) => h.id !== c.id) : [];
+    const chats = detail ? detail.conversations.filter((h) => h.id !== c.id) : [];
+    const events = detail ? detail.events || [] : [];
+    // One timeline: earlier chats and contacts on other channels, newest first.
+    const history = [...chats.map((h) => ({ at: h.created_at, chat: h })), ...events.map((e) => ({ at: e.at, event: e }))]
+      .sort((a, b) => (a.at < b.at ? 1 : a.at > b.at ? -1 : 0));
     const historyList = $("cust-history");
     historyList.replaceChildren();
-    for (const h of history) {
+    for (const item of history) {
       const li = el("li");
+      if (item.event) {
+        const e = item.event;
+        li.className = "timeline-event";
+        const top = el("span", "row-top");
+        top.append(el("span", "history-date", day.format(new Date(e.at))), el("span", "channel", e.channel));
+        li.append(top, el("span", "row-sub", e.summary));
+        if (e.details) li.append(el("span", "row-sub quote", e.details));
+        if (e.agent_email) li.append(el("span", "row-sub", "by " + e.agent_email));
+        historyList.append(li);
+        continue;
+      }
+      const h = item.chat;
       const link = el("a", "history-link");
       link.href = TRANSCRIPT_URL + encodeURIComponent(h.id);
       link.target = "_blank";
@@ -883,7 +910,7 @@
       const top = el("span", "row-top");
       top.append(el("span", "history-date", day.format(new Date(h.created_at))),
         el("span", "rating", h.rating ? "★ " + h.rating.score + "/5" : h.status === "closed" ? "" : h.status));
-      link.append(top, el("span", "row-sub", (h.agent ? h.agent.name : "No agent") + " · " + h.messages + " messages"));
+      link.append(top, el("span", "row-sub", "Chat with " + (h.agent ? h.agent.name : "no agent") + " · " + h.messages + " messages"));
       if (h.rating && h.rating.comment) link.append(el("span", "row-sub quote", "“" + h.rating.comment + "”"));
       li.append(link);
       historyList.append(li);

@@ -43,7 +43,7 @@ def json_response(data: Any, status: int = 200) -> JSONResponse:
 
 def queries_of(request: Request) -> ConsoleQueries:
     nameplate = nameplate_of(request)
-    return ConsoleQueries(nameplate.sessions, nameplate.customers)
+    return ConsoleQueries(nameplate.sessions, nameplate.customers, nameplate.timeline)
 
 
 def canned_of(request: Request) -> CannedResponses:
