@@ -24,6 +24,8 @@ def iso(moment: datetime | None) -> str | None:
     """ISO-8601 in UTC with a 'Z', the one time format on the wire."""
     if moment is None:
         return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # the store keeps UTC; a naive value is UTC, not local time
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 

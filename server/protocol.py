@@ -122,6 +122,8 @@ class AgentHello(Frame):
     type: Literal["hello"]
     # conversation_id → last seq the console has; conversations not named get their full history.
     resume_after: dict[str, int] = Field(default_factory=dict)
+    # Supervisors watching the live view: not online for routing, read-only.
+    observe: bool = False
 
 
 class AgentSend(SendMessage):

@@ -156,24 +156,31 @@ class Router:
         agents = await self._broker.agents(site_id)
         online = sum(1 for a in agents if a.status != "offline")
         handle = await self.handle_seconds(site_id)
-        board = []
         for position, entry in enumerate(queue, start=1):
-            wait = expected_wait_seconds(position, agents, handle)
-            frame = queue_frame(entry.conversation_id, position, wait)
+            frame = queue_frame(entry.conversation_id, position, expected_wait_seconds(position, agents, handle))
             frame["agents_online"] = online
             await self._broker.publish(channels.conversation(entry.conversation_id), frame)
-            board.append({"conversation_id": entry.conversation_id, "position": position, "expected_wait_s": wait})
-        await self._broker.publish(
-            channels.site(site_id),
-            {
-                "type": "board",
-                "queue": board,
-                "agents": [
-                    {"id": a.agent_id, "status": a.status, "load": a.load, "capacity": a.capacity}
-                    for a in agents
-                ],
-            },
-        )
+        await self._broker.publish(channels.site(site_id), self._board(queue, agents, handle))
+
+    async def board(self, site_id: str) -> dict[str, Any]:
+        """The site's live board: the queue with expected waits, and every agent's status and load."""
+        queue = await self._broker.queue(site_id)
+        agents = await self._broker.agents(site_id)
+        return self._board(queue, agents, await self.handle_seconds(site_id))
+
+    @staticmethod
+    def _board(queue: list[QueueEntry], agents: list[Any], handle: float) -> dict[str, Any]:
+        return {
+            "type": "board",
+            "queue": [
+                {"conversation_id": e.conversation_id, "position": n,
+                 "expected_wait_s": expected_wait_seconds(n, agents, handle)}
+                for n, e in enumerate(queue, start=1)
+            ],
+            "agents": [
+                {"id": a.agent_id, "status": a.status, "load": a.load, "capacity": a.capacity} for a in agents
+            ],
+        }
 
     async def position(self, site_id: str, conversation_id: str) -> dict[str, Any] | None:
         """The `queue` frame for one conversation, or None if it is not queued."""

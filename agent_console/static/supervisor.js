@@ -82,7 +82,7 @@
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     socket = new WebSocket(`${scheme}//${location.host}/ws/agent`);
     setConn("connecting", retry ? "Reconnecting…" : "Connecting…");
-    socket.addEventListener("open", () => socket.send(JSON.stringify({ type: "hello" })));
+    socket.addEventListener("open", () => socket.send(JSON.stringify({ type: "hello", observe: true })));
     socket.addEventListener("message", (event) => {
       let frame;
       try {
@@ -336,17 +336,8 @@
   }
 
   function renderStatus() {
-    const button = $("live-status");
-    if (!state.me || !state.myStatus) return;
-    button.hidden = false;
-    const available = state.myStatus === "available";
-    button.textContent = available ? "You are available · set away" : "You are away · set available";
-    button.dataset.status = state.myStatus;
+    // Observing: the live view never makes its supervisor available for chats.
   }
-
-  $("live-status").addEventListener("click", () => {
-    send({ type: "status", status: state.myStatus === "available" ? "away" : "available" });
-  });
 
   // -- watching ------------------------------------------------------------------------------------------
   function watch(conversationId) {

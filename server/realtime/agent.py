@@ -100,6 +100,8 @@ class AgentSession:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._messages = TokenBucket(30, 10)
         self._chatter = TokenBucket(20, 5)
+        # An observing supervisor watches without being online for routing and writes nothing.
+        self.observing = False
 
     @property
     def is_supervisor(self) -> bool:
@@ -108,10 +110,12 @@ class AgentSession:
     # -- lifecycle -----------------------------------------------------------------------------------
     async def start(self, hello: AgentHello) -> None:
         agent = self.agent
+        self.observing = hello.observe and self.is_supervisor
         await self.np.broker.subscribe(channels.agent(agent.id), self._on_agent_event)
         await self.np.broker.subscribe(channels.site(agent.site_id), self.connection.send)
-        await self.np.presence.connected(agent.site_id, agent.id, self.connection_id)
-        mine = await self.np.conversations.for_agent(agent.id)
+        if not self.observing:
+            await self.np.presence.connected(agent.site_id, agent.id, self.connection_id)
+        mine = [] if self.observing else await self.np.conversations.for_agent(agent.id)
         for conversation in mine:
             await self._watch(conversation.id)
             self.connection.hold(conversation.id)
@@ -123,6 +127,7 @@ class AgentSession:
         self.connection.send(
             {
                 "type": "welcome",
+                "observing": self.observing,
                 "agent": {**agent_card(agent), "role": agent.role, "email": agent.email},
                 "status": status,
                 "capacity": agent.capacity,
@@ -137,6 +142,9 @@ class AgentSession:
         )
         for conversation in mine:
             await self._replay(conversation.id, hello.resume_after.get(conversation.id, 0))
+        if self.observing:
+            self.connection.send(await self.np.router.board(agent.site_id))
+            return
         await self.np.presence.set_status(agent, status)
 
     async def stop(self) -> None:
@@ -177,6 +185,8 @@ class AgentSession:
     # -- broker events -------------------------------------------------------------------------------
     def _on_agent_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
+        if self.observing and kind in ("assigned", "unassigned", "status"):
+            return  # another tab of theirs takes chats; this one only watches
         if kind == "session_ended":
             self.connection.send({"type": "error", "code": "session_ended", "message": "signed out"})
             self.connection.close(CLOSE_UNAUTHORIZED, "session ended")
@@ -196,6 +206,8 @@ class AgentSession:
         return conversation
 
     async def handle(self, frame: Any) -> None:
+        if self.observing and not isinstance(frame, Watch | Ping):
+            raise Forbidden("this console is observing: open the inbox to take part")
         if isinstance(frame, AgentSend):
             body = self.np.conversations.clean_body(frame.body)
             if not self._messages.take():

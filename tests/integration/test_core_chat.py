@@ -207,3 +207,22 @@ async def test_a_resend_that_crosses_a_close_is_acknowledged_not_duplicated(serv
         count = await session.scalar(select(func.count()).select_from(Message).where(Message.client_id == "once"))
         conversations = await session.scalar(select(func.count()).select_from(Conversation))
     assert count == 1 and conversations == 1
+
+
+async def test_an_observing_supervisor_watches_without_taking_chats(server: RunningServer) -> None:
+    supervisor = await connect_agent(server, "tomas@acme.example", observe=True)
+    assert supervisor.of_type("welcome")[0]["observing"] is True
+    assert (await supervisor.expect("board"))["queue"] == []
+    visitor, _ = await connect_visitor(server)
+    await visitor.send(type="message", client_id="q", body="Anyone?")
+    queued = await visitor.expect("queue")
+    assert queued["position"] == 1 and queued["agents_online"] == 0
+    board = await supervisor.expect("board", lambda f: f["queue"])
+    assert board["queue"][0]["conversation_id"] == queued["conversation_id"]
+    await supervisor.send(type="status", status="available")
+    assert (await supervisor.expect("error"))["code"] == "forbidden"
+    await supervisor.send(type="watch", conversation_id=queued["conversation_id"])
+    await supervisor.expect("watching")
+    assert (await supervisor.expect("message"))["body"] == "Anyone?"
+    await supervisor.send(type="message", conversation_id=queued["conversation_id"], client_id="s", body="hi")
+    assert (await supervisor.expect("error"))["code"] == "forbidden"
