@@ -100,11 +100,7 @@ class MessageLog:
             self._wake.clear()
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                try:
-                    results = await self._write([message for message, _ in batch])
-                except Exception as exc:
-                    log.exception("storing %d messages failed", len(batch))
-                    results = [exc] * len(batch)
+                results = await self._write_or_isolate([message for message, _ in batch])
                 for (_, future), result in zip(batch, results, strict=True):
                     if future.done():
                         continue
@@ -112,6 +108,25 @@ class MessageLog:
                         future.set_exception(result)
                     else:
                         future.set_result(result)
+
+    async def _write_or_isolate(self, batch: list[NewMessage]) -> list[StoredMessage | Exception]:
+        """Write the batch in one transaction; if it fails, write each message alone, so one unstorable
+        message fails only its own sender, never the others who happened to share its commit."""
+        try:
+            return await self._write(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                log.exception("storing a message failed")
+                return [exc]
+            log.warning("a batch of %d messages failed (%s); storing them one by one", len(batch), exc)
+        results: list[StoredMessage | Exception] = []
+        for message in batch:
+            try:
+                results.extend(await self._write([message]))
+            except Exception as exc:
+                log.exception("storing a message failed")
+                results.append(exc)
+        return results
 
     async def _write(self, batch: list[NewMessage]) -> list[StoredMessage | Exception]:
         conversation_ids = sorted({m.conversation_id for m in batch})

@@ -41,6 +41,8 @@ from sqlmodel import SQLModel
 from server.db import make_engine
 
 log = logging.getLogger("nameplate.migrate")
+# Alembic lists its autogenerate plugins at INFO whenever it loads: noise in every server's start-up log.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # The first migration: what `create_tables` used to build before the store had migrations.
@@ -161,6 +163,9 @@ def _adopt_unversioned(connection: Connection) -> None:
 
 
 def _upgrade(connection: Connection, revision: str) -> str | None:
+    current = _current(connection)
+    if current is not None and not _known(current):
+        raise _migrated_by_newer_code(current)
     _adopt_unversioned(connection)
     _alembic(connection, lambda config: command.upgrade(config, revision))
     return _current(connection)
@@ -216,12 +221,16 @@ async def require_head(engine: AsyncEngine) -> None:
             f"the database has no schema yet (this code needs revision {head}): run `nameplate migrate`"
         )
     if not _known(current):
-        raise SchemaOutOfDate(
-            f"the database is at revision {current}, which this code does not know: it was migrated by a newer "
-            "Nameplate; deploy that version (or downgrade the schema with the version that migrated it)"
-        )
+        raise _migrated_by_newer_code(current)
     raise SchemaOutOfDate(
         f"the database schema is at revision {current}, this code needs {head}: run `nameplate migrate`"
+    )
+
+
+def _migrated_by_newer_code(revision: str) -> SchemaOutOfDate:
+    return SchemaOutOfDate(
+        f"the database is at revision {revision}, which this code does not know: it was migrated by a newer "
+        "Nameplate; deploy that version (or downgrade the schema with the version that migrated it)"
     )
 
 
@@ -235,8 +244,9 @@ def _known(revision: str) -> bool:
 async def prepare_schema(engine: AsyncEngine) -> None:
     """At start-up: SQLite migrates itself (embedded, one process); PostgreSQL must already be at head."""
     if engine.dialect.name == "sqlite":
-        revision = await upgrade(engine)
-        log.info("database schema at revision %s", revision)
+        # The usual case costs one read; upgrade() takes the lock and looks again.
+        if await current_revision(engine) != head_revision():
+            log.info("database schema upgraded to revision %s", await upgrade(engine))
     else:
         await require_head(engine)
 
@@ -256,7 +266,7 @@ def upgrade_to_head_sync(database_url: str) -> str | None:
 
 # -- developer commands: python -m server.migrate ... ------------------------------------------------------
 async def _on_scratch_database(database_url: str | None, work: Callable[[Connection], T]) -> T:
-    """Run `work` on a database at head: the given one, or a throwaway SQLite file."""
+    """Run `work` on the given database as it is, or on a throwaway SQLite file upgraded to head."""
     with tempfile.TemporaryDirectory(prefix="nameplate-migrate-") as folder:
         engine = make_engine(database_url or f"sqlite+aiosqlite:///{Path(folder) / 'scratch.db'}")
         try:

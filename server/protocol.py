@@ -185,9 +185,17 @@ _visitor_frames: TypeAdapter[Any] = TypeAdapter(VisitorFrame)
 _agent_frames: TypeAdapter[Any] = TypeAdapter(AgentFrame)
 
 
+def reject_nul(text: str | bytes) -> None:
+    """PostgreSQL text cannot hold U+0000: refuse it at the door rather than fail a whole write."""
+    raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    if "\x00" in raw or "\\u0000" in raw:
+        raise ProtocolError("bad_frame", "NUL characters (U+0000) are not allowed")
+
+
 def _load(text: str | bytes) -> dict[str, Any]:
     if len(text) > MAX_FRAME_BYTES:
         raise ProtocolError("too_large", f"frames are limited to {MAX_FRAME_BYTES} bytes")
+    reject_nul(text)
     try:
         data = json.loads(text)
     except (ValueError, TypeError) as exc:

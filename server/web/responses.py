@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from server.errors import NameplateError
+from server.protocol import reject_nul
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -29,6 +30,7 @@ async def read_json(request: Request, max_bytes: int = 64 * 1024) -> dict[str, A
     body = await request.body()
     if len(body) > max_bytes:
         raise NameplateError("too_large", f"request bodies are limited to {max_bytes} bytes", 413)
+    reject_nul(body)
     try:
         data = json.loads(body or b"{}")
     except ValueError as exc:

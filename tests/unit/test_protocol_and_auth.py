@@ -83,3 +83,13 @@ def test_passwords_are_argon2_and_verified() -> None:
     assert not verify_password(None, "anything")
     with pytest.raises(ValueError):
         hash_password("short")
+
+
+def test_nul_characters_are_refused_at_the_door() -> None:
+    for text in (
+        '{"type":"message","client_id":"c","body":"a\\u0000b"}',
+        '{"type":"message","client_id":"c","body":"a\x00b"}',
+    ):
+        with pytest.raises(ProtocolError) as caught:
+            parse_visitor_frame(text)
+        assert caught.value.code == "bad_frame" and "NUL" in caught.value.message

@@ -1,0 +1,308 @@
+"""The store behaves the same on SQLite and on the real PostgreSQL: message seqs, idempotent sends, closed
+conversations, first reply times and the conversation state changes, each on a freshly migrated database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from server import migrate
+from server.broker.memory import MemoryBroker
+from server.config import Settings
+from server.context import Nameplate
+from server.db import make_engine
+from server.message_log import ConversationClosed, MessageLog, NewMessage, StoredMessage
+from server.models import Agent, AuthorKind, Conversation, ConversationStatus, Customer, Message, Team
+from tests.services import create_postgres_database, drop_postgres_database
+
+VISITOR = AuthorKind.visitor.value
+AGENT = AuthorKind.agent.value
+SYSTEM = AuthorKind.system.value
+
+
+@dataclass
+class Store:
+    """A migrated database on one engine, with the services built on it as the server builds them."""
+
+    kind: str
+    url: str
+    nameplate: Nameplate
+    site_id: str
+    customer_id: str
+    agents: list[Agent]
+    team: Team
+
+    @property
+    def log(self) -> MessageLog:
+        return self.nameplate.log
+
+    async def conversation(self) -> Conversation:
+        return await self.nameplate.conversations.start(self.site_id, self.customer_id)
+
+    async def reload(self, conversation_id: str) -> Conversation:
+        conversation = await self.nameplate.conversations.get(conversation_id)
+        assert conversation is not None
+        return conversation
+
+    async def rows(self, conversation_id: str) -> list[Message]:
+        async with self.nameplate.sessions() as session:
+            result = await session.execute(
+                select(Message).where(Message.conversation_id == conversation_id).order_by(Message.seq)
+            )
+            return list(result.scalars())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    else:
+        url = await create_postgres_database()
+    try:
+        await migrate.upgrade_to_head(url)
+        # Built like the server builds it (no Redis URL: a MemoryBroker, a Directory, the Conversations
+        # service and a MessageLog on this engine); only the message log's writer task is started.
+        nameplate = Nameplate.build(Settings(database_url=url, secret_key="store-test"))
+        assert isinstance(nameplate.broker, MemoryBroker)
+        nameplate.log.start()
+        try:
+            directory = nameplate.directory
+            site = await directory.create_site("Engine Shop", allowed_origins="*")
+            agents = [
+                await directory.create_agent(
+                    site.id, given_name=given, family_name="Okafor", email=f"{given.lower()}@shop.example",
+                    password="correct horse battery",
+                )
+                for given in ("Jane", "Tomas")
+            ]
+            team = await directory.create_team(site.id, "Billing")
+            customer = Customer(site_id=site.id, name="Visitor")
+            async with nameplate.sessions() as session:
+                session.add(customer)
+                await session.commit()
+            yield Store(request.param, url, nameplate, site.id, customer.id, agents, team)
+        finally:
+            await nameplate.log.stop()
+            await nameplate.engine.dispose()
+    finally:
+        if request.param == "postgresql":
+            await drop_postgres_database(url)
+
+
+def seqs_by_conversation(results: list[StoredMessage]) -> dict[str, list[int]]:
+    seqs: dict[str, list[int]] = defaultdict(list)
+    for stored in results:
+        seqs[stored.conversation_id].append(stored.seq)
+    return seqs
+
+
+# -- message log ---------------------------------------------------------------------------------------
+async def test_append_assigns_gap_free_seqs_per_conversation_from_one(store: Store) -> None:
+    first, second = await store.conversation(), await store.conversation()
+    results = []
+    for n in range(5):
+        results.append(await store.log.append(NewMessage(first.id, VISITOR, f"first {n}")))
+        if n < 3:
+            results.append(await store.log.append(NewMessage(second.id, VISITOR, f"second {n}")))
+    assert seqs_by_conversation(results) == {first.id: [1, 2, 3, 4, 5], second.id: [1, 2, 3]}
+    assert [m.seq for m in await store.rows(first.id)] == [1, 2, 3, 4, 5]
+    assert [m.body for m in await store.rows(second.id)] == ["second 0", "second 1", "second 2"]
+    assert (await store.reload(first.id)).last_seq == 5 and (await store.reload(second.id)).last_seq == 3
+    stored = results[0]
+    assert not stored.duplicate and stored.created_at.tzinfo is not None
+
+
+async def test_a_duplicate_client_id_returns_the_original_seq_and_stores_once(store: Store) -> None:
+    conversation = await store.conversation()
+    original = await store.log.append(NewMessage(conversation.id, VISITOR, "hello", client_id="c-1"))
+    retry = await store.log.append(NewMessage(conversation.id, VISITOR, "hello (retried)", client_id="c-1"))
+    assert (original.seq, original.duplicate) == (1, False)
+    assert (retry.seq, retry.duplicate, retry.body) == (1, True, "hello")
+    # Two sends of one client_id in the same batch: one row, both answered with its seq.
+    together = await asyncio.gather(
+        *(store.log.append(NewMessage(conversation.id, VISITOR, "again", client_id="c-2")) for _ in range(2))
+    )
+    assert {s.seq for s in together} == {2} and sorted(s.duplicate for s in together) == [False, True]
+    # The same client_id in another conversation is another message.
+    other = await store.conversation()
+    assert (await store.log.append(NewMessage(other.id, VISITOR, "hi", client_id="c-1"))).seq == 1
+    rows = await store.rows(conversation.id)
+    assert [(m.seq, m.client_id) for m in rows] == [(1, "c-1"), (2, "c-2")]
+    assert (await store.log.append(NewMessage(conversation.id, VISITOR, "next"))).seq == 3
+
+
+async def test_a_closed_conversation_takes_only_allowed_messages(store: Store) -> None:
+    conversation = await store.conversation()
+    await store.log.append(NewMessage(conversation.id, VISITOR, "before"))
+    assert await store.nameplate.conversations.close(conversation, "Jane")  # writes the system line
+    with pytest.raises(ConversationClosed):
+        await store.log.append(NewMessage(conversation.id, VISITOR, "after"))
+    late = await store.log.append(NewMessage(conversation.id, SYSTEM, "rated", allow_closed=True))
+    assert late.seq == 3
+    assert [(m.seq, m.author_kind) for m in await store.rows(conversation.id)] == [
+        (1, VISITOR), (2, SYSTEM), (3, SYSTEM),
+    ]
+
+
+async def test_many_concurrent_appends_give_every_conversation_seqs_one_to_n(store: Store) -> None:
+    conversations = [await store.conversation() for _ in range(20)]
+    messages = [
+        NewMessage(c.id, VISITOR, f"{c.id} #{n}", client_id=f"{c.id}-{n}") for c in conversations for n in range(25)
+    ]
+    random.Random(7).shuffle(messages)
+    results = await asyncio.gather(*(store.log.append(m) for m in messages))
+    assert not any(r.duplicate for r in results)
+    for conversation_id, seqs in seqs_by_conversation(results).items():
+        assert sorted(seqs) == list(range(1, 26)), conversation_id
+    async with store.nameplate.sessions() as session:
+        per_conversation = select(Message.conversation_id, func.count()).group_by(Message.conversation_id)
+        counts = dict((await session.execute(per_conversation)).all())
+    assert counts == {c.id: 25 for c in conversations}
+    for conversation in conversations:
+        rows = await store.rows(conversation.id)
+        assert [m.seq for m in rows] == list(range(1, 26))
+        # Each stored row carries the seq its sender was acknowledged with.
+        acked = {r.client_id: r.seq for r in results if r.conversation_id == conversation.id}
+        assert {m.client_id: m.seq for m in rows} == acked
+        assert (await store.reload(conversation.id)).last_seq == 25
+
+
+@pytest.mark.parametrize("store", ["postgresql"], indirect=True)
+async def test_two_processes_appending_to_the_same_conversations_stay_gap_free(store: Store) -> None:
+    """Two MessageLogs on two engines, as two server processes would have (SQLite is one process by design)."""
+    second_engine = make_engine(store.url)
+    second_log = MessageLog(second_engine)
+    second_log.start()
+    try:
+        conversations = [await store.conversation() for _ in range(5)]
+        logs = [store.log, second_log]
+        sends = []
+        for conversation in conversations:
+            for n in range(40):
+                sends.append((logs[n % 2], NewMessage(conversation.id, VISITOR, f"own {n}")))
+            # A retried send that reached both processes: one row, one seq.
+            for n in range(10):
+                for log in logs:
+                    sends.append((log, NewMessage(conversation.id, VISITOR, f"dup {n}", client_id=f"dup-{n}")))
+        random.Random(11).shuffle(sends)
+        results = await asyncio.gather(*(log.append(message) for log, message in sends))
+        for conversation in conversations:
+            mine = [r for r in results if r.conversation_id == conversation.id]
+            assert sorted({r.seq for r in mine}) == list(range(1, 51))
+            by_client: dict[str, set[tuple[int, bool]]] = defaultdict(set)
+            for r in mine:
+                if r.client_id:
+                    by_client[r.client_id].add((r.seq, r.duplicate))
+            for client_id, answers in by_client.items():
+                assert len({seq for seq, _ in answers}) == 1 and {d for _, d in answers} == {False, True}, client_id
+            rows = await store.rows(conversation.id)
+            assert [m.seq for m in rows] == list(range(1, 51))
+            assert sum(1 for m in rows if m.client_id) == 10
+            assert (await store.reload(conversation.id)).last_seq == 50
+    finally:
+        await second_log.stop()
+        await second_engine.dispose()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"], indirect=True)
+async def test_one_unstorable_message_does_not_fail_the_others_in_its_batch(store: Store) -> None:
+    first, second = await store.conversation(), await store.conversation()
+    # Queued together, so one transaction writes both.
+    _, bystander = await asyncio.gather(
+        store.log.append(NewMessage(first.id, VISITOR, "nul \x00 inside")),
+        store.log.append(NewMessage(second.id, VISITOR, "an innocent bystander")),
+        return_exceptions=True,
+    )
+    assert isinstance(bystander, StoredMessage), bystander
+    assert [m.body for m in await store.rows(second.id)] == ["an innocent bystander"]
+
+
+async def test_first_agent_reply_at_is_set_by_the_first_public_agent_message_only(store: Store) -> None:
+    conversation = await store.conversation()
+    jane = store.agents[0]
+    await store.log.append(NewMessage(conversation.id, VISITOR, "hello"))
+    await store.log.append(NewMessage(conversation.id, AGENT, "internal note", agent_id=jane.id, private=True))
+    await store.log.append(NewMessage(conversation.id, SYSTEM, "Jane joined"))
+    assert (await store.reload(conversation.id)).first_agent_reply_at is None
+    first = await store.log.append(NewMessage(conversation.id, AGENT, "Hi, I'm Jane", agent_id=jane.id))
+    await asyncio.sleep(0.01)
+    await store.log.append(NewMessage(conversation.id, AGENT, "Let me check", agent_id=jane.id))
+    replied = (await store.reload(conversation.id)).first_agent_reply_at
+    assert replied == first.created_at
+    assert replied is not None and replied.utcoffset() is not None and replied.astimezone(UTC) == replied
+
+
+# -- conversation state changes (server/conversations.py) ------------------------------------------------
+async def test_mark_assigned_only_from_queued(store: Store) -> None:
+    conversations = store.nameplate.conversations
+    jane, tomas = store.agents
+    conversation = await store.conversation()
+    assert conversation.status == ConversationStatus.queued.value
+    assigned = await conversations.mark_assigned(conversation.id, jane.id)
+    assert assigned is not None
+    assert (assigned.status, assigned.agent_id) == (ConversationStatus.active.value, jane.id)
+    assert assigned.assigned_at is not None and assigned.assigned_at.utcoffset() is not None
+    # Already active: a second process's assignment loses.
+    assert await conversations.mark_assigned(conversation.id, tomas.id) is None
+    assert (await store.reload(conversation.id)).agent_id == jane.id
+    # Two assignments racing for one queued conversation: exactly one wins.
+    contested = await store.conversation()
+    winners = await asyncio.gather(*(conversations.mark_assigned(contested.id, a.id) for a in (jane, tomas)))
+    assert sum(w is not None for w in winners) == 1
+
+
+async def test_mark_requeued_only_from_active(store: Store) -> None:
+    conversations = store.nameplate.conversations
+    jane = store.agents[0]
+    conversation = await store.conversation()
+    assert not await conversations.mark_requeued(conversation.id)  # still queued
+    await conversations.mark_assigned(conversation.id, jane.id)
+    assert await conversations.mark_requeued(conversation.id, team_id=store.team.id)
+    requeued = await store.reload(conversation.id)
+    assert (requeued.status, requeued.agent_id, requeued.team_id) == (
+        ConversationStatus.queued.value, None, store.team.id,
+    )
+    assert not await conversations.mark_requeued(conversation.id)
+
+
+async def test_hand_over_only_from_the_current_agent_of_an_active_conversation(store: Store) -> None:
+    conversations = store.nameplate.conversations
+    jane, tomas = store.agents
+    conversation = await store.conversation()
+    assert not await conversations.hand_over(conversation.id, jane.id, tomas.id)  # queued: nobody to hand over
+    await conversations.mark_assigned(conversation.id, jane.id)
+    assert not await conversations.hand_over(conversation.id, tomas.id, jane.id)  # Tomas does not have it
+    assert await conversations.hand_over(conversation.id, jane.id, tomas.id)
+    assert (await store.reload(conversation.id)).agent_id == tomas.id
+    assert not await conversations.hand_over(conversation.id, jane.id, tomas.id)  # Jane no longer has it
+
+
+async def test_close_is_idempotent_and_final(store: Store) -> None:
+    conversations = store.nameplate.conversations
+    jane = store.agents[0]
+    conversation = await store.conversation()
+    await conversations.mark_assigned(conversation.id, jane.id)
+    assert await conversations.close(conversation, "Jane")
+    closed = await store.reload(conversation.id)
+    assert closed.status == ConversationStatus.closed.value
+    assert closed.closed_at is not None and closed.closed_at.utcoffset() is not None
+    assert not await conversations.close(conversation, "Jane")
+    assert (await store.reload(conversation.id)).closed_at == closed.closed_at
+    assert [m.body for m in await store.rows(conversation.id)] == ["Jane closed the conversation."]
+    # Closed is final for every other transition.
+    assert await conversations.mark_assigned(conversation.id, jane.id) is None
+    assert not await conversations.mark_requeued(conversation.id)
+    assert not await conversations.hand_over(conversation.id, jane.id, store.agents[1].id)
+    # Closing a queued conversation works too, once.
+    queued = await store.conversation()
+    results = await asyncio.gather(*(conversations.close(queued, "Tomas") for _ in range(3)))
+    assert sorted(results) == [False, False, True]
