@@ -363,7 +363,8 @@ class Router:
                 for c in open_conversations
                 if c.site_id == site_id
             ]
-            by_agent: dict[str, set[str]] = {}
+            # Every agent of the site is named, so one who holds nothing now is cleared of stale chats.
+            by_agent: dict[str, set[str]] = {a.id: set() for a in await self._directory.agents(site_id)}
             for c in active:
                 if c.site_id == site_id and c.agent_id:
                     by_agent.setdefault(c.agent_id, set()).add(c.id)

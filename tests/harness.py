@@ -61,8 +61,13 @@ async def start_server(settings: Settings, port: int | None = None) -> RunningSe
     port = port or free_port()
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio",
-        ws_per_message_deflate=False, lifespan="on",
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        lifespan="on",
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -133,7 +138,10 @@ class Client:
         return frame
 
     async def expect(
-        self, type_: str | set[str], where: Callable[[dict[str, Any]], bool] | None = None, timeout: float = DEFAULT_TIMEOUT
+        self,
+        type_: str | set[str],
+        where: Callable[[dict[str, Any]], bool] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> dict[str, Any]:
         """The first not-yet-taken frame of this type (matching `where`), waiting for it if needed."""
         deadline = time.monotonic() + timeout
@@ -196,7 +204,7 @@ async def connect_visitor(
     running: RunningServer, token: str | None = None, site_key: str = "site_demo", **hello: Any
 ) -> tuple[Client, str]:
     token = token or await visitor_token(running.base_url, site_key)
-    ws = await websockets.connect(f"{running.ws_url}/ws/visitor")
+    ws = await websockets.connect(f"{running.ws_url}/ws/visitor", ping_interval=None)
     client = Client(ws)
     await client.send(type="hello", site=site_key, token=token, **hello)
     await client.expect("welcome")
@@ -212,7 +220,9 @@ async def agent_cookie(base_url: str, email: str, password: str = "nameplate-dem
 
 async def connect_agent(running: RunningServer, email: str, cookie: str | None = None, **hello: Any) -> Client:
     cookie = cookie or await agent_cookie(running.base_url, email)
-    ws = await websockets.connect(f"{running.ws_url}/ws/agent", additional_headers={"Cookie": cookie})
+    ws = await websockets.connect(
+        f"{running.ws_url}/ws/agent", additional_headers={"Cookie": cookie}, ping_interval=None
+    )
     client = Client(ws)
     await client.send(type="hello", **hello)
     await client.expect("welcome")

@@ -23,10 +23,14 @@ own MULTI/EXEC or script. `assign` WATCHes the version, reads the state, calls
 one place) and applies the pairs in MULTI/EXEC; if anything changed meanwhile, EXEC fails and it retries
 with a small jittered back-off. Conflicts cost a re-read, never a wrong assignment: one transaction per
 round always wins, so there is progress even under heavy contention (see the tests: 200 concurrent
-enqueue+assign from 3 brokers).
+enqueue+assign from 3 brokers settle with ~1 % retries, no livelock, so no Lua pairing script is needed).
+Two things keep that cheap: within one process, assign passes for a site run one at a time (concurrent
+ones would only read the same state and conflict), and the state is read on the WATCHing connection by
+one read-only script that returns a single JSON string (see _SNAPSHOT).
 
 Resilience. Redis may restart or be flushed; the broker must notice rather than hang:
-- commands fail fast (one immediate reconnect attempt, then `ConnectionError` to the caller);
+- commands fail fast (one immediate reconnect attempt, then `ConnectionError` to the caller); a burst
+  waits for one of MAX_CONNECTIONS pooled connections instead of opening hundreds;
 - the reader task reconnects with exponential back-off (capped at 2 s) and re-subscribes every channel
   that still has local handlers;
 - a watchdog checks every second that the sentinel key `{prefix}epoch` still holds the value this
@@ -35,7 +39,9 @@ Resilience. Redis may restart or be flushed; the broker must notice rather than 
   `on_reset` callbacks. The callbacks also run once Redis answers again after an outage seen by the
   watchdog or the reader (events and heartbeats may have been lost even if the data survived), after
   the subscriber is back, so events the rebuild publishes reach this process too;
-- `healthy()` is False while Redis does not answer a PING (or the subscriber is down).
+- `healthy()` is False while Redis does not answer a PING (or the subscriber is down);
+- `disconnect()` stops the reader and the watchdog for good, even when Python 3.11 drops a cancel
+  (see _raise_if_cancel_was_swallowed), then closes both connection pools.
 
 Requires Redis >= 5 (scripts that call TIME before writing rely on effects replication) and a single
 Redis (not Cluster: keys of one operation are not hash-tagged into one slot).
@@ -89,6 +95,9 @@ TRANSACTION_BACKOFF_MAX = 0.05
 # Fail fast on a dead server instead of stalling the request path; the watchdog handles recovery.
 SOCKET_CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 5.0
+# Per process. Callers beyond this wait (up to SOCKET_TIMEOUT) for a free connection instead of failing:
+# a burst of arrivals queues briefly rather than erroring out or opening hundreds of sockets.
+MAX_CONNECTIONS = 64
 
 _LUA_CLOCK = """
 local function now()
@@ -163,9 +172,45 @@ return 1
 """
 )
 
-# KEYS: counter; ARGV: window in ms. A counter that somehow lost its TTL gets one again.
+# KEYS: queue, entries, agents; ARGV: key prefix of the site's agents, and what to read ("queue",
+# "agents" or "all"). Read-only: the routing state in one round trip, as ONE JSON string, because
+# redis-py's pure-Python parser costs ~20 us per reply element: a 200-entry queue as RESP arrays takes
+# ~10 ms to parse, as JSON well under 1 ms. Entry fields are spliced in as the JSON we stored (one parse
+# in Python, not one per entry); scores stay strings because ZRANGE prints them exactly and cjson would
+# round them to 14 digits. Builds agent keys itself, which is fine on a single Redis.
+_SNAPSHOT = """
+local queue = 'null'
+if ARGV[2] ~= 'agents' then
+  local fields = {}
+  local raw = redis.call('HGETALL', KEYS[2])
+  for i = 1, #raw, 2 do fields[raw[i]] = raw[i + 1] end
+  local items = {}
+  local scored = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  for i = 1, #scored, 2 do
+    local id = scored[i]
+    if fields[id] then
+      items[#items + 1] = '[' .. cjson.encode(id) .. ',"' .. scored[i + 1] .. '",' .. fields[id] .. ']'
+    end
+  end
+  queue = '[' .. table.concat(items, ',') .. ']'
+end
+local agents = 'null'
+if ARGV[2] ~= 'queue' then
+  local items = {}
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    local state = redis.call('HGETALL', ARGV[1] .. id .. ':state')
+    local conversations = redis.call('SMEMBERS', ARGV[1] .. id .. ':conversations')
+    items[#items + 1] = {id, state, conversations}
+  end
+  if #items > 0 then agents = cjson.encode(items) else agents = '[]' end
+end
+return '{"queue":' .. queue .. ',"agents":' .. agents .. '}'
+"""
+
+# KEYS: counter; ARGV: window in ms, cost. Cost 0 only looks, but like the memory backend it starts the
+# window if there is none. A counter that somehow lost its TTL gets one again.
 _HIT = """
-local n = redis.call('INCR', KEYS[1])
+local n = redis.call('INCRBY', KEYS[1], ARGV[2])
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
@@ -198,6 +243,15 @@ class _Backoff:
         self._attempt = 0
 
 
+def _raise_if_cancel_was_swallowed() -> None:
+    """Python 3.11's asyncio.wait_for (used by redis-py while connecting) can drop a cancel that races
+    with the connection completing (bpo-42130). The task still says it is being cancelled: honour that,
+    or a background loop would outlive disconnect() and hang the event loop's shutdown."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _entry_json(entry: QueueEntry) -> str:
     # The score lives in the zset only, so the two can never disagree.
     return json.dumps(
@@ -209,8 +263,7 @@ def _entry_json(entry: QueueEntry) -> str:
     )
 
 
-def _entry_from_redis(conversation_id: str, score: float, raw: str) -> QueueEntry:
-    fields = json.loads(raw)
+def _entry_from_redis(conversation_id: str, score: float, fields: dict[str, Any]) -> QueueEntry:
     return QueueEntry(
         conversation_id,
         score,
@@ -220,9 +273,9 @@ def _entry_from_redis(conversation_id: str, score: float, raw: str) -> QueueEntr
     )
 
 
-def _queue_from_redis(scored: list[tuple[str, float]], raw: dict[str, str]) -> list[QueueEntry]:
-    """Zset order is the queue order (score, then id); an id without fields is skipped, not guessed."""
-    return [_entry_from_redis(cid, float(score), raw[cid]) for cid, score in scored if cid in raw]
+def _pairs(flat: list[str] | dict[str, str]) -> dict[str, str]:
+    """HGETALL as a script sees it, [field, value, ...]; cjson writes an empty one as {}."""
+    return dict(zip(flat[::2], flat[1::2], strict=True)) if isinstance(flat, list) else {}
 
 
 def _agent_from_redis(agent_id: str, fields: dict[str, str], conversations: set[str]) -> AgentState | None:
@@ -248,9 +301,20 @@ class RedisBroker(Broker):
         }
         # One quick retry heals a pooled connection that died with a Redis restart; more would only
         # make callers wait during a real outage.
-        self._redis: aioredis.Redis = aioredis.from_url(url, retry=Retry(NoBackoff(), 1), **options)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=SOCKET_TIMEOUT,
+            retry=Retry(NoBackoff(), 1),
+            **options,
+        )
+        self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)
         # The subscriber never retries by itself: the reader task owns reconnecting and re-subscribing.
-        self._sub_client: aioredis.Redis = aioredis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
+        # Its pool also serves the watchdog and health probes, so that a burst of requests queuing for the
+        # main pool is not mistaken for an outage (which would trigger a needless rebuild).
+        self._sub_client: aioredis.Redis = aioredis.Redis.from_pool(
+            aioredis.ConnectionPool.from_url(url, retry=Retry(NoBackoff(), 0), **options)
+        )
 
         self._connect_script = self._redis.register_script(_CONNECT)
         self._refresh_script = self._redis.register_script(_REFRESH)
@@ -269,12 +333,17 @@ class RedisBroker(Broker):
         self._sub_connected_at = 0.0
         self._force_resubscribe = False
 
+        # One assign pass per site at a time in this process: concurrent passes would read and plan the
+        # same state only to conflict on EXEC, and they all compete for the one event loop.
+        self._assign_locks: dict[str, asyncio.Lock] = {}
+
         self._reset_callbacks: list[ResetCallback] = []
         self._epoch: str | None = None
         self._outage = False
         self._last_failure_at = 0.0
         self._reader_task: asyncio.Task[None] | None = None
         self._watchdog_task: asyncio.Task[None] | None = None
+        self._closing = False
 
     # -- keys --------------------------------------------------------------------------------------
     def _key(self, *parts: str) -> str:
@@ -287,13 +356,18 @@ class RedisBroker(Broker):
         return self._key("site", site_id, name)
 
     def _agent_key(self, site_id: str, agent_id: str, name: str = "state") -> str:
-        return self._key("site", site_id, "agent", agent_id, name)
+        return self._agent_key_prefix(site_id) + f"{agent_id}:{name}"
+
+    def _agent_key_prefix(self, site_id: str) -> str:
+        """_SNAPSHOT appends "<agent id>:state" / ":conversations" to this, like _agent_key does."""
+        return self._key("site", site_id, "agent", "")
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def connect(self) -> None:
         """Fails loudly if Redis is unreachable at start-up: a wrong URL should not look like an outage."""
         if self._reader_task is not None:
             return
+        self._closing = False
         try:
             self._epoch = await self._ensure_epoch()
             await self._open_subscriber()
@@ -304,11 +378,16 @@ class RedisBroker(Broker):
         self._watchdog_task = asyncio.create_task(self._watch_forever(), name="nameplate-broker-watchdog")
 
     async def disconnect(self) -> None:
+        self._closing = True
         tasks = [task for task in (self._reader_task, self._watchdog_task) if task is not None]
         self._reader_task = self._watchdog_task = None
         for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            # Cancel until really done: see _raise_if_cancel_was_swallowed.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.1)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("broker task %s failed", task.get_name(), exc_info=task.exception())
         async with self._sub_lock:
             await self._close_subscriber()
         await self._sub_client.aclose()
@@ -318,7 +397,8 @@ class RedisBroker(Broker):
         if self._reader_task is not None and self._pubsub is None:
             return False  # commands may work, but fan-out does not
         try:
-            return bool(await asyncio.wait_for(self._redis.ping(), HEALTH_TIMEOUT))
+            async with asyncio.timeout(HEALTH_TIMEOUT):
+                return bool(await self._sub_client.ping())
         except (RedisError, OSError, TimeoutError):
             return False
 
@@ -326,7 +406,10 @@ class RedisBroker(Broker):
         self._reset_callbacks.append(callback)
 
     async def _ensure_epoch(self) -> str:
-        return str(await self._epoch_script(keys=[self._key("epoch")], args=[uuid.uuid4().hex]))
+        epoch = await self._epoch_script(
+            keys=[self._key("epoch")], args=[uuid.uuid4().hex], client=self._sub_client
+        )
+        return str(epoch)
 
     def _note_failure(self) -> None:
         self._outage = True
@@ -334,7 +417,8 @@ class RedisBroker(Broker):
 
     async def _watch_forever(self) -> None:
         backoff = _Backoff(RECONNECT_FIRST_DELAY, RECONNECT_MAX_DELAY)
-        while True:
+        while not self._closing:
+            _raise_if_cancel_was_swallowed()
             try:
                 epoch = await self._ensure_epoch()
             except (RedisError, OSError) as error:
@@ -369,12 +453,9 @@ class RedisBroker(Broker):
             # be half-open. Ask the reader to start over rather than trust it.
             self._force_resubscribe = True
         try:
-            async with self._sub_changed:
-                await asyncio.wait_for(
-                    self._sub_changed.wait_for(
-                        lambda: self._pubsub is not None and self._sub_connected_at > since
-                    ),
-                    2 * SUBSCRIBE_CONFIRM_TIMEOUT,
+            async with asyncio.timeout(2 * SUBSCRIBE_CONFIRM_TIMEOUT), self._sub_changed:
+                await self._sub_changed.wait_for(
+                    lambda: self._pubsub is not None and self._sub_connected_at > since
                 )
         except TimeoutError:
             log.warning("the broker subscriber is not back yet; running reset callbacks anyway")
@@ -405,7 +486,8 @@ class RedisBroker(Broker):
                     return
                 confirmed = pending[-1]
         try:
-            await asyncio.wait_for(asyncio.shield(confirmed), SUBSCRIBE_CONFIRM_TIMEOUT)
+            async with asyncio.timeout(SUBSCRIBE_CONFIRM_TIMEOUT):
+                await asyncio.shield(confirmed)
         except TimeoutError:
             log.warning("Redis did not confirm the subscription to %r in time", channel)
 
@@ -507,7 +589,8 @@ class RedisBroker(Broker):
 
     async def _read_forever(self) -> None:
         backoff = _Backoff(RECONNECT_FIRST_DELAY, RECONNECT_MAX_DELAY)
-        while True:
+        while not self._closing:
+            _raise_if_cancel_was_swallowed()
             try:
                 if self._force_resubscribe:
                     self._force_resubscribe = False
@@ -588,53 +671,62 @@ class RedisBroker(Broker):
         return [candidate for candidate, result in zip(candidates, won, strict=True) if int(result) == 1]
 
     # -- routing state -----------------------------------------------------------------------------
-    async def _transact(self, site_id: str, plan: Callable[[], Awaitable[tuple[T, Write | None]]]) -> T:
-        """Optimistic transaction on the site's version: `plan` reads (through any connection, after the
-        WATCH) and returns its result plus the writes to apply, or None when there is nothing to write
-        (the reads were a consistent snapshot: nothing changed between WATCH and now, or we would not
-        care). Retries with jittered back-off when another process changed the site in between."""
+    async def _transact(
+        self, site_id: str, plan: Callable[[Pipeline], Awaitable[tuple[T, Write | None]]]
+    ) -> T:
+        """Optimistic transaction on the site's version. `plan` reads through the given pipeline (WATCH
+        mode: commands run at once, on the WATCHing connection, so a transaction never holds two pooled
+        connections) and returns its result plus the writes to apply, or None when there is nothing to
+        write (the reads are then a consistent answer as they stand). Retries with jittered back-off
+        when another process changed the site in between; gives up after TRANSACTION_DEADLINE."""
         version = self._site_key(site_id, "version")
         deadline = time.monotonic() + TRANSACTION_DEADLINE
         backoff = _Backoff(TRANSACTION_BACKOFF_FIRST, TRANSACTION_BACKOFF_MAX)
         while True:
             async with self._redis.pipeline(transaction=True) as pipe:
-                await pipe.watch(version)
-                result, write = await plan()
-                if write is None:
-                    return result
-                pipe.multi()
-                write(pipe)
-                pipe.incr(version)
                 try:
+                    await pipe.watch(version)
+                    result, write = await plan(pipe)
+                    if write is None:
+                        return result
+                    pipe.multi()
+                    write(pipe)
+                    pipe.incr(version)
                     await pipe.execute()
                     return result
                 except WatchError:
+                    # Also raised when the connection died while WATCHing; the retry then meets the
+                    # outage head-on and raises ConnectionError.
                     if time.monotonic() > deadline:
                         raise
             await asyncio.sleep(backoff.next())
 
-    async def _read_agents(self, site_id: str, agent_ids: list[str]) -> list[AgentState]:
-        if not agent_ids:
-            return []
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for agent_id in agent_ids:
-                pipe.hgetall(self._agent_key(site_id, agent_id))
-                pipe.smembers(self._agent_key(site_id, agent_id, "conversations"))
-            replies = await pipe.execute()
+    async def _snapshot(
+        self, client: aioredis.Redis | Pipeline, site_id: str, parts: str = "all"
+    ) -> tuple[list[QueueEntry], list[AgentState]]:
+        """The site's queue (in order) and agents (by id). With a WATCHing pipeline as `client`, the read
+        runs on the WATCHing connection. EVAL rather than EVALSHA: no NOSCRIPT dance inside a WATCH, and
+        Redis caches the compiled script either way."""
+        reply = await client.eval(
+            _SNAPSHOT,
+            3,
+            self._site_key(site_id, "queue"),
+            self._site_key(site_id, "entries"),
+            self._site_key(site_id, "agents"),
+            self._agent_key_prefix(site_id),
+            parts,
+        )
+        snapshot = json.loads(reply)
+        queue = [
+            _entry_from_redis(cid, float(score), fields) for cid, score, fields in snapshot.get("queue") or []
+        ]
         agents = []
-        for index, agent_id in enumerate(agent_ids):
-            agent = _agent_from_redis(agent_id, replies[2 * index], replies[2 * index + 1])
+        for agent_id, state, conversations in snapshot.get("agents") or []:
+            agent = _agent_from_redis(agent_id, _pairs(state), set(conversations or []))
             if agent is not None:
                 agents.append(agent)
-        return agents
-
-    async def _read_site(self, site_id: str) -> tuple[list[QueueEntry], list[AgentState]]:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zrange(self._site_key(site_id, "queue"), 0, -1, withscores=True)
-            pipe.hgetall(self._site_key(site_id, "entries"))
-            pipe.smembers(self._site_key(site_id, "agents"))
-            scored, raw, agent_ids = await pipe.execute()
-        return _queue_from_redis(scored, raw), await self._read_agents(site_id, sorted(agent_ids))
+        agents.sort(key=lambda agent: agent.agent_id)
+        return queue, agents
 
     def _write_entry(self, pipe: Pipeline, site_id: str, entry: QueueEntry, score: float) -> None:
         pipe.zadd(self._site_key(site_id, "queue"), {entry.conversation_id: score})
@@ -654,8 +746,8 @@ class RedisBroker(Broker):
     ) -> None:
         key = self._agent_key(site_id, agent_id)
 
-        async def plan() -> tuple[None, Write]:
-            current, last = await self._redis.hmget(key, ["status", "last_assigned_at"])
+        async def plan(pipe: Pipeline) -> tuple[None, Write]:
+            current, last = await pipe.hmget(key, ["status", "last_assigned_at"])
             now = time.time()
             # Coming online counts as "just got a chat", so the longest-idle rule stays fair to others.
             became_available = current is None or (status == "available" and current != "available")
@@ -679,8 +771,8 @@ class RedisBroker(Broker):
         await self._transact(site_id, plan)
 
     async def agents(self, site_id: str) -> list[AgentState]:
-        agent_ids = await self._redis.smembers(self._site_key(site_id, "agents"))
-        return await self._read_agents(site_id, sorted(agent_ids))
+        _, agents = await self._snapshot(self._redis, site_id, "agents")
+        return agents
 
     async def enqueue(self, site_id: str, entry: QueueEntry, front: bool = False) -> None:
         if not front:
@@ -690,8 +782,8 @@ class RedisBroker(Broker):
                 await pipe.execute()
             return
 
-        async def plan() -> tuple[None, Write]:
-            lowest = await self._redis.zrange(self._site_key(site_id, "queue"), 0, 0, withscores=True)
+        async def plan(pipe: Pipeline) -> tuple[None, Write]:
+            lowest = await pipe.zrange(self._site_key(site_id, "queue"), 0, 0, withscores=True)
             score = min(float(lowest[0][1]) if lowest else entry.score, entry.score) - 1.0
             return None, lambda pipe: self._write_entry(pipe, site_id, entry, score)
 
@@ -706,15 +798,12 @@ class RedisBroker(Broker):
         return bool(removed)
 
     async def queue(self, site_id: str) -> list[QueueEntry]:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zrange(self._site_key(site_id, "queue"), 0, -1, withscores=True)
-            pipe.hgetall(self._site_key(site_id, "entries"))
-            scored, raw = await pipe.execute()
-        return _queue_from_redis(scored, raw)
+        queue, _ = await self._snapshot(self._redis, site_id, "queue")
+        return queue
 
     async def assign(self, site_id: str, now: float) -> list[tuple[str, str]]:
-        async def plan() -> tuple[list[tuple[str, str]], Write | None]:
-            queue, agents = await self._read_site(site_id)
+        async def plan(pipe: Pipeline) -> tuple[list[tuple[str, str]], Write | None]:
+            queue, agents = await self._snapshot(pipe, site_id, "all")
             pairs = plan_assignments(queue, agents, now)
             if not pairs:
                 return pairs, None
@@ -728,7 +817,9 @@ class RedisBroker(Broker):
 
             return pairs, write
 
-        return await self._transact(site_id, plan)
+        lock = self._assign_locks.setdefault(site_id, asyncio.Lock())
+        async with lock:
+            return await self._transact(site_id, plan)
 
     async def attach(self, site_id: str, agent_id: str, conversation_id: str) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -762,8 +853,8 @@ class RedisBroker(Broker):
             await pipe.execute()
 
     # -- counters ----------------------------------------------------------------------------------
-    async def hit(self, key: str, limit: int, window: float) -> tuple[bool, float]:
+    async def hit(self, key: str, limit: int, window: float, cost: int = 1) -> tuple[bool, float]:
         count, ttl_ms = await self._hit_script(
-            keys=[self._key("hit", key)], args=[max(1, round(window * 1000))]
+            keys=[self._key("hit", key)], args=[max(1, round(window * 1000)), cost]
         )
         return int(count) <= limit, max(0.0, int(ttl_ms) / 1000)

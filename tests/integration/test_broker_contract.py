@@ -614,8 +614,22 @@ async def test_hit_allows_up_to_the_limit_per_window(broker: Broker) -> None:
     assert (await broker.hit("login:5.6.7.8", limit=3, window=60))[0] is True  # keys are independent
 
 
+async def test_hit_with_cost_zero_only_looks_and_cost_counts_several(broker: Broker) -> None:
+    for _ in range(5):
+        assert (await broker.hit("k", limit=2, window=60, cost=0))[0] is True
+    assert (await broker.hit("k", limit=2, window=60))[0] is True
+    assert (await broker.hit("k", limit=2, window=60))[0] is True
+    assert (await broker.hit("k", limit=2, window=60, cost=0))[0] is True  # 2 attempts, limit 2
+    assert (await broker.hit("k", limit=2, window=60))[0] is False
+    allowed, retry_after = await broker.hit("k", limit=2, window=60, cost=0)
+    assert allowed is False and 0 < retry_after <= 60  # a look sees the exhaustion
+
+    assert (await broker.hit("burst", limit=3, window=60, cost=3))[0] is True
+    assert (await broker.hit("burst", limit=3, window=60, cost=1))[0] is False
+
+
 async def test_hit_starts_a_new_window_when_the_old_one_ends(broker: Broker) -> None:
-    window = 1.0
+    window = 2.0  # long enough that a slow machine cannot cross it between two calls
     assert (await broker.hit("k", limit=1, window=window))[0] is True
     allowed, retry_after = await broker.hit("k", limit=1, window=window)
     assert allowed is False and 0 < retry_after <= window
@@ -745,11 +759,15 @@ async def test_disconnect_leaves_no_task_behind() -> None:
     before = asyncio.all_tasks()
     broker = RedisBroker(REDIS_URL, prefix=prefix)
     await broker.connect()
-    await broker.subscribe("room", Inbox())
-    assert len(asyncio.all_tasks() - before) == 2  # one reader, one watchdog
-    await broker.disconnect()
+    try:
+        await broker.subscribe("room", Inbox())
+        ours = {task.get_name() for task in asyncio.all_tasks() - before}
+        assert {"nameplate-broker-reader", "nameplate-broker-watchdog"} <= ours
+    finally:
+        async with asyncio.timeout(DEADLINE):  # a swallowed cancel must fail here, not hang the suite
+            await broker.disconnect()
+        await purge(prefix)
     assert asyncio.all_tasks() - before == set()
-    await purge(prefix)
 
 
 async def test_connect_fails_loudly_when_redis_is_unreachable() -> None:
@@ -787,6 +805,53 @@ async def test_every_key_lives_under_the_prefix(private_redis: PrivateRedis) -> 
         assert len(keys) > 5
         assert [key for key in keys + channels if not key.startswith(prefix)] == []
     finally:
+        await broker.disconnect()
+
+
+async def test_subscribe_returns_only_once_redis_has_the_subscription(private_redis: PrivateRedis) -> None:
+    """Resume is "subscribe, then replay from the store": a subscription that is not active yet when
+    subscribe() returns would lose whatever is published in between."""
+    prefix = unique_prefix("confirm-")
+    broker = RedisBroker(private_redis.url, prefix=prefix)
+    await broker.connect()
+    admin = aioredis.from_url(private_redis.url, decode_responses=True)
+    try:
+        pause = 0.4
+        await admin.execute_command("CLIENT", "PAUSE", int(pause * 1000), "ALL")  # holds the SUBSCRIBE
+        started = time.monotonic()
+        await broker.subscribe("room", Inbox())
+        assert time.monotonic() - started >= pause / 2
+        assert len(await admin.pubsub_channels(f"{prefix}*")) == 1
+    finally:
+        await admin.aclose()
+        await broker.disconnect()
+
+
+async def test_a_dropped_subscriber_connection_comes_back_and_reports_a_reset(
+    private_redis: PrivateRedis,
+) -> None:
+    prefix = unique_prefix("dropped-")
+    broker = RedisBroker(private_redis.url, prefix=prefix)
+    reset = asyncio.Event()
+
+    async def on_reset() -> None:
+        reset.set()
+
+    broker.on_reset(on_reset)
+    await broker.connect()
+    admin = aioredis.from_url(private_redis.url, decode_responses=True)
+    try:
+        inbox = Inbox()
+        await broker.subscribe("room", inbox)
+        # Only the subscriber connection dies; commands and the sentinel key are fine. Events may have
+        # been missed meanwhile, so the app still gets its chance to resynchronise.
+        assert await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub") == 1
+        async with asyncio.timeout(DEADLINE):
+            await reset.wait()
+        await broker.publish("room", {"after": "drop"})
+        assert await inbox.wait_for() == [{"after": "drop"}]
+    finally:
+        await admin.aclose()
         await broker.disconnect()
 
 
