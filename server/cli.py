@@ -149,6 +149,33 @@ def cmd_apikey(args: argparse.Namespace) -> None:
     print(asyncio.run(_with_nameplate(settings, work)))
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    """Stream a date range of messages as CSV or JSON to stdout (or --output), the same rows the
+    supervisor desk downloads, without loading the range into memory."""
+    from server.transcripts import Transcripts, csv_chunks, json_chunks, parse_day
+
+    settings = Settings.from_env()
+
+    async def work(np):  # noqa: ANN001, ANN202
+        site = await np.directory.site_by_key(args.site)
+        if site is None:
+            raise SystemExit(f"error: no site with key {args.site!r}")
+        first, last = parse_day(args.date_from, "from"), parse_day(args.date_to, "to")
+        batches = Transcripts(np.sessions).stream_lines(site.id, first, last)
+        chunks = csv_chunks(batches) if args.format == "csv" else json_chunks(
+            batches, {"site": site.public_key, "from": args.date_from, "to": args.date_to}
+        )
+        out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
+        try:
+            async for chunk in chunks:
+                out.write(chunk)
+        finally:
+            if args.output:
+                out.close()
+
+    asyncio.run(_with_nameplate(settings, work))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nameplate", description="Live chat with real, named people.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -186,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     agent_create.add_argument("--capacity", type=int, default=None)
     agent_create.add_argument("--photo", help="PNG, JPEG or WebP portrait")
     agent_create.set_defaults(func=cmd_agent_create)
+
+    export = commands.add_parser("export", help="messages of conversations started in a date range, as CSV or JSON")
+    export.add_argument("--site", required=True, help="the site's public key")
+    export.add_argument("--from", dest="date_from", required=True, help="first day, YYYY-MM-DD (UTC)")
+    export.add_argument("--to", dest="date_to", required=True, help="last day, YYYY-MM-DD (UTC), included")
+    export.add_argument("--format", choices=["csv", "json"], default="csv")
+    export.add_argument("--output", help="file to write (default: standard output)")
+    export.set_defaults(func=cmd_export)
 
     apikey = commands.add_parser("apikey", help="site API keys for the customer events API")
     apikey_actions = apikey.add_subparsers(dest="action", required=True)

@@ -1,201 +1,197 @@
 /* Nameplate chat widget — talk to a real, named person.
- *
  *   <script src="https://HOST/widget.js" data-site="SITE_KEY" async></script>
  *   Options: data-accent="#1d5c4b" data-position="left|right" data-greeting="…" data-title="…"
- *   API: Nameplate.open(), Nameplate.close(), Nameplate.identify({user_id, user_hash, name, email, attributes})
- *   Calls made before the script loads can be queued: window.Nameplate = {q: [["identify", {...}]]}.
- *
- * One custom element, <nameplate-chat>, with its own shadow root; the only global is window.Nameplate.
- * Nothing is put on the page until the server has said hello, so a server that is down costs the host
- * page nothing but one console.warn. People's text only ever reaches the DOM through textContent.
+ *   API: Nameplate.open(), .close(), .identify({user_id, user_hash, name, email, attributes});
+ *   queued before the script loads: window.Nameplate = {q: [["identify", {...}]]}.
+ * One custom element in a shadow root; the only global is window.Nameplate. Nothing reaches the page
+ * before the server's hello (a server that is down costs one console.warn); people's text reaches the
+ * DOM only as textContent.
  */
 (() => {
   "use strict";
   const W = window;
   const script = document.currentScript;
-  if (W.Nameplate && W.Nameplate.version) return; // the tag is on the page twice
-  const early = W.Nameplate && Array.isArray(W.Nameplate.q) ? W.Nameplate.q : [];
+  if (W.Nameplate?.version) return; // the tag is on the page twice
+  const early = Array.isArray(W.Nameplate?.q) ? W.Nameplate.q : [];
   let warned = false;
-  const warn = (text) => {
-    if (warned) return;
-    warned = true;
-    try { console.warn("Nameplate chat: " + text); } catch (_) { /* no console */ }
-  };
-  const SITE = script && script.dataset.site;
+  const warn = (text) => { if (!warned) { warned = true; try { console.warn("Nameplate chat: " + text); } catch { /* no console */ } } };
+  const SITE = script?.dataset.site;
   if (!SITE || !script.src) {
     W.Nameplate = { version: "0", open() {}, close() {}, identify() {} };
     warn("the script tag needs src and data-site");
     return;
   }
   let wantOpen = false;
-  const api = { version: "1", open() { wantOpen = true; open(true); }, close() { wantOpen = false; close(); },
-    identify(who) { identify(who); } };
+  const api = { version: "1", open() { wantOpen = true; open(true); }, close() { wantOpen = false; close(); }, identify };
   W.Nameplate = api;
 
   // -- configuration
   const ORIGIN = new URL(script.src, location.href).origin; // captured now: currentScript is null later
   const WS_URL = ORIGIN.replace(/^http/, "ws") + "/ws/visitor";
-  const TAG = "nameplate-chat";
   const LEFT = script.dataset.position === "left";
   const TITLE = script.dataset.title || "Chat with our team";
   const GREETING = script.dataset.greeting || "Hi! Ask us anything — a real person from our team will answer.";
   const MAX_CHARS = 4000; // the server's default max_message_chars
-  const TYPING_EVERY_MS = 2000; // at most one typing frame per 2 s: enough for the dots on the agent's side
-  const TYPING_IDLE_MS = 3000; // "stopped typing" 3 s after the last key
-  const TYPING_SHOWN_MS = 8000; // an agent's "typing…" that is never switched off fades after 8 s
+  const TYPING_EVERY_MS = 2000; // enough for the dots on the agent's side
+  const TYPING_IDLE_MS = 3000;
+  const TYPING_SHOWN_MS = 8000; // an agent's "typing…" never switched off fades
   const PING_EVERY_MS = 25000; // below the 30–60 s idle timeouts of common proxies
-  const PONG_WAIT_MS = 10000; // a socket silent this long after a ping is dead, even if not closed
+  const PONG_WAIT_MS = 10000; // silent this long after a ping: dead, even if open
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 30000;
   const CLOSE_UNAUTHORIZED = 4401;
 
-  // -- persistent state: localStorage, keyed by site
+  // -- persistent state (localStorage)
   const KEY = "nameplate:" + SITE;
-  let S = {};
-  try { S = JSON.parse(localStorage.getItem(KEY) || "{}") || {}; } catch (_) { S = {}; }
+  let S;
+  try { S = JSON.parse(localStorage.getItem(KEY)) || {}; } catch { S = {}; }
   if (!Array.isArray(S.outbox)) S.outbox = [];
   S.seen_seq = +S.seen_seq || 0;
-  const save = () => { try { localStorage.setItem(KEY, JSON.stringify(S)); } catch (_) { /* storage off */ } };
+  const save = () => { try { localStorage.setItem(KEY, JSON.stringify(S)); } catch { /* storage off */ } };
 
   // -- session state
   let conv = S.conversation_id || null;
-  let lastSeq = 0; // a fresh page has nothing on screen: it asks for the whole history, then resumes
-  let status = null; // queued | active | closed | null (no conversation yet)
+  let lastSeq = 0; // a fresh page asks for the whole history
+  let status = null; // queued | active | closed | null
   let agent = null, agentsOnline = null, queue = null, agentReadSeq = 0, readSent = 0, score = 0;
-  let ws = null;
-  let ready = false; // welcomed, and the replay is over (the pong to our first ping came back)
-  let everWelcomed = false;
-  let lost = false; // the connection dropped after it had worked: "Reconnecting…"
-  let dead = false; // gave up for this page view
+  // earlier: a verified customer's closed conversations; past: the one on screen
+  let earlier = [], verified = false, past = null, asked = null, teams = [];
+  // ready: welcomed, replay over (our first ping is answered); lost: "Reconnecting…"; dead: gave up
+  let ws = null, ready = false, everWelcomed = false, lost = false, dead = false;
   let attempts = 0, tokenRetries = 0, retryTimer = null, heartbeat = null, lastFrameAt = 0, lastError = null;
   let lastPage = null, typingOn = false, typingSentAt = 0, typingTimer = null, agentTypingTimer = null;
-  const bySeq = new Map();
-  const byClient = new Map();
+  const bySeq = new Map(), byClient = new Map();
 
   // -- DOM
-  let host = null;
-  let root = null;
+  let host = null, root = null;
   const $ = {};
-  const icon = (size, path, cls = "") => `<svg class="${cls}" viewBox="0 0 24 24" width="${size}" height="${size}" ` +
-    `aria-hidden="true" focusable="false"><path ${path}/></svg>`;
-  const ICON_CHAT = icon(26, 'fill="currentColor" d="M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-4.3 3.4A.8.8 0 0 1 3.4 20.8V18H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2zm3 6.5a1.5 1.5 0 1 0 0 .01zm5 0a1.5 1.5 0 1 0 0 .01zm5 0a1.5 1.5 0 1 0 0 .01z"');
+  const icon = (size, path, cls = "") => `<svg class="${cls}" viewBox="0 0 24 24" width="${size}" height="${size}" fill="currentColor" aria-hidden="true"><path ${path}/></svg>`;
   const X_PATH = 'fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" d="M6 6l12 12M18 6L6 18"';
-  const ICON_SEND = icon(20, 'fill="currentColor" d="M3.4 20.4l17.5-7.5a1 1 0 0 0 0-1.8L3.4 3.6a.8.8 0 0 0-1.1.9L4 11l9 1-9 1-1.7 6.5a.8.8 0 0 0 1.1.9z"');
-  // Static markup only: nothing a person typed ever goes through this string.
+  // Static markup only: nothing a person typed goes through this string.
   const HTML = `<div class="root${LEFT ? " left" : ""}">
-<button class="launcher" type="button" aria-expanded="false" aria-controls="np-panel">${ICON_CHAT}${icon(22, X_PATH, "shut")}<span class="badge" aria-hidden="true" hidden></span></button>
+<button class="launcher" aria-expanded="false" aria-controls="np-panel">${icon(26, 'd="M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-4.3 3.4A.8.8 0 0 1 3.4 20.8V18H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2zm3 6.5a1.5 1.5 0 1 0 0 .01zm5 0a1.5 1.5 0 1 0 0 .01zm5 0a1.5 1.5 0 1 0 0 .01z"')}${icon(22, X_PATH, "shut")}<span class="badge" aria-hidden="true" hidden></span></button>
 <section class="panel" id="np-panel" role="dialog" aria-labelledby="np-title" hidden>
- <header class="head"><div class="head-text"><h2 class="title" id="np-title"></h2><p class="sub"></p></div>
-  <button class="x" type="button" aria-label="Close chat">${icon(20, X_PATH)}</button></header>
+ <header class="head"><div class="ht"><h2 class="title" id="np-title"></h2><p class="sub"></p></div>
+  <button class="x" aria-label="Close chat">${icon(20, X_PATH)}</button></header>
  <div class="card" hidden><img class="photo" alt=""><span class="mono" aria-hidden="true" hidden></span>
-  <div class="card-text"><p class="lead"></p><p class="name"></p><p class="job"></p><p class="intro"></p></div></div>
+  <div class="ct"><p class="lead"></p><p class="name"></p><p class="job"></p><p class="intro"></p></div></div>
  <div class="banner" hidden></div>
- <div class="list" role="log" aria-live="off" aria-label="Conversation" tabindex="0"><p class="greet"></p></div>
+ <div class="offer" role="group" aria-labelledby="np-offer" hidden><p class="otext" id="np-offer"></p>
+  <button class="btn owait"></button><button class="btn ghost onext">Talk to the next available person</button></div>
+ <div class="list" role="log" aria-live="off" aria-label="Conversation" tabindex="0"><div class="past" hidden></div><p class="greet"></p></div>
  <p class="typing" hidden></p>
  <form class="email" hidden novalidate><div class="ask"><label for="np-email">Your email address, for our reply</label>
-  <div class="row"><input id="np-email" type="email" autocomplete="email" maxlength="254" placeholder="you@example.com" required><button class="btn" type="submit">Save</button></div></div>
+  <div class="row"><input class="addr" id="np-email" type="email" autocomplete="email" maxlength="254" placeholder="you@example.com" required><button class="btn">Save</button></div></div>
   <p class="note" aria-live="polite"></p></form>
- <div class="end" hidden><p class="endtext"></p>
+ <div class="end" hidden><p class="endtext">This conversation has ended. Thank you for chatting with us.</p>
   <fieldset class="rate"><legend>How was this conversation?</legend><div class="stars"></div><div class="more" hidden>
-   <label for="np-comment">Anything to add? (optional)</label><textarea id="np-comment" rows="2" maxlength="2000"></textarea>
-   <button class="btn rsend" type="button">Send rating</button></div></fieldset>
-  <p class="rated" hidden></p><button class="btn ghost new" type="button">Start a new conversation</button></div>
+   <label for="np-comment">Anything to add? (optional)</label><textarea class="comment" id="np-comment" rows="2" maxlength="2000"></textarea>
+   <button class="btn rsend">Send rating</button></div></fieldset>
+  <p class="rated" hidden>Thank you for your rating.</p><button class="btn ghost new">Start a new conversation</button></div>
+ <div class="topic" hidden><label for="np-team">What is it about?</label><select class="team" id="np-team"><option value="">Choose (optional)</option></select></div>
  <form class="composer"><label class="sr" for="np-input">Your message</label>
-  <textarea id="np-input" rows="1" maxlength="${MAX_CHARS}" placeholder="Write a message…"></textarea>
-  <button class="send" type="submit" aria-label="Send message">${ICON_SEND}</button></form>
- <p class="hint sr" id="np-hint">Enter sends, Shift+Enter starts a new line.</p>
- <div class="sr live" role="status" aria-live="polite"></div>
+  <textarea class="input" id="np-input" rows="1" maxlength="${MAX_CHARS}" placeholder="Write a message…" aria-describedby="np-hint"></textarea>
+  <button class="send" aria-label="Send message">${icon(20, 'd="M3.4 20.4l17.5-7.5a1 1 0 0 0 0-1.8L3.4 3.6a.8.8 0 0 0-1.1.9L4 11l9 1-9 1-1.7 6.5a.8.8 0 0 0 1.1.9z"')}</button></form>
+ <p class="sr" id="np-hint">Enter sends, Shift+Enter starts a new line.</p>
+ <div class="sr live" role="status"></div>
 </section></div>`;
   const STYLE = `:host{all:initial}
-.root{all:initial;--a:#1d5c4b;--at:#fff;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:#1c2128;-webkit-font-smoothing:antialiased}
-.root *,.root *::before,.root *::after{box-sizing:border-box;margin:0;padding:0;border:0;font:inherit;color:inherit;background:none}
+.root{all:initial;--a:#1d5c4b;--at:#fff;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1c2128}
+.root *{box-sizing:border-box;margin:0;padding:0;border:0;font:inherit;color:inherit;background:none}
 [hidden]{display:none!important}
 .launcher,.x,.mono,.av,.send,.btn{display:flex;align-items:center;justify-content:center}
-.sr{position:absolute!important;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
-button{cursor:pointer}button:disabled{cursor:default;opacity:.55}
+.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%);white-space:nowrap}
+button{cursor:pointer}
 button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,0 0 0 4px #1d4ed8}
-.launcher{position:relative;width:56px;height:56px;border-radius:50%;background:var(--a);color:var(--at);box-shadow:0 6px 20px rgba(16,24,40,.22),0 1px 3px rgba(16,24,40,.2)}
+.launcher,.head,.send,.btn,.me .bubble,.star[aria-pressed=true]{background:var(--a);color:var(--at)}
+.launcher{position:relative;width:56px;height:56px;border-radius:50%;box-shadow:0 6px 20px rgba(16,24,40,.25)}
 .launcher:hover{filter:brightness(1.08)}
-.launcher .shut,.open .launcher svg:first-child{display:none}.open .launcher .shut{display:block}
+.shut,.open .launcher svg{display:none}.open .launcher .shut{display:block}
 .badge{position:absolute;top:-3px;right:-3px;min-width:22px;height:22px;padding:0 6px;border-radius:11px;background:#c4281c;color:#fff;font-size:12px;font-weight:700;line-height:18px;text-align:center;border:2px solid #fff}
-.panel{position:fixed;bottom:92px;right:20px;width:380px;height:min(640px,calc(100vh - 112px));min-height:360px;display:flex;flex-direction:column;overflow:hidden;background:#fff;border-radius:16px;border:1px solid rgba(16,24,40,.08);box-shadow:0 16px 48px rgba(16,24,40,.18),0 2px 8px rgba(16,24,40,.08)}
+.panel{position:fixed;bottom:92px;right:20px;width:380px;height:min(640px,calc(100vh - 112px));min-height:360px;display:flex;flex-direction:column;overflow:hidden;background:#fff;border-radius:16px;border:1px solid rgba(16,24,40,.08);box-shadow:0 16px 48px rgba(16,24,40,.2)}
 .left .panel{left:20px;right:auto}
-.head{display:flex;align-items:center;gap:12px;padding:16px 12px 16px 20px;background:var(--a);color:var(--at)}
-.head-text{flex:1;min-width:0}
-.title{display:block;font-size:16px;font-weight:650;line-height:1.3}
+.head{display:flex;align-items:center;gap:12px;padding:16px 12px 16px 20px}
+.ht,.ct,.col{min-width:0}.ht{flex:1}
+.title,.name{font-size:16px;font-weight:650;line-height:1.3}
 .sub{font-size:13px;opacity:.92;margin-top:2px}
-.x{width:36px;height:36px;border-radius:8px;color:inherit}
-.x:hover{background:rgba(255,255,255,.16)}
-.card{display:flex;align-items:center;gap:16px;padding:16px 20px;background:#f7f8fa;border-bottom:1px solid #e7eaee}
-.photo,.mono{flex:none;width:72px;height:72px;border-radius:50%;object-fit:cover;background:#dde2e8;box-shadow:0 0 0 3px #fff,0 0 0 4px #d9dee5}
-.mono{font-size:22px;font-weight:600;color:#33404f}
-.card-text{min-width:0}
-.lead{font-size:12px;color:#596372}
-.name{font-size:16px;font-weight:650;color:#151a21;line-height:1.3}
-.job{font-size:13px;color:#3f4a57}
-.intro{font-size:13px;color:#4a5563;margin-top:4px;line-height:1.4}
+.x{width:36px;height:36px;border-radius:8px}
+.x:hover{background:#ffffff29}
+.card,.offer,.email,.end{background:#f7f8fa}.card,.offer{border-bottom:1px solid #e7eaee}.email,.end,.topic,.composer{border-top:1px solid #e7eaee}
+.card{display:flex;align-items:center;gap:16px;padding:16px 20px}
+.photo,.mono,.av{flex:none;border-radius:50%;object-fit:cover;background:#dde2e8;font-weight:600;color:#33404f}
+.photo,.mono{width:72px;height:72px;box-shadow:0 0 0 3px #fff,0 0 0 4px #d9dee5}.mono{font-size:22px}
+.lead,.meta,.typing,.sys{font-size:12px;color:#596372}
+.name{color:#151a21}
+.job,.intro,.otext,.note,.who{font-size:13px;color:#3f4a57}
+.intro{margin-top:4px;line-height:1.4}
 .small{padding:10px 20px}.small .photo,.small .mono{width:44px;height:44px;font-size:16px}.small .intro{display:none}
 .banner{padding:10px 20px;font-size:13px;line-height:1.4;background:#eef3f8;color:#1f2d3d;border-bottom:1px solid #e1e7ee}
-.banner.warn{background:#fff6e0;color:#5c3d00;border-bottom-color:#f3e2b3}
-.list{flex:1;min-height:0;overflow-y:auto;overscroll-behavior:contain;display:flex;flex-direction:column;padding:12px 16px 8px}
-.greet{padding:12px 8px 8px;text-align:center;font-size:14px;color:#2b3440}
+.banner.warn{background:#fff6e0;color:#5c3d00;border-color:#f3e2b3}
+.offer .btn{height:auto;min-height:40px;padding:8px 12px;white-space:normal}
+.list,.past,.col{display:flex;flex-direction:column}
+.list{flex:1;min-height:0;overflow-y:auto;overscroll-behavior:contain;padding:12px 16px 8px}
+.past{padding-bottom:12px;border-bottom:1px dashed #c9d0d8}.past .msg+.msg{opacity:.75}
+.past .sys:first-child{position:sticky;top:0;z-index:1;padding:2px 10px;border-radius:9px;background:#eef0f3}
+.greet{padding:12px 8px 8px;text-align:center;color:#2b3440}
 .msg{display:flex;max-width:82%;margin-top:3px}
-.msg.first{margin-top:14px}
-.msg.me{align-self:flex-end}
-.msg.agent{align-self:flex-start;gap:8px}
-.msg.sys{align-self:center;max-width:90%;margin:12px 0 2px}
-.msg.sys p{font-size:12px;color:#596372;text-align:center}
-.col{display:flex;flex-direction:column;min-width:0}
+.first{margin-top:14px}
+.me{align-self:flex-end}
+.agent{align-self:flex-start;gap:8px}
+.sys{align-self:center;max-width:90%;margin:12px 0 2px;text-align:center}
 .me .col{align-items:flex-end}
-.av{flex:none;width:32px;height:32px;border-radius:50%;object-fit:cover;background:#dde2e8;visibility:hidden;align-self:flex-start;margin-top:18px;font-size:12px;font-weight:600;color:#33404f}
-.first .av{visibility:visible}
-.who{font-size:12px;font-weight:600;color:#3f4a57;margin:0 4px 3px;display:none}
-.first .who{display:block}
-.bubble{padding:9px 13px;border-radius:16px;white-space:pre-wrap;overflow-wrap:anywhere;line-height:1.45}
-.me .bubble{background:var(--a);color:var(--at);border-bottom-right-radius:6px}
-.msg.agent .bubble{background:#eef0f3;color:#151a21;border-bottom-left-radius:6px}
+.av{width:32px;height:32px;visibility:hidden;align-self:flex-start;margin-top:18px;font-size:12px}
+.who{font-size:12px;font-weight:600;margin:0 4px 3px;display:none}
+.first .av{visibility:visible}.first .who{display:block}
+.bubble{padding:9px 13px;border-radius:16px;white-space:pre-wrap;overflow-wrap:anywhere}
+.me .bubble{border-bottom-right-radius:6px}
+.agent .bubble{background:#eef0f3;color:#151a21;border-bottom-left-radius:6px}
 .pending .bubble{opacity:.7}
-.meta{font-size:11.5px;color:#596372;margin:3px 4px 0}
-.typing{padding:2px 20px 8px 56px;font-size:12.5px;color:#596372;font-style:italic}
-.email,.end{padding:12px 16px 14px;border-top:1px solid #e7eaee;background:#f7f8fa}
-.email label,.rate label,.rate legend{display:block;font-size:12.5px;font-weight:600;color:#2b3440;margin-bottom:6px}
-.row{display:flex;gap:8px}
-.root input,.root textarea{display:block;background:#fff;color:#1c2128;border:1px solid #b9c0ca;border-radius:10px;font-size:14px;line-height:20px}
-.root input{flex:1;min-width:0;height:40px;padding:0 12px}
-.btn{display:inline-flex;height:40px;padding:0 16px;border-radius:10px;background:var(--a);color:var(--at);font-weight:600;white-space:nowrap}
-.btn.ghost{background:#fff;color:#1c2128;border:1px solid #b9c0ca;width:100%;margin-top:10px}
-.note{font-size:12.5px;color:#3f4a57;margin-top:6px}
-.note:empty{display:none}
-.endtext{font-size:13.5px;color:#2b3440;margin-bottom:10px}
-.rate textarea{width:100%;padding:8px 12px;resize:none;margin-bottom:8px}
+.meta{font-size:11.5px;margin:3px 4px 0}
+[data-state=failed] .meta{color:#b42318}
+.retry{font-weight:600;text-decoration:underline}
+.typing{padding:2px 20px 8px 56px;font-size:12.5px;font-style:italic}
+.offer,.email,.end{padding:12px 16px 14px}
+.root label,.rate legend{display:block;font-size:12.5px;font-weight:600;color:#2b3440;margin-bottom:6px}
+.row,.topic{display:flex;gap:8px}
+.root input,.root textarea,.root select{display:block;background:#fff;border:1px solid #b9c0ca;border-radius:10px;line-height:20px;resize:none}
+.root input,.root select{flex:1;min-width:0;height:40px;padding:0 12px}
+.btn,.star{height:40px;border-radius:10px;font-weight:600}.btn{display:inline-flex;padding:0 16px;white-space:nowrap}
+.ghost,.star{background:#fff;color:#1c2128;border:1px solid #b9c0ca}
+.ghost,.offer .btn{width:100%;margin-top:10px}
+.note{margin-top:6px}.note:empty{display:none}
+.endtext,.rated{font-size:13.5px;color:#2b3440;margin-bottom:10px}
+.rate textarea{width:100%;padding:8px 12px;margin-bottom:8px}
 .stars{display:flex;gap:6px;margin-bottom:10px}
-.star{width:44px;height:40px;border-radius:10px;border:1px solid #b9c0ca;background:#fff;font-weight:600;text-align:center}
-.star[aria-pressed="true"]{background:var(--a);color:var(--at);border-color:transparent}
-.rated{font-size:13.5px;color:#1f5130;font-weight:600}
-.composer{display:flex;align-items:flex-end;gap:8px;padding:10px 12px 12px;border-top:1px solid #e7eaee;background:#fff}
-.composer textarea{flex:1;min-width:0;min-height:42px;max-height:128px;padding:10px 14px;resize:none;overflow-y:auto}
-.root textarea:focus,.root input:focus{outline:none;border-color:var(--a);box-shadow:0 0 0 3px color-mix(in srgb,var(--a) 22%,transparent)}
-.send{flex:none;width:42px;height:42px;border-radius:50%;background:var(--a);color:var(--at)}
-@media (max-width:480px){.panel{inset:0;width:auto;height:auto;min-height:0;border-radius:0;border:0}.root.open .launcher{display:none}}
+.star{width:44px}
+.star[aria-pressed=true]{border-color:transparent}
+.rated{color:#1f5130;font-weight:600;margin:0}
+.topic{align-items:center;padding:10px 12px 0}.topic label{margin:0;white-space:nowrap}
+.composer{display:flex;align-items:flex-end;gap:8px;padding:10px 12px 12px}
+.topic:not([hidden])+.composer{border:0}
+.composer textarea{flex:1;min-width:0;min-height:42px;max-height:128px;padding:10px 14px;overflow-y:auto}
+.root :is(textarea,input,select):focus{outline:none;border-color:var(--a);box-shadow:0 0 0 3px color-mix(in srgb,var(--a) 22%,transparent)}
+.send{flex:none;width:42px;height:42px;border-radius:50%}
+@media (max-width:480px){.panel{inset:0;width:auto;height:auto;min-height:0;border-radius:0;border:0}.open .launcher{display:none}}
 @media (prefers-reduced-motion:no-preference){.panel{animation:np-in .18s ease-out}@keyframes np-in{from{opacity:0;transform:translateY(8px)}}}`;
-  // Inline and !important: no rule of the host page can hide, move, shrink or transform the element.
+  // Inline and !important: no rule of the host page can hide, move or shrink it.
   const HOST_STYLE = "all:initial!important;display:block!important;position:fixed!important;z-index:2147483000!important;" +
     "bottom:20px!important;" + (LEFT ? "left" : "right") + ":20px!important";
 
   const put = (node, text) => { node.textContent = text || ""; node.hidden = !text; };
+  const on = (node, type, fn) => node.addEventListener(type, fn);
   const el = (tag, cls, text) => {
     const node = document.createElement(tag);
     if (cls) node.className = cls;
-    if (text != null) node.textContent = String(text);
+    if (text != null) node.textContent = text;
     return node;
   };
+  const button = (cls, text, fn) => { const b = el("button", cls, text); on(b, "click", fn); return b; };
   const initials = (name) => (name || "?").split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0]).join("").toUpperCase();
   const photoUrl = (url) => {
-    if (!url) return null;
     try {
       const u = new URL(url, ORIGIN); // relative to the server, not to the host page
-      return /^https?:$/.test(u.protocol) ? u.href : null;
-    } catch (_) { return null; }
+      return url && /^https?:$/.test(u.protocol) ? u.href : null;
+    } catch { return null; }
   };
   function avatar(a) {
     const src = photoUrl(a.photo_url);
@@ -203,81 +199,69 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
     if (!src) return fallback();
     const img = el("img", "av");
     img.alt = "";
-    img.addEventListener("error", () => img.replaceWith(fallback()), { once: true });
+    img.onerror = () => img.replaceWith(fallback());
     img.src = src;
     return img;
   }
+  // White text on the accent only when it reads well (contrast ≥ 4.5).
   function accentColours(value) {
     try {
-      if (!value || !(W.CSS && W.CSS.supports("color", value))) return null;
+      if (!value || !W.CSS.supports("color", value)) return null;
       const ctx = document.createElement("canvas").getContext("2d");
       ctx.fillStyle = value;
       const m = /^#(..)(..)(..)$/.exec(ctx.fillStyle);
       if (!m) return [value, "#fff"];
-      const lum = m.slice(1).map((h) => {
-        const c = parseInt(h, 16) / 255;
-        return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
-      });
-      const l = 0.2126 * lum[0] + 0.7152 * lum[1] + 0.0722 * lum[2];
-      return [ctx.fillStyle, (1.05 / (l + 0.05)) >= 4.5 ? "#fff" : "#111"]; // white text only when it reads well
-    } catch (_) { return null; }
+      const [r, g, b] = m.slice(1).map((h) => (h = parseInt(h, 16) / 255) <= 0.03928 ? h / 12.92 : ((h + 0.055) / 1.055) ** 2.4);
+      return [ctx.fillStyle, 1.05 / (0.2126 * r + 0.7152 * g + 0.0722 * b + 0.05) >= 4.5 ? "#fff" : "#111"];
+    } catch { return null; }
   }
 
   function mount() {
     if (host) return;
-    if (!customElements.get(TAG)) {
-      customElements.define(TAG, class extends HTMLElement {
-        constructor() { super(); this.attachShadow({ mode: "open" }); }
-      });
-    }
+    const TAG = "nameplate-chat";
+    if (!customElements.get(TAG)) customElements.define(TAG, class extends HTMLElement {});
     host = document.createElement(TAG);
-    host.setAttribute("style", HOST_STYLE); // inline !important: the host page's rules cannot hide or move it
+    host.setAttribute("style", HOST_STYLE);
     root = host.shadowRoot || host.attachShadow({ mode: "open" });
     root.innerHTML = "<style>" + STYLE + "</style>" + HTML;
-    const q = (sel) => root.querySelector(sel);
-    for (const name of ("root launcher badge panel title sub x card photo mono lead name job intro banner list greet " +
-      "typing email ask note end endtext rate stars more rsend rated new composer live").split(" ")) $[name] = q("." + name);
-    $.input = q("#np-input");
-    $.emailInput = q("#np-email");
-    $.comment = q("#np-comment");
+    for (const name of ("root launcher badge panel title sub x card photo mono lead name job intro banner offer otext owait onext " +
+      "list past greet typing email ask addr note end rate stars more comment rsend rated new topic team composer input live")
+      .split(" ")) $[name] = root.querySelector("." + name);
     const colours = accentColours(script.dataset.accent);
-    if (colours) { $.root.style.setProperty("--a", colours[0]); $.root.style.setProperty("--at", colours[1]); }
+    if (colours) $.root.style.cssText = "--a:" + colours[0] + ";--at:" + colours[1];
     $.title.textContent = TITLE;
     $.greet.textContent = GREETING;
-    $.input.setAttribute("aria-describedby", "np-hint");
     for (let n = 1; n <= 5; n++) {
-      const star = el("button", "star", n);
-      star.type = "button";
-      star.setAttribute("aria-pressed", "false");
-      star.setAttribute("aria-label", n + " out of 5");
-      star.addEventListener("click", () => {
+      const star = button("star", n, () => {
         score = n;
-        for (const s of $.stars.children) s.setAttribute("aria-pressed", String(+s.textContent === n));
+        for (const s of $.stars.children) s.setAttribute("aria-pressed", s === star);
         $.more.hidden = false;
       });
+      star.setAttribute("aria-pressed", "false");
+      star.setAttribute("aria-label", n + " out of 5");
       $.stars.append(star);
     }
-    $.launcher.addEventListener("click", () => ($.panel.hidden ? open(true) : close()));
-    $.x.addEventListener("click", () => close());
-    $.list.addEventListener("scroll", () => { stuck = nearBottom(); });
+    const submitted = (form, fn) => on(form, "submit", (e) => { e.preventDefault(); fn(); });
+    on($.launcher, "click", () => ($.panel.hidden ? open(true) : close()));
+    on($.x, "click", close);
+    on($.list, "scroll", () => { stuck = $.list.scrollHeight - $.list.scrollTop - $.list.clientHeight < 80; });
     if (W.ResizeObserver) new ResizeObserver(() => stuck && scrollDown()).observe($.list); // forms come and go
-    $.panel.addEventListener("keydown", (e) => { if (e.key === "Escape") { e.stopPropagation(); close(); } });
-    $.composer.addEventListener("submit", (e) => { e.preventDefault(); submit(); });
-    $.input.addEventListener("keydown", (e) => {
-      if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); submit(); }
+    on($.panel, "keydown", (e) => { if (e.key === "Escape") { e.stopPropagation(); close(); } });
+    submitted($.composer, submit);
+    submitted($.email, saveEmail);
+    on($.input, "keydown", (e) => { if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); submit(); } });
+    on($.input, "input", () => { autosize(); typing(); });
+    on($.rsend, "click", () => {
+      if (score && send({ type: "rate", score, comment: $.comment.value.trim().slice(0, 2000), conversation_id: conv })) $.more.hidden = true;
     });
-    $.input.addEventListener("input", () => { autosize(); typing(); });
-    $.email.addEventListener("submit", (e) => { e.preventDefault(); saveEmail(); });
-    $.rsend.addEventListener("click", () => {
-      if (score && send({ type: "rate", score, comment: $.comment.value.trim().slice(0, 2000), conversation_id: conv })) {
-        $.more.hidden = true;
-      }
+    on($.new, "click", () => { resetView(null); S.rated = null; save(); render(); $.input.focus(); });
+    for (const wait of [true, false]) on(wait ? $.owait : $.onext, "click", () => {
+      if (send({ type: "choose", wait })) { S.offer = null; save(); render(); $.input.focus(); }
     });
-    $.new.addEventListener("click", () => { resetView(null); S.rated = null; save(); render(); $.input.focus(); });
-    document.documentElement.appendChild(host); // outside <body>: survives frameworks that swap the body
-    document.addEventListener("visibilitychange", () => {
+    document.documentElement.appendChild(host); // survives frameworks that swap <body>
+    on(document, "visibilitychange", () => {
       markSeen();
-      if (retryTimer && document.visibilityState === "visible") reconnect(); // back to the tab: retry now
+      if (retryTimer && !document.hidden) reconnect();
     });
     watchNavigation();
     for (const item of S.outbox) if (!byClient.has(item.client_id)) pendingMessage(item);
@@ -285,74 +269,93 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
   }
 
   // -- messages
-  function addMessage(m) {
+  function msgNode(m) {
     const a = m.author || {};
     const kind = a.kind === "agent" ? "agent" : a.kind === "system" ? "sys" : "me";
     const node = el("div", "msg " + kind);
-    const rec = { seq: m.seq || 0, cid: m.client_id || null, kind, at: m.sent_at, node,
+    const rec = node._np = { seq: m.seq || 0, cid: m.client_id || null, kind, at: m.sent_at, node,
       who: kind === "me" ? kind : kind + ":" + (a.id || a.name) };
-    node._np = rec;
-    if (kind === "sys") {
-      node.append(el("p", "", m.body));
-    } else {
+    if (kind === "sys") node.append(m.body);
+    else {
       const col = el("div", "col");
       if (kind === "agent") { node.append(avatar(a)); col.append(el("div", "who", a.name || "")); }
-      rec.bubble = el("div", "bubble", m.body);
-      rec.meta = el("div", "meta");
-      col.append(rec.bubble, rec.meta);
+      col.append(el("div", "bubble", m.body), rec.meta = el("div", "meta"));
       node.append(col);
     }
-    if (rec.seq) bySeq.set(rec.seq, rec); else node.classList.add("pending");
+    return rec;
+  }
+  function addMessage(m) {
+    const rec = msgNode(m);
+    if (rec.seq) bySeq.set(rec.seq, rec); else rec.node.classList.add("pending");
     if (rec.cid) byClient.set(rec.cid, rec);
     place(rec);
     paint(rec);
-    return rec;
   }
   const pendingMessage = (item) => addMessage({ client_id: item.client_id, body: item.body, sent_at: item.at, author: {} });
-  // Stored messages in seq order; messages still on their way stay at the end.
+  // Stored messages in seq order; those still on their way at the end.
   function place(rec) {
     let before = null;
-    if (rec.seq) {
-      for (const node of $.list.children) {
-        const r = node._np;
-        if (r && r !== rec && (!r.seq || r.seq > rec.seq)) { before = node; break; }
-      }
+    if (rec.seq) for (const node of $.list.children) {
+      const r = node._np;
+      if (r && r !== rec && (!r.seq || r.seq > rec.seq)) { before = node; break; }
     }
     if (rec.node.nextSibling !== before || rec.node.parentNode !== $.list) $.list.insertBefore(rec.node, before);
+    group($.list);
+  }
+  // Name and photo once per run of messages.
+  function group(box) {
     let prev = null;
-    for (const node of $.list.children) {
-      if (!node._np) continue;
-      node.classList.toggle("first", !prev || prev.who !== node._np.who || node._np.kind === "sys");
-      prev = node._np;
+    for (const node of box.children) {
+      const r = node._np;
+      if (!r) continue;
+      node.classList.toggle("first", !prev || prev.who !== r.who || r.kind === "sys");
+      prev = r;
     }
     if (stuck) scrollDown();
   }
-  let stuck = true; // the list follows new messages unless the visitor scrolled up to read
-  const nearBottom = () => $.list.scrollHeight - $.list.scrollTop - $.list.clientHeight < 80;
+  // An earlier conversation: read-only, dated, above the new one.
+  function showPast(f) {
+    const m = f.messages || [];
+    const add = (rec) => { if (rec.meta) rec.meta.textContent = when(rec.at); $.past.append(rec.node); };
+    past = { id: f.conversation_id };
+    $.past.textContent = "";
+    add(msgNode({ author: { kind: "system" }, body: "Earlier conversation" +
+      (m[0] ? " · " + new Date(m[0].sent_at).toLocaleDateString(undefined, { dateStyle: "medium" }) : "") }));
+    for (const x of m) if (!x.private) add(msgNode(x));
+    render();
+    group($.past);
+  }
+  let stuck = true; // follows new messages unless scrolled up
   const scrollDown = () => { $.list.scrollTop = $.list.scrollHeight; };
   const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "numeric", minute: "2-digit" });
   function when(iso) {
-    const d = iso ? new Date(iso) : new Date();
+    const d = new Date(iso || Date.now());
     if (isNaN(d)) return "";
     const today = d.toDateString() === new Date().toDateString();
     return (today ? "" : d.toLocaleDateString(undefined, { month: "short", day: "numeric" }) + ", ") + timeFormat.format(d);
   }
   function paint(rec) {
     if (!rec.meta) return;
+    const f = rec.failed;
     let text = when(rec.at);
     if (rec.kind === "me") {
-      const state = !rec.seq ? (ready ? "Sending…" : "Not sent yet — waiting for the connection")
-        : rec.seq <= agentReadSeq ? "Read" : "Sent";
-      rec.node.dataset.state = !rec.seq ? "pending" : state.toLowerCase();
-      text += " · " + state;
+      const state = rec.node.dataset.state = f ? "failed" : !rec.seq ? "pending" : rec.seq <= agentReadSeq ? "read" : "sent";
+      text += " · " + (f ? "Not sent: " + f.message : !rec.seq ? (ready ? "Sending…" : "Not sent yet — waiting for the connection")
+        : state === "read" ? "Read" : "Sent");
     }
     rec.meta.textContent = text;
+    if (f?.code === "rate_limited") {
+      rec.meta.append(" ", button("retry", "Retry", () => {
+        const item = S.outbox.find((i) => i.client_id === rec.cid);
+        if (item) sendItem(item);
+      }));
+    }
   }
   function confirm(rec, seq, at) {
     if (rec.seq) return;
-    rec.seq = seq;
-    if (at) rec.at = at;
-    bySeq.set(seq, rec);
+    bySeq.set(rec.seq = seq, rec);
+    rec.failed = null;
+    rec.at = at || rec.at;
     rec.node.classList.remove("pending");
     place(rec);
     paint(rec);
@@ -360,43 +363,35 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
   const dropOutbox = (cid) => { S.outbox = S.outbox.filter((item) => item.client_id !== cid); save(); };
   function markSeen() {
     if (!host) return;
-    if (!$.panel.hidden && document.visibilityState === "visible" && lastSeq > S.seen_seq) {
-      S.seen_seq = lastSeq;
-      save();
-    }
-    if (ready && conv && !$.panel.hidden && document.visibilityState === "visible" && lastSeq > readSent) {
-      readSent = lastSeq;
-      send({ type: "read", seq: lastSeq });
-    }
+    const looking = !$.panel.hidden && !document.hidden;
+    if (looking && lastSeq > S.seen_seq) { S.seen_seq = lastSeq; save(); }
+    if (ready && conv && looking && lastSeq > readSent) send({ type: "read", seq: readSent = lastSeq });
     const n = $.panel.hidden ? [...bySeq.values()].filter((r) => r.kind === "agent" && r.seq > S.seen_seq).length : 0;
     $.badge.hidden = !n;
-    $.badge.textContent = n > 9 ? "9+" : String(n);
+    $.badge.textContent = n > 9 ? "9+" : n;
     $.launcher.setAttribute("aria-label", $.panel.hidden ? "Open chat" + (n ? ", " + n + " unread" : "") : "Close chat");
   }
   function announce(text) {
     if (!host) return;
-    $.live.textContent = "";
-    setTimeout(() => { $.live.textContent = text; }, 60); // a fresh node change, so the same words are read again
+    $.live.textContent = ""; // then a fresh change: the same words are read again
+    setTimeout(() => { $.live.textContent = text; }, 60);
   }
 
-  // Forget what is on screen (a different conversation begins); messages still on their way stay.
+  // Another conversation: forget what is on screen but messages on their way.
   function resetView(id) {
+    if (id && !conv && past) past.next = id; // begun under an earlier one: it stays
     for (const rec of bySeq.values()) rec.node.remove();
     bySeq.clear();
     for (const [cid, rec] of byClient) if (rec.seq) byClient.delete(cid);
-    conv = id;
-    lastSeq = readSent = agentReadSeq = 0;
+    conv = S.conversation_id = id;
+    lastSeq = readSent = agentReadSeq = S.last_seq = S.seen_seq = 0;
     status = id ? "queued" : null;
-    agent = queue = null;
-    S.conversation_id = id;
-    S.last_seq = S.seen_seq = 0;
+    agent = queue = S.offer = null;
     save();
   }
 
   // -- rendering of the state
-  const people = (n) => n + (n === 1 ? " person" : " people");
   function waitText(s) {
-    if (s == null) return "";
     if (s <= 30) return "someone will be with you in a moment";
     const m = Math.round(s / 60);
     if (m < 90) return "about " + Math.max(1, m) + (m <= 1 ? " minute" : " minutes");
@@ -404,74 +399,76 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
   }
   const queueText = (q) => (q.position === 1 ? "You are next in line" : "You are number " + q.position + " in line") +
     (q.expected_wait_s != null ? " — " + waitText(q.expected_wait_s) : "");
-  const OFFLINE = "No one is online right now. Leave your message and your email address, and we'll answer by email.";
   function render() {
     if (!host) return;
-    const nobody = agentsOnline === 0 && status !== "active" && status !== "closed";
-    const saved = S.email_saved && S.email_saved.conv === conv && conv;
-    let banner = "";
-    let warnCls = false;
-    if (lost) { banner = "Reconnecting… Your messages are kept and will be sent when we're back."; warnCls = true; }
-    else if (nobody) { banner = saved ? "No one is online right now. We'll answer by email as soon as someone is back." : OFFLINE; warnCls = true; }
-    else if (status === "queued") banner = queue ? queueText(queue) : "Waiting for the next available person…";
-    $.banner.hidden = !banner;
-    $.banner.textContent = banner;
-    $.banner.classList.toggle("warn", warnCls);
+    const closed = status === "closed";
+    const nobody = agentsOnline === 0 && status !== "active" && !closed;
+    const saved = S.email_saved?.conv === conv && conv;
+    const cont = !conv && earlier.find((c) => c.agent);
+    const who = agent || cont?.agent;
+    const offer = status === "queued" && S.offer?.conversation_id === conv && S.offer;
+    put($.banner, lost ? "Reconnecting… Your messages are kept and will be sent when we're back."
+      : nobody ? "No one is online right now. " + (saved ? "We'll answer by email as soon as someone is back."
+        : "Leave your message and your email address, and we'll answer by email.")
+      : status === "queued" && !offer ? (queue ? queueText(queue) : "Waiting for the next available person…") : "");
+    $.banner.classList.toggle("warn", lost || nobody);
     $.sub.textContent = lost ? "Connection lost" : agent && status === "active" ? (agent.given_name || agent.name) + " is here to help"
-      : agentsOnline ? people(agentsOnline) + " online now" : agentsOnline === 0 ? "No one online right now" : "";
-    // The person: photo, full name, title and intro, from the moment they join.
-    $.card.hidden = !agent;
-    if (agent) {
-      const src = photoUrl(agent.photo_url);
+      : agentsOnline ? agentsOnline + (agentsOnline > 1 ? " people" : " person") + " online now" : agentsOnline === 0 ? "No one online right now" : "";
+    $.card.hidden = !who;
+    if (who) {
+      const src = photoUrl(who.photo_url);
       $.photo.hidden = !src;
       if (src && $.photo.getAttribute("src") !== src) $.photo.src = src;
-      $.photo.alt = "Photo of " + agent.name;
-      put($.mono, src ? "" : initials(agent.name));
-      $.lead.textContent = status === "closed" ? "You chatted with" : "You're chatting with";
-      $.card.classList.toggle("small", status === "closed");
-      $.name.textContent = agent.name;
-      put($.job, agent.title);
-      put($.intro, agent.intro);
+      $.photo.alt = "Photo of " + who.name;
+      put($.mono, src ? "" : initials(who.name));
+      $.lead.textContent = cont ? "Welcome back" : closed ? "You chatted with" : "You're chatting with";
+      $.card.classList.toggle("small", closed);
+      $.name.textContent = cont ? "Continue with " + who.name + "?" : who.name;
+      put($.job, who.title);
+      put($.intro, who.intro);
     }
-    // No one online: ask where the answer should go.
-    $.email.hidden = !(nobody || (saved && status !== "active" && status !== "closed"));
+    if (cont && past?.id !== cont.id && asked !== cont.id && ready && send({ type: "history", conversation_id: cont.id })) {
+      asked = cont.id;
+    }
+    $.past.hidden = !past || (conv ? past.next !== conv : cont?.id !== past.id);
+    // Their previous agent is busy: wait, or the next person?
+    $.offer.hidden = !offer;
+    if (offer) {
+      const name = offer.agent?.name || "Your previous agent";
+      $.otext.textContent = name + " is with other customers right now.";
+      $.owait.textContent = "Wait for " + name + " (about " + Math.max(1, Math.round(offer.expected_wait_s / 60)) + " min)";
+    }
+    $.topic.hidden = !teams.length || !!conv;
+    $.email.hidden = !(nobody || (saved && status !== "active" && !closed));
     $.ask.hidden = !!saved;
     $.note.textContent = saved ? "Thanks — we'll reply to " + S.email_saved.email + "."
       : S.pending_email ? "We'll save " + S.pending_email + " as soon as you send your message." : "";
-    // Closed: say so, ask for a rating, offer a new start; the old conversation is never written into again.
-    const closed = status === "closed";
+    // Closed: a rating, a new start; never written into again.
     $.end.hidden = !closed;
     $.composer.hidden = closed;
-    if (closed) {
-      $.endtext.textContent = "This conversation has ended. Thank you for chatting with us.";
-      $.rate.hidden = S.rated === conv;
-      put($.rated, S.rated === conv && "Thank you for your rating.");
-    }
+    $.rate.hidden = !($.rated.hidden = S.rated !== conv);
     for (const rec of byClient.values()) if (!rec.seq) paint(rec);
     markSeen();
   }
 
   // -- opening and closing
+  function show(visible) {
+    $.panel.hidden = !(S.open = visible);
+    $.root.classList.toggle("open", visible);
+    $.launcher.setAttribute("aria-expanded", visible);
+    save();
+    markSeen();
+  }
   function open(focus) {
     if (!host) return;
-    $.panel.hidden = false;
-    $.root.classList.add("open");
-    $.launcher.setAttribute("aria-expanded", "true");
-    S.open = true;
-    save();
+    show(true);
     scrollDown();
-    markSeen();
     if (focus) ($.composer.hidden ? ($.rate.hidden ? $.new : $.stars.firstChild) : $.input).focus();
   }
   function close() {
     if (!host || $.panel.hidden) return;
     const inside = !!root.activeElement;
-    $.panel.hidden = true;
-    $.root.classList.remove("open");
-    $.launcher.setAttribute("aria-expanded", "false");
-    S.open = false;
-    save();
-    markSeen();
+    show(false);
     if (inside) $.launcher.focus();
   }
   const autosize = () => {
@@ -481,30 +478,34 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
 
   // -- sending
   function send(frame) {
-    if (!ws || ws.readyState !== 1) return false;
-    try { ws.send(JSON.stringify(frame)); return true; } catch (_) { return false; }
+    if (ws?.readyState !== 1) return false;
+    try { ws.send(JSON.stringify(frame)); return true; } catch { return false; }
   }
-  const newId = () => (W.crypto && crypto.randomUUID ? crypto.randomUUID()
-    : Date.now().toString(36) + Math.random().toString(36).slice(2));
+  const newId = () => W.crypto?.randomUUID?.() || Date.now().toString(36) + Math.random().toString(36).slice(2);
   function submit() {
     const body = $.input.value.trim().slice(0, MAX_CHARS);
     if (!body || status === "closed") return;
-    const item = { client_id: newId(), body, at: new Date().toISOString() };
-    S.outbox.push(item); // kept until acknowledged, across reloads and reconnects
+    // Kept until acknowledged, across reloads; a first message names the topic.
+    const item = { client_id: newId(), body, at: new Date().toISOString(), team_id: (!conv && $.team.value) || undefined };
+    S.outbox.push(item);
     save();
     $.input.value = "";
     autosize();
     stopTyping();
     pendingMessage(item);
     scrollDown();
-    if (ready) send({ type: "message", client_id: item.client_id, body: item.body });
+    if (ready) sendItem(item);
   }
-  // Everything not yet acknowledged, with its original client_id: the server stores each client_id once.
+  function sendItem(item) {
+    const rec = byClient.get(item.client_id);
+    if (rec?.failed) { rec.failed = null; paint(rec); }
+    send({ type: "message", client_id: item.client_id, body: item.body, team_id: item.team_id });
+  }
+  // The unacknowledged, with their client_id: the server stores each once.
   function flush() {
     for (const item of S.outbox) {
-      const rec = byClient.get(item.client_id);
-      if (rec && rec.seq) { dropOutbox(item.client_id); continue; }
-      send({ type: "message", client_id: item.client_id, body: item.body });
+      if (byClient.get(item.client_id)?.seq) dropOutbox(item.client_id);
+      else sendItem(item);
     }
     emailDue();
   }
@@ -524,71 +525,60 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
     if (typingOn) { typingOn = false; typingSentAt = 0; send({ type: "typing", on: false }); }
   }
   function saveEmail() {
-    const email = $.emailInput.value.trim();
+    const email = $.addr.value.trim();
     if (!/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(email) || email.length > 254) {
       $.note.textContent = "Please enter an email address like name@example.com.";
-      $.emailInput.setAttribute("aria-invalid", "true");
-      $.emailInput.focus();
+      $.addr.setAttribute("aria-invalid", "true");
+      $.addr.focus();
       return;
     }
-    $.emailInput.removeAttribute("aria-invalid");
-    S.pending_email = email; // the server needs a conversation first: sent with (or after) the first message
-    save();
+    $.addr.removeAttribute("aria-invalid");
+    save(S.pending_email = email); // sent with the first message
     if (ready) emailDue();
     render();
   }
+  // Connected: `identify` (answered by `identified`); else the next hello carries it.
   function identify(who) {
     if (!who || typeof who !== "object") return;
     const pick = {};
-    for (const k of ["user_id", "user_hash", "name", "email", "attributes"]) if (who[k] != null) pick[k] = who[k];
+    for (const k of "user_id user_hash name email attributes".split(" ")) if (who[k] != null) pick[k] = who[k];
     if (JSON.stringify(pick) === JSON.stringify(S.identify || null)) return;
-    S.identify = pick;
-    save();
-    if (ws) { // say hello again, quietly, so the server learns who this is now
-      const old = ws;
-      ws = null;
-      ready = false;
-      old.onclose = null;
-      try { old.close(1000, "identify"); } catch (_) { /* already closed */ }
-      reconnect();
-    }
+    save(S.identify = pick);
+    send({ type: "identify", ...pick });
+  }
+  // A token: identify made this visitor another customer record.
+  function customer(f) {
+    if (typeof f.token === "string") { S.token = f.token; save(); }
+    verified = !!f.customer?.verified;
+    earlier = f.earlier || [];
   }
   function reportPage() {
     const url = location.href;
     if (!ready || url === lastPage) return;
     lastPage = url;
-    send({ type: "page", url: url.slice(0, 2000), title: String(document.title || "").slice(0, 300) });
+    send({ type: "page", url: url.slice(0, 2000), title: document.title.slice(0, 300) });
   }
-  // Single-page apps change the title after the URL: report a moment later.
+  // Single-page apps change the title after the URL.
   const navigated = () => setTimeout(reportPage, 300);
   function watchNavigation() {
-    W.addEventListener("popstate", navigated);
-    W.addEventListener("hashchange", navigated);
+    on(W, "popstate", navigated);
+    on(W, "hashchange", navigated);
     for (const name of ["pushState", "replaceState"]) {
       const original = history[name];
       if (typeof original !== "function" || original.__nameplate) continue;
-      const wrapped = function () {
-        const result = original.apply(this, arguments);
-        try { navigated(); } catch (_) { /* never the host's problem */ }
-        return result;
-      };
+      const wrapped = function () { navigated(); return original.apply(this, arguments); };
       wrapped.__nameplate = true;
-      try { history[name] = wrapped; } catch (_) { /* frozen history */ }
+      try { history[name] = wrapped; } catch { /* frozen history */ }
     }
   }
 
   // -- the connection
   async function getToken() {
-    const response = await fetch(ORIGIN + "/api/v1/visitors", {
-      method: "POST", mode: "cors", credentials: "omit",
-      headers: { "Content-Type": "text/plain" }, // JSON as text/plain: a simple request, no preflight
-      body: JSON.stringify({ site: SITE }),
-    });
-    const data = response.ok ? await response.json() : null;
-    if (!data || typeof data.token !== "string") {
-      // 4xx (unknown site, origin not allowed) will not get better by retrying; 5xx and 429 may.
-      throw Object.assign(new Error("token request: HTTP " + response.status), {
-        permanent: response.status >= 400 && response.status < 500 && response.status !== 429 });
+    const res = await fetch(ORIGIN + "/api/v1/visitors", { method: "POST", credentials: "omit",
+      headers: { "Content-Type": "text/plain" }, body: JSON.stringify({ site: SITE }) }); // text/plain: no preflight
+    const data = res.ok && await res.json();
+    if (typeof data?.token !== "string") { // 4xx will not get better by retrying; 5xx and 429 may
+      throw Object.assign(new Error("token request: HTTP " + res.status), { permanent: /^4(?!29)/.test(res.status) });
     }
     S.token = data.token;
     save();
@@ -607,37 +597,30 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
     ws = sock;
     lastError = null;
     sock.onopen = () => {
-      const hello = { type: "hello", site: SITE, token: S.token, conversation_id: conv, resume_after: conv ? lastSeq : 0,
-        locale: navigator.language || null, timezone: null };
-      try { hello.timezone = Intl.DateTimeFormat().resolvedOptions().timeZone || null; } catch (_) { /* old engine */ }
-      if (S.identify) hello.identify = S.identify;
-      send(hello);
+      send({ type: "hello", site: SITE, token: S.token, conversation_id: conv, resume_after: conv ? lastSeq : 0,
+        locale: navigator.language || null, timezone: timeFormat.resolvedOptions().timeZone || null, identify: S.identify || undefined });
       send({ type: "ping" }); // its pong comes after the whole replay: then the outbox goes out
     };
     sock.onmessage = (event) => {
       if (ws !== sock) return;
       lastFrameAt = Date.now();
       let frame;
-      try { frame = JSON.parse(event.data); } catch (_) { return; }
+      try { frame = JSON.parse(event.data); } catch { return; }
       try { onFrame(frame); } catch (error) { warn("could not handle a " + frame.type + " frame: " + error); }
     };
-    sock.onerror = () => { /* onclose follows and decides */ };
     sock.onclose = (event) => { if (ws === sock) closed(event.code); };
   }
   function closed(code) {
-    ws = null;
+    ws = asked = null;
     ready = false;
     clearInterval(heartbeat);
     if (code === CLOSE_UNAUTHORIZED) {
       if (lastError === "bad_token" && tokenRetries++ < 2) { S.token = null; save(); reconnect(); return; }
-      fail("the server refused the chat on this page (" + (lastError || code) + ")", true);
-      return;
+      return fail("the server refused the chat on this page (" + (lastError || code) + ")", true);
     }
-    if (!everWelcomed) { fail("the chat server is unreachable", true); return; }
-    lost = true;
-    render();
+    if (!everWelcomed) return fail("the chat server is unreachable", true);
     announce("Connection lost. Reconnecting…");
-    schedule();
+    fail();
   }
   function fail(reason, permanent) {
     ws = null;
@@ -645,116 +628,143 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
     if (!everWelcomed || permanent) {
       dead = true;
       warn(reason);
-      if (host) { render(); $.banner.hidden = false; $.banner.textContent = "The chat is unavailable right now. Please try again later."; }
+      if (host) { render(); put($.banner, "The chat is unavailable right now. Please try again later."); }
       return;
     }
     lost = true;
     render();
     schedule();
   }
-  // Exponential back-off with jitter, so a restarted server is not hit by every visitor at once.
+  // Back-off with jitter: a restarted server is not hit by everyone at once.
   function schedule() {
     if (dead || retryTimer) return;
     const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** attempts++);
     retryTimer = setTimeout(reconnect, ceiling / 2 + Math.random() * ceiling / 2);
   }
-  W.addEventListener("online", () => { if (retryTimer) reconnect(); });
+  on(W, "online", () => { if (retryTimer) reconnect(); });
 
   function onFrame(f) {
-    const mine = !f.conversation_id || f.conversation_id === conv;
+    const id = f.conversation_id;
+    // Frames about a conversation this tab left behind change nothing.
+    if (id && id !== conv && /^(queue|agent_|transferred|typing|read|closed|offer)/.test(f.type)) return;
     switch (f.type) {
       case "welcome": return welcome(f);
-      case "pong":
-        if (!ready && ws) {
-          ready = true;
-          flush();
-          reportPage();
-          render();
-        }
-        return;
       case "message": return message(f);
+      case "history": return id === asked && showPast(f);
+      case "pong":
+        if (ready || !ws) return;
+        ready = true;
+        flush();
+        reportPage();
+        break;
+      case "identified":
+        customer(f);
+        if ((id || null) !== conv) resetView(id || null);
+        break;
       case "ack": {
-        // Normally conversation_started came first; this covers a new conversation announced late.
-        if (f.conversation_id && f.conversation_id !== conv && (!conv || status === "closed")) resetView(f.conversation_id);
+        if (id && id !== conv && (!conv || status === "closed")) resetView(id); // a new conversation, announced late
         const rec = byClient.get(f.client_id);
-        if (rec && (!f.conversation_id || f.conversation_id === conv)) confirm(rec, f.seq);
+        if (rec && (!id || id === conv)) confirm(rec, f.seq);
         dropOutbox(f.client_id);
         emailDue();
-        return render();
+        break;
       }
       case "conversation_started":
-        if (f.conversation_id !== conv) { resetView(f.conversation_id); render(); }
-        return;
+        if (id === conv) return;
+        resetView(id);
+        break;
+      case "agents_online":
+        agentsOnline = f.count;
+        break;
       case "queue":
-        if (!mine) return;
-        if (f.agents_online != null) agentsOnline = f.agents_online;
-        if (status !== "active" && (!queue || queue.position !== f.position)) announce(queueText(f));
+        agentsOnline = f.agents_online ?? agentsOnline;
+        if (status !== "active" && queue?.position !== f.position) announce(queueText(f));
         queue = f;
         if (status !== "closed") status = "queued";
-        return render();
+        break;
+      case "offer":
+        S.offer = f;
+        save();
+        render();
+        return announce($.otext.textContent);
       case "agent_joined":
-        if (!mine) return;
         status = "active";
         agent = f.agent || null;
-        queue = null;
+        queue = S.offer = null;
+        save();
         if (agent) announce("You're chatting with " + agent.name + (agent.title ? ", " + agent.title : ""));
-        return render();
+        break;
       case "agent_left":
-        if (!mine) return;
-        announce((f.agent && f.agent.name ? f.agent.name : "Your agent") + " had to leave. You are back in line for the next person.");
+        announce((f.agent?.name || "Your agent") + " had to leave. You are back in line for the next person.");
         status = "queued";
         agent = null;
-        return render();
+        break;
       case "transferred":
-        if (!mine) return;
         announce((f.from || "Your agent") + " is handing you over to " + (f.to_agent || f.to_team || "a colleague") + ".");
         if (f.to_team) { status = "queued"; agent = null; }
-        return render();
+        break;
       case "typing":
-        if (!mine || f.by !== "agent") return;
+        if (f.by !== "agent") return;
         clearTimeout(agentTypingTimer);
         $.typing.hidden = !f.on || status === "closed";
-        $.typing.textContent = (f.name || (agent && agent.given_name) || "Your agent") + " is typing…";
+        $.typing.textContent = (f.name || agent?.given_name || "Your agent") + " is typing…";
         if (f.on) agentTypingTimer = setTimeout(() => { $.typing.hidden = true; }, TYPING_SHOWN_MS);
         return;
       case "read":
-        if (!mine || f.by !== "agent") return;
+        if (f.by !== "agent") return;
         agentReadSeq = Math.max(agentReadSeq, f.seq || 0);
         for (const rec of bySeq.values()) if (rec.kind === "me") paint(rec);
         return;
       case "closed":
-        if (!mine) return;
+        if (verified && agent) earlier.unshift({ id: conv, agent });
         status = "closed";
         $.typing.hidden = true;
         score = 0;
         announce("The conversation has ended.");
-        return render();
+        break;
       case "email_saved":
         S.email_saved = { conv, email: f.email };
         S.pending_email = null;
         save();
-        return render();
+        break;
       case "rated":
-        S.rated = f.conversation_id;
+        S.rated = id;
         save();
         announce("Thank you for your rating.");
-        return render();
-      case "error":
+        break;
+      case "error": {
         lastError = f.code;
-        if (f.code === "rate_limited" && ready) setTimeout(flush, 2000); // the unacknowledged ones, again
+        // The message an error is about failed; only a rate limit is worth a retry.
+        const rec = f.client_id && byClient.get(f.client_id);
+        if (rec && !rec.seq) {
+          rec.failed = f;
+          if (f.code !== "rate_limited") dropOutbox(f.client_id);
+          paint(rec);
+        } else if (f.code === "verification_required" || f.code === "invalid_attributes") {
+          S.identify = null; // stays anonymous; the next hello does not ask again
+          save();
+          warn("identify was refused (" + f.code + "): " + f.message);
+        }
         return;
-      default:
+      }
+      default: return;
     }
+    render();
   }
   function welcome(f) {
     everWelcomed = true;
     lost = false;
-    if (typeof f.token === "string") { S.token = f.token; save(); } // identify may make us another customer
     attempts = tokenRetries = 0;
-    agentsOnline = typeof f.agents_online === "number" ? f.agents_online : null;
+    agentsOnline = f.agents_online ?? null;
+    teams = f.teams || [];
     const c = f.conversation;
     if (!c ? conv : c.id !== conv) resetView(c ? c.id : null);
     mount();
+    customer(f);
+    const t = $.team, picked = t.value;
+    t.length = 1;
+    for (const team of teams) t.add(new Option(team.name, team.id));
+    t.value = picked;
     if (c) {
       status = c.status;
       agent = c.status === "active" ? c.agent || null : c.status === "closed" ? c.agent || agent : null;
@@ -765,9 +775,9 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
     const sock = ws;
     heartbeat = setInterval(() => {
       if (ws !== sock) return clearInterval(heartbeat);
-      if (Date.now() - lastFrameAt > PING_EVERY_MS + PONG_WAIT_MS) { // silent: drop it and start again
+      if (Date.now() - lastFrameAt > PING_EVERY_MS + PONG_WAIT_MS) {
         sock.onclose = null;
-        try { sock.close(); } catch (_) { /* gone */ }
+        try { sock.close(); } catch { /* gone */ }
         return closed(1006);
       }
       send({ type: "ping" });
@@ -776,13 +786,12 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
   }
   function message(f) {
     if (f.private || f.conversation_id !== conv || !conv || bySeq.has(f.seq)) return;
-    lastSeq = Math.max(lastSeq, f.seq);
-    S.last_seq = lastSeq;
+    S.last_seq = lastSeq = Math.max(lastSeq, f.seq);
     const rec = f.client_id && byClient.get(f.client_id);
     if (rec) { confirm(rec, f.seq, f.sent_at); dropOutbox(f.client_id); }
     else {
       addMessage(f);
-      if (f.author && f.author.kind === "agent") {
+      if (f.author?.kind === "agent") {
         $.typing.hidden = true;
         if (f.seq > S.seen_seq) announce(f.author.name + ": " + f.body);
       }
@@ -792,7 +801,7 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
   }
 
   for (const call of early) {
-    try { if (Array.isArray(call) && typeof api[call[0]] === "function") api[call[0]](...call.slice(1)); } catch (_) { /* ignore */ }
+    try { if (Array.isArray(call) && typeof api[call[0]] === "function") api[call[0]](...call.slice(1)); } catch { /* ignore */ }
   }
   reconnect();
 })();

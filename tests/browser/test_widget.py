@@ -29,11 +29,8 @@ from tests.harness import (
     connect_visitor,
     free_port,
     poll_until,
-    seed,
+    seeded_settings,
     start_server,
-)
-from tests.harness import (
-    test_settings as settings_for,
 )
 
 WIDGET_DIR = Path(__file__).resolve().parents[2] / "widget"
@@ -68,10 +65,8 @@ class Shop:
 
 @pytest.fixture
 async def shop(tmp_path: Path) -> AsyncIterator[Shop]:
-    settings = settings_for(tmp_path)
-    running = await start_server(settings)
-    await seed(running.nameplate)
-    box = Shop(settings, running)
+    settings = await seeded_settings(tmp_path)  # a copy of a migrated, seeded template: milliseconds
+    box = Shop(settings, await start_server(settings))
     try:
         yield box
     finally:
@@ -349,6 +344,14 @@ async def test_reload_shows_the_same_conversation(shop: Shop, page: Page) -> Non
     await expect(chat.locator(".msg.me").nth(1)).to_have_attribute("data-state", "sent")
     assert (await state(page))["conversation_id"] == cid
 
+    sent: list[dict[str, Any]] = []
+    received: list[dict[str, Any]] = []
+
+    def on_socket(ws: Any) -> None:
+        ws.on("framesent", lambda data: sent.append(json.loads(data)))
+        ws.on("framereceived", lambda data: received.append(json.loads(data)))
+
+    page.on("websocket", on_socket)
     await page.reload()
     bubbles = chat.locator(".bubble")
     await expect(bubbles).to_have_text(["First question", "First answer", "Second question"])
@@ -358,16 +361,14 @@ async def test_reload_shows_the_same_conversation(shop: Shop, page: Page) -> Non
     await expect(chat.locator(".msg.me")).to_have_count(2)
     assert (await state(page))["conversation_id"] == cid
 
-    # identify() says hello again (quietly) with the identity; nothing is replayed twice.
-    hellos: list[dict[str, Any]] = []
-    page.on(
-        "websocket",
-        lambda ws: ws.on("framesent", lambda data: hellos.append(json.loads(data)) if '"hello"' in data else None),
-    )
+    # identify() on a live socket is an `identify` frame, not a reconnect; nothing is replayed twice.
+    assert [f["type"] for f in sent].count("hello") == 1
     await page.evaluate("Nameplate.identify({user_id: 'u-42', name: 'Ada Lovelace', attributes: {plan: 'pro'}})")
-    await poll_until(lambda: any(h.get("identify", {}).get("user_id") == "u-42" for h in hellos))
-    hello = next(h for h in hellos if "identify" in h)
-    assert hello["conversation_id"] == cid and hello["resume_after"] >= 3
+    await poll_until(lambda: any(f["type"] == "identified" for f in received))
+    assert [f for f in sent if f["type"] in ("identify", "hello")][1:] == [
+        {"type": "identify", "user_id": "u-42", "name": "Ada Lovelace", "attributes": {"plan": "pro"}}
+    ]
+    assert (await state(page))["identify"]["user_id"] == "u-42"  # the next hello carries it
     await jane.send(type="message", conversation_id=cid, client_id="j2", body="Welcome back")
     await expect(bubbles).to_have_text(["First question", "First answer", "Second question", "Welcome back"])
     await expect(chat.locator(".banner")).to_be_hidden()
