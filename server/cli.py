@@ -165,7 +165,8 @@ def cmd_export(args: argparse.Namespace) -> None:
         chunks = csv_chunks(batches) if args.format == "csv" else json_chunks(
             batches, {"site": site.public_key, "from": args.date_from, "to": args.date_to}
         )
-        out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
+        # A command-line tool writing its own output file: blocking writes are what we want here.
+        out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115, ASYNC230
         try:
             async for chunk in chunks:
                 out.write(chunk)

@@ -92,6 +92,8 @@ class Settings:
     message_burst: int = 10
     message_refill_per_second: float = 2.0
     log_level: str = "info"
+    # Connections per process to PostgreSQL (as many again may open briefly under a burst).
+    database_pool_size: int = 10
 
     @property
     def cookie_secure(self) -> bool:
@@ -119,4 +121,5 @@ class Settings:
             message_burst=_int(env, "MESSAGE_BURST", 10),
             message_refill_per_second=_float(env, "MESSAGE_REFILL_PER_SECOND", 2.0),
             log_level=env.get("LOG_LEVEL") or "info",
+            database_pool_size=_int(env, "DATABASE_POOL_SIZE", 10),
         )

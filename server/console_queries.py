@@ -11,10 +11,10 @@ from sqlalchemy import select, update
 
 from server.customers import Customers, customer_card, display_name
 from server.db import Sessions
-from server.timeline import Timeline
 from server.directory import clean_name
 from server.errors import NameplateError, NotFound
 from server.models import Agent, Conversation, ConversationStatus, Customer, Rating, iso
+from server.timeline import Timeline
 
 # Enough to recognise a regular; the transcript pages hold the rest.
 PREVIOUS_CONVERSATIONS = 20

@@ -48,7 +48,7 @@ class Nameplate:
 
     @classmethod
     def build(cls, settings: Settings) -> Nameplate:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, settings.database_pool_size)
         sessions = make_sessions(engine)
         broker = make_broker(settings.redis_url, settings.redis_prefix)
         message_log = MessageLog(engine)

@@ -23,7 +23,7 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(database_url: str) -> AsyncEngine:
+def make_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
     if database_url.startswith("sqlite"):
         path = sqlite_path(database_url)
         if path is not None:
@@ -31,7 +31,8 @@ def make_engine(database_url: str) -> AsyncEngine:
         engine = create_async_engine(database_url, connect_args={"timeout": 10})
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
         return engine
-    return create_async_engine(database_url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    # A pre-ping would cost a round trip on every checkout; stale connections are recycled instead.
+    return create_async_engine(database_url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
 
 
 def make_sessions(engine: AsyncEngine) -> Sessions:

@@ -29,9 +29,9 @@ from server.webhooks import Webhooks
 
 log = logging.getLogger("nameplate.routing")
 
-# Queue changes arriving together (a burst of visitors) are published once: 50 ms is invisible to a
-# person and spares one round of frames per arrival.
-QUEUE_COALESCE_SECONDS = 0.05
+# Queue changes arriving together (a burst of visitors) are published once: a fifth of a second is
+# invisible to a person waiting in line and spares a round of frames to everyone per arrival.
+QUEUE_COALESCE_SECONDS = 0.2
 # Handling times move slowly; recomputing them once a minute is plenty.
 HANDLE_TIME_TTL_SECONDS = 60.0
 HANDLE_TIME_SAMPLE = 50
@@ -50,6 +50,8 @@ class Router:
         self._dirty: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handle_times: dict[str, tuple[float, float]] = {}
+        # What this process last told each queued conversation, so an unchanged position is not resent.
+        self._told: dict[str, dict[str, tuple[int, int | None, int]]] = {}
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
@@ -156,11 +158,20 @@ class Router:
         agents = await self._broker.agents(site_id)
         online = sum(1 for a in agents if a.status != "offline")
         handle = await self.handle_seconds(site_id)
+        told = self._told.setdefault(site_id, {})
+        now_told: dict[str, tuple[int, int | None, int]] = {}
+        updates: list[tuple[str, dict[str, Any]]] = []
         for position, entry in enumerate(queue, start=1):
-            frame = queue_frame(entry.conversation_id, position, expected_wait_seconds(position, agents, handle))
+            wait = expected_wait_seconds(position, agents, handle)
+            now_told[entry.conversation_id] = (position, wait, online)
+            if told.get(entry.conversation_id) == now_told[entry.conversation_id]:
+                continue
+            frame = queue_frame(entry.conversation_id, position, wait)
             frame["agents_online"] = online
-            await self._broker.publish(channels.conversation(entry.conversation_id), frame)
-        await self._broker.publish(channels.site(site_id), self._board(queue, agents, handle))
+            updates.append((channels.conversation(entry.conversation_id), frame))
+        self._told[site_id] = now_told
+        updates.append((channels.site(site_id), self._board(queue, agents, handle)))
+        await self._broker.publish_many(updates)
 
     async def board(self, site_id: str) -> dict[str, Any]:
         """The site's live board: the queue with expected waits, and every agent's status and load."""

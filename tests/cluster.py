@@ -106,7 +106,7 @@ async def cluster(
         "SECRET_KEY": "cluster-secret-" + prefix,
         "AGENT_GRACE_SECONDS": env_overrides.pop("AGENT_GRACE_SECONDS", "30"),
         "PRESENCE_INTERVAL_SECONDS": env_overrides.pop("PRESENCE_INTERVAL_SECONDS", "0.5"),
-        "LOG_LEVEL": "warning",
+        "LOG_LEVEL": env_overrides.pop("LOG_LEVEL", "warning"),
         **env_overrides,
     }
     settings = Settings.from_env(env)

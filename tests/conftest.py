@@ -14,7 +14,7 @@ import server.auth
 # suite. Same algorithm (argon2id), cheapest parameters — only inside the tests.
 server.auth._hasher = PasswordHasher.from_parameters(profiles.CHEAPEST)
 
-from tests.harness import RunningServer, running_server, seeded_settings
+from tests.harness import RunningServer, running_server, seeded_settings  # noqa: E402
 
 
 @pytest.fixture

@@ -204,7 +204,7 @@ async def connect_visitor(
     running: RunningServer, token: str | None = None, site_key: str = "site_demo", **hello: Any
 ) -> tuple[Client, str]:
     token = token or await visitor_token(running.base_url, site_key)
-    ws = await websockets.connect(f"{running.ws_url}/ws/visitor", ping_interval=None)
+    ws = await websockets.connect(f"{running.ws_url}/ws/visitor", ping_interval=None, max_queue=None)
     client = Client(ws)
     await client.send(type="hello", site=site_key, token=token, **hello)
     await client.expect("welcome")
@@ -221,7 +221,7 @@ async def agent_cookie(base_url: str, email: str, password: str = "nameplate-dem
 async def connect_agent(running: RunningServer, email: str, cookie: str | None = None, **hello: Any) -> Client:
     cookie = cookie or await agent_cookie(running.base_url, email)
     ws = await websockets.connect(
-        f"{running.ws_url}/ws/agent", additional_headers={"Cookie": cookie}, ping_interval=None
+        f"{running.ws_url}/ws/agent", additional_headers={"Cookie": cookie}, ping_interval=None, max_queue=None
     )
     client = Client(ws)
     await client.send(type="hello", **hello)

@@ -45,6 +45,11 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def publish(self, channel: str, event: Event) -> None: ...
 
+    async def publish_many(self, events: list[tuple[str, Event]]) -> None:
+        """Publish several events; backends with a network round trip send them together."""
+        for channel, event in events:
+            await self.publish(channel, event)
+
     @abc.abstractmethod
     async def subscribe(self, channel: str, handler: Handler) -> None: ...
 

@@ -464,6 +464,13 @@ class RedisBroker(Broker):
     async def publish(self, channel: str, event: Event) -> None:
         await self._redis.publish(self._channel_key(channel), json.dumps(event, separators=(",", ":")))
 
+    async def publish_many(self, events: list[tuple[str, Event]]) -> None:
+        # One round trip for a whole queue's worth of position updates.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for channel, event in events:
+                pipe.publish(self._channel_key(channel), json.dumps(event, separators=(",", ":")))
+            await pipe.execute()
+
     async def subscribe(self, channel: str, handler: Handler) -> None:
         """Registers the handler even while Redis is down: the reader subscribes it on reconnect."""
         async with self._sub_lock:

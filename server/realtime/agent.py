@@ -33,7 +33,7 @@ from server.protocol import (
     parse_agent_hello,
 )
 from server.ratelimit import TokenBucket
-from server.realtime.common import FrameLoop, receive_hello, refuse
+from server.realtime.common import FrameLoop, Subscriptions, receive_hello, refuse
 from server.realtime.connection import CLOSE_UNAUTHORIZED, Connection
 
 log = logging.getLogger("nameplate.realtime")
@@ -96,7 +96,7 @@ class AgentSession:
         self.connection = connection
         self.agent = agent
         self.connection_id = secrets.token_hex(8)
-        self._watching: set[str] = set()
+        self._subscriptions = Subscriptions(nameplate.broker)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._messages = TokenBucket(30, 10)
         self._chatter = TokenBucket(20, 5)
@@ -111,8 +111,8 @@ class AgentSession:
     async def start(self, hello: AgentHello) -> None:
         agent = self.agent
         self.observing = hello.observe and self.is_supervisor
-        await self.np.broker.subscribe(channels.agent(agent.id), self._on_agent_event)
-        await self.np.broker.subscribe(channels.site(agent.site_id), self.connection.send)
+        await self._subscriptions.add(channels.agent(agent.id), self._on_agent_event)
+        await self._subscriptions.add(channels.site(agent.site_id), self.connection.send)
         if not self.observing:
             await self.np.presence.connected(agent.site_id, agent.id, self.connection_id)
         mine = [] if self.observing else await self.np.conversations.for_agent(agent.id)
@@ -151,19 +151,11 @@ class AgentSession:
         for task in list(self._tasks):
             task.cancel()
         await self.np.presence.disconnected(self.connection_id)
-        await self.np.broker.unsubscribe(channels.agent(self.agent.id), self._on_agent_event)
-        await self.np.broker.unsubscribe(channels.site(self.agent.site_id), self.connection.send)
-        for conversation_id in self._watching:
-            await self.np.broker.unsubscribe(channels.conversation(conversation_id), self.connection.send)
-            await self.np.broker.unsubscribe(channels.staff(conversation_id), self.connection.send)
-        self._watching.clear()
+        await self._subscriptions.clear()
 
     async def _watch(self, conversation_id: str) -> None:
-        if conversation_id in self._watching:
-            return
-        self._watching.add(conversation_id)
-        await self.np.broker.subscribe(channels.conversation(conversation_id), self.connection.send)
-        await self.np.broker.subscribe(channels.staff(conversation_id), self.connection.send)
+        await self._subscriptions.add(channels.conversation(conversation_id), self.connection.send)
+        await self._subscriptions.add(channels.staff(conversation_id), self.connection.send)
 
     async def _replay(self, conversation_id: str, after: int) -> None:
         last = after
@@ -256,10 +248,9 @@ class AgentSession:
         if not self.is_supervisor and conversation.agent_id != self.agent.id:
             raise Forbidden("only supervisors can open other agents' conversations")
         if not frame.on:
-            if conversation.agent_id != self.agent.id and conversation.id in self._watching:
-                self._watching.discard(conversation.id)
-                await self.np.broker.unsubscribe(channels.conversation(conversation.id), self.connection.send)
-                await self.np.broker.unsubscribe(channels.staff(conversation.id), self.connection.send)
+            if conversation.agent_id != self.agent.id:
+                await self._subscriptions.remove(channels.conversation(conversation.id), self.connection.send)
+                await self._subscriptions.remove(channels.staff(conversation.id), self.connection.send)
             return
         self.connection.send({"type": "watching", "conversation": await self.np.conversations.summary(conversation)})
         self.connection.hold(conversation.id)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from server.broker.base import Broker, Handler
 from server.errors import NameplateError
 from server.protocol import error_frame
 from server.realtime.connection import CLOSE_BAD_INPUT, CLOSE_RATE_LIMITED, CLOSE_UNAUTHORIZED, Connection
@@ -90,3 +92,38 @@ class FrameLoop:
             except Exception:
                 log.exception("handling a frame failed")
                 self.connection.send(error_frame("internal", "something went wrong on our side; try again"))
+
+
+class Subscriptions:
+    """The broker channels one socket listens on.
+
+    A subscription still in flight is awaited by everyone who asks for it again: otherwise a second
+    caller could see the channel as "already watched" and publish before the broker delivers it
+    (with Redis, a subscription is live only once Redis confirms it).
+    """
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self._live: dict[tuple[str, Handler], asyncio.Future[None]] = {}
+
+    async def add(self, channel: str, handler: Handler) -> None:
+        key = (channel, handler)
+        pending = self._live.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._broker.subscribe(channel, handler))
+            self._live[key] = pending
+        await asyncio.shield(pending)
+
+    def has(self, channel: str, handler: Handler) -> bool:
+        return (channel, handler) in self._live
+
+    async def remove(self, channel: str, handler: Handler) -> None:
+        pending = self._live.pop((channel, handler), None)
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                await pending
+            await self._broker.unsubscribe(channel, handler)
+
+    async def clear(self) -> None:
+        for channel, handler in list(self._live):
+            await self.remove(channel, handler)

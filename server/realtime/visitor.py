@@ -34,7 +34,7 @@ from server.protocol import (
     parse_visitor_hello,
 )
 from server.ratelimit import TokenBucket
-from server.realtime.common import FrameLoop, receive_hello, refuse
+from server.realtime.common import FrameLoop, Subscriptions, receive_hello, refuse
 from server.realtime.connection import Connection
 
 
@@ -78,7 +78,7 @@ class VisitorSession:
         self.site = site
         self.customer = customer
         self.conversation: Conversation | None = None
-        self._watching: set[str] = set()
+        self._subscriptions = Subscriptions(nameplate.broker)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._agents_online_sent: int | None = None
         settings = nameplate.settings
@@ -96,8 +96,8 @@ class VisitorSession:
                 # Refused identify (e.g. verification required): continue as the anonymous visitor.
                 self.connection.send(error_frame(exc.code, exc.message))
         await self.np.customers.seen(self.customer.id, hello.locale, hello.timezone)
-        await self.np.broker.subscribe(channels.customer(self.customer.id), self._on_customer_event)
-        await self.np.broker.subscribe(channels.visitors(self.site.id), self._on_site_event)
+        await self._subscriptions.add(channels.customer(self.customer.id), self._on_customer_event)
+        await self._subscriptions.add(channels.visitors(self.site.id), self._on_site_event)
         conversation = None
         if hello.conversation_id:
             conversation = await self.np.conversations.get(hello.conversation_id)
@@ -123,11 +123,7 @@ class VisitorSession:
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        await self.np.broker.unsubscribe(channels.customer(self.customer.id), self._on_customer_event)
-        await self.np.broker.unsubscribe(channels.visitors(self.site.id), self._on_site_event)
-        for conversation_id in self._watching:
-            await self.np.broker.unsubscribe(channels.conversation(conversation_id), self._on_event)
-        self._watching.clear()
+        await self._subscriptions.clear()
 
     async def _welcome(self) -> dict[str, Any]:
         conversation = self.conversation
@@ -166,13 +162,12 @@ class VisitorSession:
         previous = self.customer
         self.customer = result.customer
         if result.customer.id != previous.id and subscribed:
-            await self.np.broker.unsubscribe(channels.customer(previous.id), self._on_customer_event)
-            await self.np.broker.subscribe(channels.customer(result.customer.id), self._on_customer_event)
+            await self._subscriptions.remove(channels.customer(previous.id), self._on_customer_event)
+            await self._subscriptions.add(channels.customer(result.customer.id), self._on_customer_event)
             current = self.conversation
             if current is not None and current.customer_id != result.customer.id and not result.verified:
                 # A fresh anonymous record: the verified customer's conversation is not theirs to see.
-                await self.np.broker.unsubscribe(channels.conversation(current.id), self._on_event)
-                self._watching.discard(current.id)
+                await self._subscriptions.remove(channels.conversation(current.id), self._on_event)
                 self.conversation = None
             elif current is not None:
                 current.customer_id = result.customer.id
@@ -183,9 +178,7 @@ class VisitorSession:
         return sum(1 for a in await self.np.broker.agents(self.site.id) if a.status != "offline")
 
     async def _subscribe(self, conversation_id: str) -> None:
-        if conversation_id not in self._watching:
-            self._watching.add(conversation_id)
-            await self.np.broker.subscribe(channels.conversation(conversation_id), self._on_event)
+        await self._subscriptions.add(channels.conversation(conversation_id), self._on_event)
 
     async def _replay(self, conversation_id: str, after: int) -> None:
         frames = await self.np.conversations.history(conversation_id, after_seq=after)

@@ -29,7 +29,7 @@ def artifacts() -> Path:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[object]:
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):  # noqa: ASYNC240 (a stat, once)
         message = f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("CI: " + message)
