@@ -87,7 +87,7 @@ def _clean_profile(request: IdentifyRequest) -> tuple[str | None, str | None]:
     name = " ".join((request.name or "").split())[:200] or None
     email = (request.email or "").strip()[:254] or None
     if email is not None and not EMAIL.match(email):
-        raise NameplateError("invalid", "email is not a valid e-mail address")
+        raise NameplateError("invalid_email", "email is not a valid e-mail address")
     return name, email
 
 

@@ -39,7 +39,11 @@ HANDLE_TIME_SAMPLE = 50
 
 class Router:
     def __init__(
-        self, sessions: Sessions, broker: Broker, conversations: Conversations, directory: Directory,
+        self,
+        sessions: Sessions,
+        broker: Broker,
+        conversations: Conversations,
+        directory: Directory,
         webhooks: Webhooks,
     ) -> None:
         self._webhooks = webhooks
@@ -85,8 +89,11 @@ class Router:
                     "expected_wait_s": round(handle / max(1, state.capacity)),
                 }
         entry = QueueEntry(
-            conversation.id, conversation.created_at.timestamp(), team_id=conversation.team_id,
-            preferred_agent_id=preferred, only_preferred=only_preferred,
+            conversation.id,
+            conversation.created_at.timestamp(),
+            team_id=conversation.team_id,
+            preferred_agent_id=preferred,
+            only_preferred=only_preferred,
         )
         await self._broker.enqueue(conversation.site_id, entry, front=front)
         if offer is not None:
@@ -99,7 +106,9 @@ class Router:
             if entry.conversation_id != conversation.id:
                 continue
             updated = QueueEntry(
-                entry.conversation_id, entry.score, team_id=entry.team_id,
+                entry.conversation_id,
+                entry.score,
+                team_id=entry.team_id,
                 preferred_agent_id=entry.preferred_agent_id if wait_for_preferred else None,
                 only_preferred=wait_for_preferred and entry.preferred_agent_id is not None,
             )
@@ -162,7 +171,7 @@ class Router:
         now_told: dict[str, tuple[int, int | None, int]] = {}
         updates: list[tuple[str, dict[str, Any]]] = []
         for position, entry in enumerate(queue, start=1):
-            wait = expected_wait_seconds(position, agents, handle)
+            wait = self._wait_for(entry, position, agents, handle)
             now_told[entry.conversation_id] = (position, wait, online)
             if told.get(entry.conversation_id) == now_told[entry.conversation_id]:
                 continue
@@ -172,6 +181,30 @@ class Router:
         self._told[site_id] = now_told
         updates.append((channels.site(site_id), self._board(queue, agents, handle)))
         await self._broker.publish_many(updates)
+
+    @staticmethod
+    def _wait_for(entry: QueueEntry, position: int, agents: list[Any], handle: float) -> int | None:
+        """A visitor holding out for one agent waits for that agent alone, not for whoever is free."""
+        if entry.only_preferred and entry.preferred_agent_id:
+            mine = [a for a in agents if a.agent_id == entry.preferred_agent_id]
+            return expected_wait_seconds(1 if mine and not mine[0].has_room else 0, mine, handle)
+        return expected_wait_seconds(position, agents, handle)
+
+    async def offer_for(self, site_id: str, conversation_id: str) -> dict[str, Any] | None:
+        """The pending offer to wait for the previous agent, for a visitor who (re)connects meanwhile."""
+        for entry in await self._broker.queue(site_id):
+            if entry.conversation_id == conversation_id and entry.only_preferred and entry.preferred_agent_id:
+                state = next(
+                    (a for a in await self._broker.agents(site_id) if a.agent_id == entry.preferred_agent_id), None
+                )
+                capacity = state.capacity if state else 1
+                return {
+                    "type": "offer",
+                    "conversation_id": conversation_id,
+                    "agent": await self._directory.card(entry.preferred_agent_id),
+                    "expected_wait_s": round(await self.handle_seconds(site_id) / max(1, capacity)),
+                }
+        return None
 
     async def board(self, site_id: str) -> dict[str, Any]:
         """The site's live board: the queue with expected waits, and every agent's status and load."""
@@ -184,13 +217,14 @@ class Router:
         return {
             "type": "board",
             "queue": [
-                {"conversation_id": e.conversation_id, "position": n,
-                 "expected_wait_s": expected_wait_seconds(n, agents, handle)}
+                {
+                    "conversation_id": e.conversation_id,
+                    "position": n,
+                    "expected_wait_s": expected_wait_seconds(n, agents, handle),
+                }
                 for n, e in enumerate(queue, start=1)
             ],
-            "agents": [
-                {"id": a.agent_id, "status": a.status, "load": a.load, "capacity": a.capacity} for a in agents
-            ],
+            "agents": [{"id": a.agent_id, "status": a.status, "load": a.load, "capacity": a.capacity} for a in agents],
         }
 
     async def position(self, site_id: str, conversation_id: str) -> dict[str, Any] | None:
@@ -202,7 +236,7 @@ class Router:
                 frame = queue_frame(
                     conversation_id,
                     position,
-                    expected_wait_seconds(position, agents, await self.handle_seconds(site_id)),
+                    self._wait_for(entry, position, agents, await self.handle_seconds(site_id)),
                 )
                 frame["agents_online"] = sum(1 for a in agents if a.status != "offline")
                 return frame
@@ -293,7 +327,11 @@ class Router:
         await self.drain(conversation.site_id)
 
     async def transfer(
-        self, conversation: Conversation, from_agent: Agent, to_agent_id: str | None, to_team_id: str | None,
+        self,
+        conversation: Conversation,
+        from_agent: Agent,
+        to_agent_id: str | None,
+        to_team_id: str | None,
         note: str,
     ) -> None:
         if bool(to_agent_id) == bool(to_team_id):
@@ -316,8 +354,12 @@ class Router:
                 )
             await self._broker.publish(
                 channels.conversation(conversation.id),
-                {"type": "transferred", "conversation_id": conversation.id, "from": from_name,
-                 "to_agent": target.full_name},
+                {
+                    "type": "transferred",
+                    "conversation_id": conversation.id,
+                    "from": from_name,
+                    "to_agent": target.full_name,
+                },
             )
             await self._broker.publish(
                 channels.agent(from_agent.id),
@@ -385,9 +427,11 @@ class Router:
     async def drain_all(self) -> None:
         async with self._sessions() as session:
             site_ids = set(
-                (await session.execute(select(Conversation.site_id).where(
-                    Conversation.status == ConversationStatus.queued.value
-                ))).scalars()
+                (
+                    await session.execute(
+                        select(Conversation.site_id).where(Conversation.status == ConversationStatus.queued.value)
+                    )
+                ).scalars()
             )
         for site_id in site_ids:
             await self.drain(site_id)

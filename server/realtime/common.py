@@ -91,7 +91,9 @@ class FrameLoop:
                     return
             except Exception:
                 log.exception("handling a frame failed")
-                self.connection.send(error_frame("internal", "something went wrong on our side; try again"))
+                client_id = getattr(frame, "client_id", None)
+                extra = {"client_id": client_id} if client_id else {}
+                self.connection.send(error_frame("internal", "something went wrong on our side; try again", **extra))
 
 
 class Subscriptions:

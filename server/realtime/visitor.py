@@ -191,6 +191,9 @@ class VisitorSession:
             position = await self.np.router.position(self.site.id, conversation_id)
             if position is not None:
                 self.connection.send(position)
+            offer = await self.np.router.offer_for(self.site.id, conversation_id)
+            if offer is not None:
+                self.connection.send(offer)
 
     # -- broker events -------------------------------------------------------------------------------
     def _on_event(self, event: dict[str, Any]) -> None:
@@ -257,6 +260,14 @@ class VisitorSession:
             self.connection.send({"type": "email_saved", "email": frame.email})
         elif isinstance(frame, Identify):
             token = await self._identify(frame)
+            adopted = None
+            if self.conversation is None and self.customer.verified:
+                # Signed in on a second device: carry on in the conversation already open elsewhere.
+                adopted = await self.np.conversations.open_for_customer(self.customer.id)
+                if adopted is not None:
+                    self.conversation = adopted
+                    await self._subscribe(adopted.id)
+                    self.connection.hold(adopted.id)
             reply: dict[str, Any] = {"type": "identified", "customer": self._customer_frame(),
                                      "conversation_id": self.conversation.id if self.conversation else None}
             if token is not None:
@@ -264,6 +275,8 @@ class VisitorSession:
             if self.customer.verified:
                 reply["earlier"] = await self.np.conversations.earlier(self.customer.id)
             self.connection.send(reply)
+            if adopted is not None:
+                await self._replay(adopted.id, 0)
         elif isinstance(frame, Choose):
             if self.conversation is None:
                 raise NameplateError("no_conversation", "there is nothing waiting to choose for")

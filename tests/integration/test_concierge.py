@@ -54,7 +54,7 @@ async def test_previous_agent_away_means_normal_routing_and_the_new_agent_sees_w
 
 async def test_previous_agent_full_offers_a_choice_and_honours_it(server: RunningServer) -> None:
     jane = await connect_agent(server, "jane@acme.example")
-    visitor, _ = await connect_visitor(server)
+    visitor, token = await connect_visitor(server)
     await chat_and_close(visitor, jane, "first visit")
     for n in range(3):  # Jane fills up
         other, _ = await connect_visitor(server)
@@ -64,6 +64,9 @@ async def test_previous_agent_full_offers_a_choice_and_honours_it(server: Runnin
     await visitor.send(type="message", client_id="back", body="Is Jane there?")
     offer = await visitor.expect("offer")
     assert offer["agent"]["name"] == "Jane Chang-Katzenberg" and offer["expected_wait_s"] >= 0
+    # Another tab (or a reconnect) is offered the same choice.
+    other_tab, _ = await connect_visitor(server, token)
+    assert (await other_tab.expect("offer"))["conversation_id"] == offer["conversation_id"]
     # Waiting for Jane keeps the visitor queued even though Tomás has room.
     await visitor.send(type="choose", wait=True)
     await visitor.send(type="ping")

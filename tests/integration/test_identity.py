@@ -143,3 +143,20 @@ async def test_bad_attributes_are_refused_with_a_clear_error(server: RunningServ
     await visitor.send(type="identify", name="Ann", attributes={"plan": "gold", "since": "2024-02-01", "vip": True})
     identified = await visitor.expect("identified")
     assert identified["customer"]["name"] == "Ann" and identified["customer"]["verified"] is False
+
+
+async def test_signing_in_on_a_second_device_continues_the_open_conversation(server: RunningServer) -> None:
+    secret = await site_secret(server)
+    identify = {"user_id": "user-7", "user_hash": identity_hash(secret, "user-7")}
+    phone, _ = await connect_visitor(server, identify=identify)
+    await phone.send(type="message", client_id="p", body="Started on my phone")
+    ack = await phone.expect("ack")
+    laptop, _ = await connect_visitor(server)
+    await laptop.send(type="identify", **identify)
+    identified = await laptop.expect("identified")
+    assert identified["conversation_id"] == ack["conversation_id"]
+    replayed = await laptop.expect("message", lambda f: f["body"] == "Started on my phone")
+    assert replayed["seq"] == ack["seq"]
+    await laptop.send(type="message", client_id="l", body="Now on the laptop")
+    assert (await laptop.expect("ack"))["conversation_id"] == ack["conversation_id"]
+    assert (await phone.expect("message", lambda f: f["body"] == "Now on the laptop"))["author"]["kind"] == "visitor"
