@@ -468,6 +468,7 @@
     },
 
     page(f) {
+      pageEpochs.set(f.customer_id, (pageEpochs.get(f.customer_id) || 0) + 1);
       for (const c of state.convs.values()) {
         const customer = customerOf(c);
         if (customer && customer.id === f.customer_id) {
@@ -565,10 +566,15 @@
     } catch (_) { /* the composer simply offers nothing */ }
   }
 
-  async function loadCustomer(customerId) {
+  const pageEpochs = new Map();  // customer id → page frames seen, to spot one landing mid-fetch
+
+  async function loadCustomer(customerId, attempt = 0) {
     if (!customerId) return;
     try {
+      const epoch = pageEpochs.get(customerId) || 0;
       const data = await getJson("/console/api/customers/" + encodeURIComponent(customerId));
+      // A page frame that arrived while this was in flight may be newer than the answer: ask again.
+      if ((pageEpochs.get(customerId) || 0) !== epoch && attempt < 3) return loadCustomer(customerId, attempt + 1);
       state.customers.set(customerId, data);
       const c = selected();
       if (c && customerOf(c) && customerOf(c).id === customerId) renderCustomer();
