@@ -107,6 +107,8 @@ async def cluster(
         "AGENT_GRACE_SECONDS": env_overrides.pop("AGENT_GRACE_SECONDS", "30"),
         "PRESENCE_INTERVAL_SECONDS": env_overrides.pop("PRESENCE_INTERVAL_SECONDS", "0.5"),
         "LOG_LEVEL": env_overrides.pop("LOG_LEVEL", "warning"),
+        # The machine's PostgreSQL allows 100 clients in all, shared with whatever else runs there.
+        "DATABASE_POOL_SIZE": env_overrides.pop("DATABASE_POOL_SIZE", "5"),
         **env_overrides,
     }
     settings = Settings.from_env(env)

@@ -9,6 +9,7 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 import websockets
 from redis.asyncio import Redis
@@ -17,7 +18,7 @@ from sqlalchemy import func, select
 from server.demo import seed_demo
 from server.models import Conversation, Message
 from tests.cluster import Cluster, cluster, start_all
-from tests.harness import Client, agent_cookie, connect_agent, connect_visitor, free_port, poll_until, visitor_token
+from tests.harness import Client, agent_cookie, connect_agent, connect_visitor, free_port, poll_until
 
 pytestmark = pytest.mark.services
 
@@ -83,10 +84,13 @@ async def _round(c: Cluster, round_number: int) -> None:
         cookie = await agent_cookie(server.base_url, email, "load-test-pass")
         agents.append(await connect_agent(server, email, cookie))
 
+    http = httpx.AsyncClient(timeout=60)
+
     async def arrive(n: int) -> Client:
         # A burst of 200 arrivals on a 2-core machine: what matters here is correctness, so be patient.
         server = c.servers[n % 3]
-        token = await visitor_token(server.base_url, site.public_key)
+        response = await http.post(f"{server.base_url}/api/v1/visitors", json={"site": site.public_key})
+        token = response.json()["token"]
         visitor = Client(await websockets.connect(f"{server.ws_url}/ws/visitor", ping_interval=None, max_queue=None))
         await visitor.send(type="hello", site=site.public_key, token=token)
         await visitor.expect("welcome", timeout=60)
@@ -94,7 +98,10 @@ async def _round(c: Cluster, round_number: int) -> None:
         await visitor.expect("ack", timeout=60)
         return visitor
 
-    visitors = await asyncio.gather(*(arrive(n) for n in range(200)))
+    try:
+        visitors = await asyncio.gather(*(arrive(n) for n in range(200)))
+    finally:
+        await http.aclose()
     await poll_until(
         lambda: store_count(c, Conversation.site_id == site.id, Conversation.status == "active"), timeout=30
     )
@@ -135,6 +142,7 @@ async def _round(c: Cluster, round_number: int) -> None:
         await client.close()
 
 
+@pytest.mark.timeout(480)  # five rounds of 220 sockets on a 2-core machine
 async def test_two_hundred_visitors_at_once_over_three_processes_five_times(tmp_path: Path) -> None:
     async with cluster(tmp_path) as c:
         await start_all(c.servers)
