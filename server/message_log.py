@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.background import BackgroundTask
 from server.models import Conversation, ConversationStatus, Message, utcnow
 
 log = logging.getLogger("nameplate.message_log")
@@ -68,20 +69,13 @@ class MessageLog:
         self._engine = engine
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundTask(self._run, "message-log")
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="message-log")
+        self._background.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._background.stop()
         for _, future in self._pending:
             if not future.done():
                 future.set_exception(RuntimeError("server shutting down"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from server.background import BackgroundTask
 from server.broker.base import Broker
 from server.models import Agent
 from server.routing import Router
@@ -28,20 +29,13 @@ class Presence:
         self._local: dict[str, tuple[str, str]] = {}
         # The status each locally connected agent chose, so it can be restored if the broker loses it.
         self._statuses: dict[tuple[str, str], tuple[Agent, str]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundTask(self._run, "presence")
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="presence")
+        self._background.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._background.stop()
 
     async def connected(self, site_id: str, agent_id: str, connection_id: str) -> None:
         self._local[connection_id] = (site_id, agent_id)

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select, update
 
+from server.background import BackgroundTask
 from server.db import Sessions
 from server.errors import NameplateError
 from server.models import Webhook, WebhookDelivery, iso, new_id, utcnow
@@ -75,7 +76,7 @@ class Webhooks:
         self.retry_base_seconds = retry_base_seconds
         self._hooks: dict[str, tuple[float, list[Webhook]]] = {}
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundTask(self._run, "webhooks")
         self._client: httpx.AsyncClient | None = None
 
     # -- management ----------------------------------------------------------------------------------
@@ -146,16 +147,12 @@ class Webhooks:
 
     # -- delivering ----------------------------------------------------------------------------------
     def start(self) -> None:
-        if self._task is None:
+        if self._client is None:
             self._client = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
-            self._task = asyncio.create_task(self._run(), name="webhooks")
+        self._background.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._background.stop()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
