@@ -268,3 +268,49 @@ async def test_redis_flush_mid_chat_recovers_within_ten_seconds(tmp_path: Path, 
             )
         assert "visitor 0" in bodies and any(b.startswith("after flush") for b in bodies)
     await redis.aclose()
+
+
+async def test_health_endpoints_report_a_redis_outage_while_it_lasts(tmp_path: Path) -> None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("SKIPPED LOUDLY: redis-server binary not installed")
+    port = free_port()
+    command = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(tmp_path),
+    ]
+    redis_server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220 (starts at once)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        async with cluster(tmp_path, processes=1, redis_url=url) as c:
+            await start_all(c.servers)
+            base = c.servers[0].base_url
+            async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+                assert (await http.get("/readyz")).json() == {"store": "up", "broker": "up"}
+                redis_server.terminate()
+                redis_server.wait(10)
+
+                async def reports_down() -> bool:
+                    ready = await http.get("/readyz")
+                    live = await http.get("/healthz")
+                    return ready.status_code == 503 and live.status_code == 200 and live.json()["broker"] == "down"
+
+                await poll_until(reports_down, timeout=15)
+                redis_server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
+
+                async def back_up() -> bool:
+                    return (await http.get("/readyz")).status_code == 200
+
+                await poll_until(back_up, timeout=20)
+    finally:
+        redis_server.terminate()
+        redis_server.wait(10)
