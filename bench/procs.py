@@ -153,7 +153,7 @@ class Proc:
                 self.popen.wait(5)
 
 
-def _spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path, port: int) -> Proc:
+def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path, port: int) -> Proc:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as log_file:
@@ -167,7 +167,7 @@ def start_servers(names: list[str], env: dict[str, str], log_dir: Path) -> list[
     for name in names:
         port = free_port()
         argv = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port)]
-        procs.append(_spawn(name, argv, env, log_dir, port))
+        procs.append(spawn(name, argv, env, log_dir, port))
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     waiting = list(procs)
     while waiting:
@@ -192,7 +192,7 @@ def start_servers(names: list[str], env: dict[str, str], log_dir: Path) -> list[
 def start_relay(log_dir: Path, env: dict[str, str]) -> Proc:
     """`python -m bench.relay` on a free port; returns once it accepts connections."""
     port = free_port()
-    proc = _spawn("relay", [sys.executable, "-m", "bench.relay", "--port", str(port)], env, log_dir, port)
+    proc = spawn("relay", [sys.executable, "-m", "bench.relay", "--port", str(port)], env, log_dir, port)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while True:
         if not proc.alive():
