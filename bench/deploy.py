@@ -207,6 +207,17 @@ class Deployment:
         if any(real.get(key) != value for key, value in forged.items()):
             raise RuntimeError(f"the server's session {real} does not contain the bench's session {forged}")
 
+    def database_sessions(self) -> int | None:
+        """PostgreSQL only: connections ever opened to this database (pg_stat_database.sessions), so a load
+        can report how many new connections the server processes opened during it."""
+        if self._pg_name is None:
+            return None
+        try:
+            return int(asyncio.run(_pg_admin(
+                f"SELECT sessions FROM pg_stat_database WHERE datname = '{self._pg_name}'")) or 0)
+        except Exception:  # noqa: BLE001 - a figure we can do without
+            return None
+
     # -- checking the store ------------------------------------------------------------------------
     def stored_messages(self, client_id_prefix: str) -> dict[str, list[tuple[str, int]]]:
         """client_id → [(conversation_id, seq)] for every stored message whose client_id has this prefix."""

@@ -264,6 +264,9 @@ def _latency(configs: dict[str, Any], relay: dict[str, Any] | None) -> list[str]
                 f"{store['stored_twice']} twice, {store['wrong_seq']} wrong seq; stored-before-ack probes "
                 f"{result['stored_before_ack_checked']} checked, {result['stored_before_ack_missing']} missing"
             )
+    churn = [f"{name}: {num(config['pairs']['latency']['new_db_connections'], 0)}"
+             for name, config in configs.items()
+             if ((config.get("pairs") or {}).get("latency") or {}).get("new_db_connections") is not None]
     return [
         "## 2. Delivery latency",
         "",
@@ -279,6 +282,8 @@ def _latency(configs: dict[str, Any], relay: dict[str, Any] | None) -> list[str]
         *rows,
         "",
         *(["Store check: " + "; ".join(store_notes) + ".", ""] if store_notes else []),
+        *(["New PostgreSQL connections opened by the server(s) during the load (a steady pool opens none): "
+           + "; ".join(churn) + ".", ""] if churn else []),
     ]
 
 
@@ -305,6 +310,7 @@ def _throughput(configs: dict[str, Any]) -> list[str]:
                 f"{num(step['delivered']['max'])} | "
                 f"{num(step['ack']['p99'])} | {num(step['lost'])} | {num(step['duplicated'])} | {cpu} | "
                 f"{num(step['client_cpu_pct'], 0)} | {num(step.get('machine_busy_pct'), 0)} | "
+                f"{num(step.get('new_db_connections'))} | "
                 f"{_passed(step)} |"
             )
         best.append(f"**{name}**: {num(result['max_rate_p99_under_limit'], 0)} msg/s in total, "
@@ -322,8 +328,8 @@ def _throughput(configs: dict[str, Any]) -> list[str]:
         "an overloaded step (more than 3 s of messages outstanding: sending stops) or two failed steps in a row.",
         "",
         "| config | target msg/s | delivered msg/s | delivered ms p50 / p99 / max | ack p99 ms | lost | dup | "
-        "server CPU % | client CPU % | machine busy % | pass |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "server CPU % | client CPU % | machine busy % | new PostgreSQL connections | pass |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "Highest passing rate: " + "; ".join(best) + ".",
@@ -337,7 +343,8 @@ def _profiles(configs: dict[str, Any], top: int = 12) -> list[str]:
         profiles = {**(((config.get("pairs") or {}).get("latency") or {}).get("profile") or {}),
                     **((config.get("idle") or {}).get("ramp_profile") or {})}
         for process, found in profiles.items():
-            during = "the idle ramp (first 20 s)" if "-ramp-" in process else "the latency load"
+            during = ("the idle ramp (first 20 s)" if "-ramp-" in process
+                      else "the idle hold" if "-hold-" in process else "the latency load")
             if not found.get("samples"):
                 out += [f"**{process}**: no samples ({found.get('error', '?')[:200]})", ""]
                 continue

@@ -138,6 +138,10 @@ def run_idle(spec: ConfigSpec, options: Options, deployment: Deployment) -> dict
         _log(f"idle/{spec.name}: {sum(per_server.values())} open after {ramp_seconds:.1f}s; "
              f"holding {options.hold:.0f}s")
         meter = CpuMeter([s.pid for s in servers] + workers.pids)
+        hold_recorders = None
+        if options.profile is not None:
+            hold_recorders = profile.start([(f"{spec.name}-hold-{s.name.rsplit('-', 1)[-1]}", s.pid) for s in servers],
+                                           options.hold, options.profile)
         time.sleep(options.hold)
         hold_cpu = meter.percent()
         hold_machine = meter.machine_percent()
@@ -145,6 +149,8 @@ def run_idle(spec: ConfigSpec, options: Options, deployment: Deployment) -> dict
         hwm = {s.name: hwm_kib(s.pid) for s in servers}
         fds = {s.name: open_fds(s.pid) for s in servers}
         held = workers.call("stats", [{}] * len(plan), timeout=60)
+        if hold_recorders:
+            ramp_profile = {**(ramp_profile or {}), **profile.finish(hold_recorders, options.hold)}
         failures: Counter[str] = Counter()
         for result in opened:
             failures.update(result["failures"])
@@ -378,6 +384,7 @@ def run_load(workers: Workers, servers: list[Proc], deployment: Deployment | Non
         for pairs in pairs_per_worker
     ])
     time.sleep(max(0.0, start_at - time.time()))
+    sessions_before = deployment.database_sessions() if deployment else None
     recorders = None
     if profile_as and options.profile is not None:
         recorders = profile.start([(f"{profile_as}-{s.name.rsplit('-', 1)[-1]}", s.pid) for s in servers],
@@ -386,6 +393,7 @@ def run_load(workers: Workers, servers: list[Proc], deployment: Deployment | Non
     time.sleep(duration)
     cpu = meter.percent()
     machine = meter.machine_percent()
+    sessions_after = deployment.database_sessions() if deployment else None
     rss = {s.name: rss_kib(s.pid) / 1024 for s in servers}
     results = workers.collect("run", timeout=duration + options.drain + 120)
     profiles = profile.finish(recorders, duration) if recorders else None
@@ -433,6 +441,9 @@ def run_load(workers: Workers, servers: list[Proc], deployment: Deployment | Non
         "client_cpu_pct": sum(cpu[pid] for pid in workers.pids),
         "machine_busy_pct": machine,
         "quiet_wait": quiet,
+        # PostgreSQL: connections the server processes opened during the load (a steady pool opens none).
+        "new_db_connections": (sessions_after - sessions_before) if sessions_before is not None
+        and sessions_after is not None else None,
         "server_rss_mib": rss,
         **({"profile": profiles} if profiles else {}),
     }
@@ -468,7 +479,7 @@ def combine_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     combined = dict(runs[-1])
     for part in ("ack", "delivered"):
         combined[part] = {key: median_of([r[part] for r in runs], key) for key in ("count", "p50", "p90", "p99", "max")}
-    for key in ("achieved_rate", "client_cpu_pct", "machine_busy_pct", "max_schedule_lag_ms"):
+    for key in ("achieved_rate", "client_cpu_pct", "machine_busy_pct", "max_schedule_lag_ms", "new_db_connections"):
         combined[key] = median_of(runs, key)
     for key in ("sent", "lost", "duplicated", "missing_acks", "missing_deliveries", "duplicate_acks",
                 "duplicate_deliveries", "dropped", "stored_before_ack_checked", "stored_before_ack_missing"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from server import models  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -33,6 +33,28 @@ def make_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
         return engine
     # A pre-ping would cost a round trip on every checkout; stale connections are recycled instead.
     return create_async_engine(database_url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+
+
+def make_sqlite_writer_engine(async_engine: AsyncEngine) -> Engine | None:
+    """A synchronous engine on the same SQLite file, for a writer that runs a whole transaction in one
+    thread hop (aiosqlite pays a hop per statement). None when the store is not an SQLite file."""
+    if sqlite_path(async_engine.url.render_as_string(hide_password=False)) is None:
+        return None
+    url = async_engine.url.set(drivername="sqlite")
+    engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False}, pool_size=1)
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, record: Any) -> None:
+        _tune_sqlite(dbapi_connection, record)
+        # Transactions are begun by hand below, as IMMEDIATE: a deferred one that reads and then writes
+        # fails at once (SQLITE_BUSY) if another connection committed in between, whatever the timeout.
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
 
 
 def make_sessions(engine: AsyncEngine) -> Sessions:

@@ -14,7 +14,7 @@ from server.auth import SESSION_AGENT, SESSION_VERSION
 from server.context import Nameplate
 from server.directory import agent_card
 from server.errors import Forbidden, NameplateError
-from server.message_log import NewMessage
+from server.message_log import ConversationClosed, NewMessage, NotAssigned
 from server.models import Agent, AuthorKind, Conversation, ConversationStatus, Role
 from server.protocol import (
     AgentHello,
@@ -37,6 +37,9 @@ from server.realtime.common import FrameLoop, Subscriptions, receive_hello, refu
 from server.realtime.connection import CLOSE_UNAUTHORIZED, Connection
 
 log = logging.getLogger("nameplate.realtime")
+
+# An agent holds a handful of chats at once; this only bounds a console that lives for weeks.
+MAX_CACHED_CONVERSATIONS = 500
 
 
 def same_origin(websocket: WebSocket, public_url: str | None) -> bool:
@@ -102,6 +105,9 @@ class AgentSession:
         self._chatter = TokenBucket(20, 5)
         # An observing supervisor watches without being online for routing and writes nothing.
         self.observing = False
+        # Conversations this console has seen assigned to its agent: spares a query per message. Only a
+        # hint — the message log re-checks the assignment inside the write (NewMessage.assigned_to).
+        self._mine_cache: dict[str, Conversation] = {}
 
     @property
     def is_supervisor(self) -> bool:
@@ -117,6 +123,7 @@ class AgentSession:
             await self.np.presence.connected(agent.site_id, agent.id, self.connection_id)
         mine = [] if self.observing else await self.np.conversations.for_agent(agent.id)
         for conversation in mine:
+            self._mine_cache[conversation.id] = conversation
             await self._watch(conversation.id)
             self.connection.hold(conversation.id)
         state = next((a for a in await self.np.broker.agents(agent.site_id) if a.agent_id == agent.id), None)
@@ -183,6 +190,8 @@ class AgentSession:
             self.connection.send({"type": "error", "code": "session_ended", "message": "signed out"})
             self.connection.close(CLOSE_UNAUTHORIZED, "session ended")
             return
+        if kind == "unassigned":
+            self._mine_cache.pop(event.get("conversation_id", ""), None)
         self.connection.send(event)
         if kind == "assigned":
             task = asyncio.create_task(self._take_over(event["conversation"]["id"]))
@@ -194,8 +203,27 @@ class AgentSession:
         """A conversation this agent may write into: same site, assigned to them, open."""
         conversation = await self.np.conversations.get_in_site(conversation_id, self.agent.site_id)
         if conversation.agent_id != self.agent.id or conversation.status != ConversationStatus.active.value:
+            self._mine_cache.pop(conversation_id, None)
             raise Forbidden("this conversation is not assigned to you")
+        if len(self._mine_cache) >= MAX_CACHED_CONVERSATIONS:
+            self._mine_cache.clear()
+        self._mine_cache[conversation_id] = conversation
         return conversation
+
+    async def _post_as_agent(self, conversation_id: str, body: str, client_id: str | None, private: bool) -> None:
+        """Store an agent's message or note. The assignment is checked by the write itself, so the
+        cached conversation stands in for a query per message."""
+        conversation = self._mine_cache.get(conversation_id) or await self._mine(conversation_id)
+        author = {"kind": AuthorKind.agent.value, **(await self.np.directory.card(self.agent.id))}
+        message = NewMessage(conversation.id, AuthorKind.agent.value, body, agent_id=self.agent.id,
+                             client_id=client_id, private=private, assigned_to=self.agent.id)
+        try:
+            stored = await self.np.conversations.post(message, author, None if private else conversation.site_id)
+        except (NotAssigned, ConversationClosed):
+            self._mine_cache.pop(conversation_id, None)
+            raise Forbidden("this conversation is not assigned to you") from None
+        if client_id:
+            self.connection.send(ack_frame(client_id, stored.seq, conversation.id))
 
     async def handle(self, frame: Any) -> None:
         if self.observing and not isinstance(frame, Watch | Ping):
@@ -204,24 +232,10 @@ class AgentSession:
             body = self.np.conversations.clean_body(frame.body)
             if not self._messages.take():
                 raise NameplateError("rate_limited", "sending too quickly")
-            conversation = await self._mine(frame.conversation_id)
-            stored = await self.np.conversations.post(
-                NewMessage(conversation.id, AuthorKind.agent.value, body, agent_id=self.agent.id,
-                           client_id=frame.client_id),
-                {"kind": AuthorKind.agent.value, **(await self.np.directory.card(self.agent.id))},
-                conversation.site_id,
-            )
-            self.connection.send(ack_frame(frame.client_id, stored.seq, conversation.id))
+            await self._post_as_agent(frame.conversation_id, body, frame.client_id, private=False)
         elif isinstance(frame, Note):
             body = self.np.conversations.clean_body(frame.body)
-            conversation = await self._mine(frame.conversation_id)
-            stored = await self.np.conversations.post(
-                NewMessage(conversation.id, AuthorKind.agent.value, body, agent_id=self.agent.id,
-                           client_id=frame.client_id, private=True),
-                {"kind": AuthorKind.agent.value, **(await self.np.directory.card(self.agent.id))},
-            )
-            if frame.client_id:
-                self.connection.send(ack_frame(frame.client_id, stored.seq, conversation.id))
+            await self._post_as_agent(frame.conversation_id, body, frame.client_id, private=True)
         elif isinstance(frame, AgentTyping):
             if self._chatter.take():
                 conversation = await self._mine(frame.conversation_id)
@@ -233,6 +247,7 @@ class AgentSession:
             await self.np.presence.set_status(self.agent, frame.status)
         elif isinstance(frame, Close):
             conversation = await self._mine(frame.conversation_id)
+            self._mine_cache.pop(conversation.id, None)
             if await self.np.conversations.close(conversation, self.agent.full_name):
                 await self.np.router.release(conversation)
         elif isinstance(frame, Transfer):

@@ -150,3 +150,24 @@ async def test_visitor_api_validates_input(server: RunningServer) -> None:
         assert unknown.status_code == 404
         ok = await http.post("/api/v1/visitors", json={"site": "site_demo"}, headers={"Origin": "http://x.example"})
         assert ok.status_code == 201 and ok.headers["access-control-allow-origin"] == "http://x.example"
+
+
+async def test_after_a_transfer_only_the_new_agent_can_write(server: RunningServer) -> None:
+    """Jane's console remembers her conversations to spare a query per message; a hand-over must end that."""
+    jane = await connect_agent(server, "jane@acme.example")
+    visitor, _ = await connect_visitor(server)
+    await visitor.send(type="message", client_id="v", body="Help")
+    conversation_id = (await visitor.expect("ack"))["conversation_id"]
+    await jane.expect("assigned")
+    await jane.send(type="message", conversation_id=conversation_id, client_id="j1", body="Hi, Jane here")
+    await jane.expect("ack", lambda f: f["client_id"] == "j1")
+    tomas = await connect_agent(server, "tomas@acme.example")
+    tomas_id = tomas.of_type("welcome")[0]["agent"]["id"]
+    await jane.send(type="transfer", conversation_id=conversation_id, to_agent=tomas_id, note="over to you")
+    await tomas.expect("assigned")
+    await jane.send(type="message", conversation_id=conversation_id, client_id="j2", body="still me?")
+    assert (await jane.expect("error"))["code"] == "forbidden"
+    await tomas.send(type="message", conversation_id=conversation_id, client_id="t1", body="Tomas taking over")
+    await tomas.expect("ack", lambda f: f["client_id"] == "t1")
+    bodies = [m.body for m in await stored_messages(server, conversation_id) if m.author_kind == "agent"]
+    assert bodies == ["Hi, Jane here", "Tomas taking over"]

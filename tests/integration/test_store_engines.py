@@ -20,7 +20,7 @@ from server.broker.memory import MemoryBroker
 from server.config import Settings
 from server.context import Nameplate
 from server.db import make_engine
-from server.message_log import ConversationClosed, MessageLog, NewMessage, StoredMessage
+from server.message_log import ConversationClosed, MessageLog, NewMessage, NotAssigned, StoredMessage
 from server.models import Agent, AuthorKind, Conversation, ConversationStatus, Customer, Message, Team
 from tests.services import create_postgres_database, drop_postgres_database
 
@@ -239,6 +239,32 @@ async def test_first_agent_reply_at_is_set_by_the_first_public_agent_message_onl
     replied = (await store.reload(conversation.id)).first_agent_reply_at
     assert replied == first.created_at
     assert replied is not None and replied.utcoffset() is not None and replied.astimezone(UTC) == replied
+
+
+async def test_an_agents_message_is_stored_only_while_the_conversation_is_theirs(store: Store) -> None:
+    """The console skips a query per message by remembering its conversations; the write itself decides."""
+    conversations = store.nameplate.conversations
+    jane, tomas = store.agents
+    conversation = await store.conversation()
+
+    def from_jane(body: str) -> NewMessage:
+        return NewMessage(conversation.id, AGENT, body, agent_id=jane.id, client_id=body, assigned_to=jane.id)
+
+    with pytest.raises(NotAssigned):
+        await store.log.append(from_jane("still queued"))
+    await conversations.mark_assigned(conversation.id, jane.id)
+    assert (await store.log.append(from_jane("mine now"))).seq == 1
+    await conversations.hand_over(conversation.id, jane.id, tomas.id)
+    with pytest.raises(NotAssigned):
+        await store.log.append(from_jane("after the hand-over"))
+    tomas_says = NewMessage(conversation.id, AGENT, "Tomas here", agent_id=tomas.id, assigned_to=tomas.id)
+    assert (await store.log.append(tomas_says)).seq == 2
+    await conversations.close(conversation, "Tomas")
+    with pytest.raises(ConversationClosed):
+        await store.log.append(NewMessage(conversation.id, AGENT, "too late", agent_id=tomas.id, assigned_to=tomas.id))
+    assert [m.body for m in await store.rows(conversation.id)] == [
+        "mine now", "Tomas here", "Tomas closed the conversation.",
+    ]
 
 
 # -- conversation state changes (server/conversations.py) ------------------------------------------------
