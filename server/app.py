@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -27,13 +29,22 @@ SESSION_COOKIE = "nameplate_session"
 SESSION_MAX_AGE_SECONDS = 12 * 3600
 
 
-def create_app(settings: Settings | None = None, extra_routes: list[BaseRoute] | None = None) -> Starlette:
+def create_app(
+    settings: Settings | None = None, extra_routes: list[BaseRoute] | None = None, freeze_heap: bool = False
+) -> Starlette:
+    """`freeze_heap` (the served process, not tests): once started, move every object that exists to the
+    collector's permanent generation. Modules, compiled queries and caches live as long as the process;
+    without this every full collection walks them all again, and that pause lands on someone's message."""
     settings = settings or Settings.from_env()
     nameplate = Nameplate.build(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await nameplate.start()
+        if freeze_heap:
+            gc.collect()
+            gc.freeze()
+            sys.setswitchinterval(0.0005)
         try:
             yield
         finally:

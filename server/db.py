@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from server import models  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -13,7 +13,7 @@ from server.config import sqlite_path
 Sessions = async_sessionmaker[AsyncSession]
 
 
-def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
+def tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers run beside the one writer; NORMAL sync is durable across process crashes in WAL.
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -29,32 +29,10 @@ def make_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(database_url, connect_args={"timeout": 10})
-        event.listen(engine.sync_engine, "connect", _tune_sqlite)
+        event.listen(engine.sync_engine, "connect", tune_sqlite)
         return engine
     # A pre-ping would cost a round trip on every checkout; stale connections are recycled instead.
     return create_async_engine(database_url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
-
-
-def make_sqlite_writer_engine(async_engine: AsyncEngine) -> Engine | None:
-    """A synchronous engine on the same SQLite file, for a writer that runs a whole transaction in one
-    thread hop (aiosqlite pays a hop per statement). None when the store is not an SQLite file."""
-    if sqlite_path(async_engine.url.render_as_string(hide_password=False)) is None:
-        return None
-    url = async_engine.url.set(drivername="sqlite")
-    engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False}, pool_size=1)
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, record: Any) -> None:
-        _tune_sqlite(dbapi_connection, record)
-        # Transactions are begun by hand below, as IMMEDIATE: a deferred one that reads and then writes
-        # fails at once (SQLITE_BUSY) if another connection committed in between, whatever the timeout.
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
 
 
 def make_sessions(engine: AsyncEngine) -> Sessions:

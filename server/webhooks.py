@@ -75,6 +75,11 @@ class Webhooks:
         self._sessions = sessions
         self.retry_base_seconds = retry_base_seconds
         self._hooks: dict[str, tuple[float, list[Webhook]]] = {}
+        # One lookup per site at a time: when the cache expires under load, hundreds of messages would
+        # otherwise each send the same query in the same instant.
+        self._looking_up: dict[str, asyncio.Task[list[Webhook]]] = {}
+        # Bumped by every change: a lookup that started before it must not cache what it read.
+        self._generation = 0
         self._wake = asyncio.Event()
         self._background = BackgroundTask(self._run, "webhooks")
         self._client: httpx.AsyncClient | None = None
@@ -92,7 +97,7 @@ class Webhooks:
         async with self._sessions() as session:
             session.add(hook)
             await session.commit()
-        self._hooks.pop(site_id, None)
+        self._forget(site_id)
         return hook
 
     async def delete(self, site_id: str, webhook_id: str) -> None:
@@ -102,18 +107,35 @@ class Webhooks:
                 raise NameplateError("not_found", "no such webhook", 404)
             hook.active = False
             await session.commit()
-        self._hooks.pop(site_id, None)
+        self._forget(site_id)
 
     async def hooks(self, site_id: str) -> list[Webhook]:
         cached = self._hooks.get(site_id)
         if cached and cached[0] > time.monotonic():
             return cached[1]
+        lookup = self._looking_up.get(site_id)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._look_up(site_id))
+            self._looking_up[site_id] = lookup
+            lookup.add_done_callback(
+                lambda done: self._looking_up.pop(site_id) if self._looking_up.get(site_id) is done else None
+            )
+        return await asyncio.shield(lookup)
+
+    def _forget(self, site_id: str) -> None:
+        self._generation += 1
+        self._hooks.pop(site_id, None)
+        self._looking_up.pop(site_id, None)
+
+    async def _look_up(self, site_id: str) -> list[Webhook]:
+        generation = self._generation
         async with self._sessions() as session:
             result = await session.execute(
                 select(Webhook).where(Webhook.site_id == site_id, Webhook.active.is_(True)).order_by(Webhook.created_at)
             )
             hooks = list(result.scalars())
-        self._hooks[site_id] = (time.monotonic() + HOOKS_CACHE_SECONDS, hooks)
+        if generation == self._generation:
+            self._hooks[site_id] = (time.monotonic() + HOOKS_CACHE_SECONDS, hooks)
         return hooks
 
     async def deliveries(self, site_id: str, limit: int = 100) -> list[tuple[WebhookDelivery, Webhook]]:

@@ -338,6 +338,11 @@ class RedisBroker(Broker):
         self._assign_locks: dict[str, asyncio.Lock] = {}
 
         self._reset_callbacks: list[ResetCallback] = []
+        # Publishes wait here while one round trip is in flight, then go together in the next (like the
+        # message log's group commit): one command per frame would cost a round trip and a pooled
+        # connection each, and two connections could deliver one channel's frames out of order.
+        self._outgoing: list[tuple[str, str, asyncio.Future[None]]] = []
+        self._publisher: asyncio.Task[None] | None = None
         self._epoch: str | None = None
         self._outage = False
         self._last_failure_at = 0.0
@@ -462,14 +467,54 @@ class RedisBroker(Broker):
 
     # -- fan-out -----------------------------------------------------------------------------------
     async def publish(self, channel: str, event: Event) -> None:
-        await self._redis.publish(self._channel_key(channel), json.dumps(event, separators=(",", ":")))
+        await self._queue_publish([(channel, event)])
 
     async def publish_many(self, events: list[tuple[str, Event]]) -> None:
-        # One round trip for a whole queue's worth of position updates.
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for channel, event in events:
-                pipe.publish(self._channel_key(channel), json.dumps(event, separators=(",", ":")))
-            await pipe.execute()
+        await self._queue_publish(events)
+
+    async def _queue_publish(self, events: list[tuple[str, Event]]) -> None:
+        loop = asyncio.get_running_loop()
+        futures = []
+        for channel, event in events:
+            future: asyncio.Future[None] = loop.create_future()
+            self._outgoing.append((self._channel_key(channel), json.dumps(event, separators=(",", ":")), future))
+            futures.append(future)
+        if self._publisher is None:
+            self._publisher = loop.create_task(self._publish_queued())
+        await asyncio.gather(*futures)
+
+    async def _publish_queued(self) -> None:
+        batch: list[tuple[str, str, asyncio.Future[None]]] = []
+        try:
+            while self._outgoing:
+                batch, self._outgoing = self._outgoing, []
+                error: BaseException | None = None
+                try:
+                    if len(batch) == 1:
+                        await self._redis.publish(batch[0][0], batch[0][1])
+                    else:
+                        async with self._redis.pipeline(transaction=False) as pipe:
+                            for key, payload, _ in batch:
+                                pipe.publish(key, payload)
+                            await pipe.execute()
+                except Exception as exc:  # every waiting publisher hears about it
+                    error = exc
+                for _, _, future in batch:
+                    if future.done():
+                        continue  # its publisher was cancelled
+                    if error is None:
+                        future.set_result(None)
+                    else:
+                        future.set_exception(error)
+        except asyncio.CancelledError:
+            # Shutting down mid-flight: nobody may wait forever for a publish that will not happen.
+            for _, _, future in [*batch, *self._outgoing]:
+                if not future.done():
+                    future.set_exception(RedisError("the broker is shutting down"))
+            self._outgoing = []
+            raise
+        finally:
+            self._publisher = None
 
     async def subscribe(self, channel: str, handler: Handler) -> None:
         """Registers the handler even while Redis is down: the reader subscribes it on reconnect."""

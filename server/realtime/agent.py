@@ -105,9 +105,9 @@ class AgentSession:
         self._chatter = TokenBucket(20, 5)
         # An observing supervisor watches without being online for routing and writes nothing.
         self.observing = False
-        # Conversations this console has seen assigned to its agent: spares a query per message. Only a
-        # hint — the message log re-checks the assignment inside the write (NewMessage.assigned_to).
-        self._mine_cache: dict[str, Conversation] = {}
+        # Ids of conversations this console has seen assigned to its agent: spares a query per message.
+        # Only a hint — the message log re-checks the assignment inside the write (NewMessage.assigned_to).
+        self._mine_cache: set[str] = set()
 
     @property
     def is_supervisor(self) -> bool:
@@ -123,7 +123,7 @@ class AgentSession:
             await self.np.presence.connected(agent.site_id, agent.id, self.connection_id)
         mine = [] if self.observing else await self.np.conversations.for_agent(agent.id)
         for conversation in mine:
-            self._mine_cache[conversation.id] = conversation
+            self._mine_cache.add(conversation.id)
             await self._watch(conversation.id)
             self.connection.hold(conversation.id)
         state = next((a for a in await self.np.broker.agents(agent.site_id) if a.agent_id == agent.id), None)
@@ -191,7 +191,11 @@ class AgentSession:
             self.connection.close(CLOSE_UNAUTHORIZED, "session ended")
             return
         if kind == "unassigned":
-            self._mine_cache.pop(event.get("conversation_id", ""), None)
+            self._mine_cache.discard(event.get("conversation_id", ""))
+        elif kind == "assigned":
+            if len(self._mine_cache) >= MAX_CACHED_CONVERSATIONS:
+                self._mine_cache.clear()
+            self._mine_cache.add(event["conversation"]["id"])
         self.connection.send(event)
         if kind == "assigned":
             task = asyncio.create_task(self._take_over(event["conversation"]["id"]))
@@ -203,27 +207,29 @@ class AgentSession:
         """A conversation this agent may write into: same site, assigned to them, open."""
         conversation = await self.np.conversations.get_in_site(conversation_id, self.agent.site_id)
         if conversation.agent_id != self.agent.id or conversation.status != ConversationStatus.active.value:
-            self._mine_cache.pop(conversation_id, None)
+            self._mine_cache.discard(conversation_id)
             raise Forbidden("this conversation is not assigned to you")
         if len(self._mine_cache) >= MAX_CACHED_CONVERSATIONS:
             self._mine_cache.clear()
-        self._mine_cache[conversation_id] = conversation
+        self._mine_cache.add(conversation_id)
         return conversation
 
     async def _post_as_agent(self, conversation_id: str, body: str, client_id: str | None, private: bool) -> None:
         """Store an agent's message or note. The assignment is checked by the write itself, so the
         cached conversation stands in for a query per message."""
-        conversation = self._mine_cache.get(conversation_id) or await self._mine(conversation_id)
+        if conversation_id not in self._mine_cache:
+            await self._mine(conversation_id)
         author = {"kind": AuthorKind.agent.value, **(await self.np.directory.card(self.agent.id))}
-        message = NewMessage(conversation.id, AuthorKind.agent.value, body, agent_id=self.agent.id,
+        message = NewMessage(conversation_id, AuthorKind.agent.value, body, agent_id=self.agent.id,
                              client_id=client_id, private=private, assigned_to=self.agent.id)
         try:
-            stored = await self.np.conversations.post(message, author, None if private else conversation.site_id)
+            # Every conversation assigned to an agent is in the agent's site.
+            stored = await self.np.conversations.post(message, author, None if private else self.agent.site_id)
         except (NotAssigned, ConversationClosed):
-            self._mine_cache.pop(conversation_id, None)
+            self._mine_cache.discard(conversation_id)
             raise Forbidden("this conversation is not assigned to you") from None
         if client_id:
-            self.connection.send(ack_frame(client_id, stored.seq, conversation.id))
+            self.connection.send(ack_frame(client_id, stored.seq, conversation_id))
 
     async def handle(self, frame: Any) -> None:
         if self.observing and not isinstance(frame, Watch | Ping):
@@ -247,7 +253,7 @@ class AgentSession:
             await self.np.presence.set_status(self.agent, frame.status)
         elif isinstance(frame, Close):
             conversation = await self._mine(frame.conversation_id)
-            self._mine_cache.pop(conversation.id, None)
+            self._mine_cache.discard(conversation.id)
             if await self.np.conversations.close(conversation, self.agent.full_name):
                 await self.np.router.release(conversation)
         elif isinstance(frame, Transfer):

@@ -7,15 +7,16 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from server import migrate
+from server import message_log_postgres, migrate
 from server.broker.memory import MemoryBroker
 from server.config import Settings
 from server.context import Nameplate
@@ -332,3 +333,37 @@ async def test_close_is_idempotent_and_final(store: Store) -> None:
     queued = await store.conversation()
     results = await asyncio.gather(*(conversations.close(queued, "Tomas") for _ in range(3)))
     assert sorted(results) == [False, False, True]
+
+
+class _MeddlingConnection:
+    """An asyncpg connection on which another writer gets in right after every read."""
+
+    def __init__(self, pg: Any, meddle: Callable[[], Awaitable[object]]) -> None:
+        self._pg = pg
+        self._meddle = meddle
+
+    async def fetch(self, *args: Any) -> Any:
+        rows = await self._pg.fetch(*args)
+        await self._meddle()
+        return rows
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pg, name)
+
+
+@pytest.mark.parametrize("store", ["postgresql"], indirect=True)
+async def test_postgres_optimistic_write_stores_nothing_when_another_writer_got_in_between(store: Store) -> None:
+    conversation = await store.conversation()
+    mine = NewMessage(conversation.id, VISITOR, "mine", client_id="mine")
+    theirs = NewMessage(conversation.id, VISITOR, "theirs", client_id="theirs")
+    async with store.nameplate.engine.connect() as connection:
+        pg = (await connection.get_raw_connection()).driver_connection
+        meddling = _MeddlingConnection(pg, lambda: store.log.append(theirs))
+        assert await message_log_postgres._write_if_unchanged(meddling, [mine]) is None
+        assert [m.body for m in await store.rows(conversation.id)] == ["theirs"]
+        # The pessimistic way then stores it after theirs, with the next seq.
+        async with pg.transaction():
+            [stored] = await message_log_postgres._write_batch(pg, [mine])
+    assert isinstance(stored, StoredMessage) and stored.seq == 2
+    assert [(m.seq, m.body) for m in await store.rows(conversation.id)] == [(1, "theirs"), (2, "mine")]
+    assert (await store.reload(conversation.id)).last_seq == 2
