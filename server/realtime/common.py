@@ -106,25 +106,37 @@ class Subscriptions:
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
-        self._live: dict[tuple[str, Handler], asyncio.Future[None]] = {}
+        # None once the subscription is live: a finished task kept per channel would cost an idle socket
+        # a kilobyte or more each, for nothing.
+        self._live: dict[tuple[str, Handler], asyncio.Future[None] | None] = {}
 
     async def add(self, channel: str, handler: Handler) -> None:
         key = (channel, handler)
-        pending = self._live.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._broker.subscribe(channel, handler))
-            self._live[key] = pending
-        await asyncio.shield(pending)
+        if key in self._live:
+            pending = self._live[key]
+            if pending is not None:
+                await asyncio.shield(pending)
+            return
+        pending = asyncio.ensure_future(self._broker.subscribe(channel, handler))
+        self._live[key] = pending
+        try:
+            await asyncio.shield(pending)
+        finally:
+            if pending.done() and not pending.cancelled() and pending.exception() is None \
+                    and self._live.get(key) is pending:
+                self._live[key] = None
 
     def has(self, channel: str, handler: Handler) -> bool:
         return (channel, handler) in self._live
 
     async def remove(self, channel: str, handler: Handler) -> None:
-        pending = self._live.pop((channel, handler), None)
+        if (channel, handler) not in self._live:
+            return
+        pending = self._live.pop((channel, handler))
         if pending is not None:
             with contextlib.suppress(Exception):
                 await pending
-            await self._broker.unsubscribe(channel, handler)
+        await self._broker.unsubscribe(channel, handler)
 
     async def clear(self) -> None:
         for channel, handler in list(self._live):
