@@ -24,7 +24,6 @@ from server.protocol import (
     Close,
     Note,
     Ping,
-    ProtocolError,
     Status,
     Transfer,
     Watch,
@@ -74,14 +73,8 @@ async def agent_endpoint(websocket: WebSocket) -> None:
     if not same_origin(websocket, nameplate.settings.public_url):
         await refuse(websocket, "origin", "the console socket only serves its own pages")
         return
-    text = await receive_hello(websocket)
-    if text is None:
-        await refuse(websocket, "hello_required", "say hello first")
-        return
-    try:
-        hello = parse_agent_hello(text)
-    except ProtocolError as exc:
-        await refuse(websocket, exc.code, exc.message)
+    hello = await receive_hello(websocket, parse_agent_hello)
+    if hello is None:
         return
     connection = Connection(websocket)
     session = AgentSession(nameplate, connection, agent)

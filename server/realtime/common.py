@@ -6,16 +6,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from server.broker.base import Broker, Handler
 from server.errors import NameplateError
-from server.protocol import error_frame
+from server.protocol import ProtocolError, error_frame
 from server.realtime.connection import CLOSE_BAD_INPUT, CLOSE_RATE_LIMITED, CLOSE_UNAUTHORIZED, Connection
 
 log = logging.getLogger("nameplate.realtime")
+
+HelloT = TypeVar("HelloT")
 
 # 10 s to say hello: enough for a slow phone, short enough that idle half-open sockets do not pile up.
 HELLO_TIMEOUT_SECONDS = 10.0
@@ -35,10 +37,19 @@ async def receive_text(websocket: WebSocket) -> str | None:
     return message.get("bytes", b"").decode("utf-8", errors="replace") or "\x00binary"
 
 
-async def receive_hello(websocket: WebSocket) -> str | None:
+async def receive_hello(websocket: WebSocket, parse: Callable[[str], HelloT]) -> HelloT | None:
+    """The parsed hello; None once the socket has been refused (no hello in time, or a bad one)."""
     try:
-        return await asyncio.wait_for(receive_text(websocket), HELLO_TIMEOUT_SECONDS)
+        text = await asyncio.wait_for(receive_text(websocket), HELLO_TIMEOUT_SECONDS)
     except (TimeoutError, WebSocketDisconnect):
+        text = None
+    if text is None:
+        await refuse(websocket, "hello_required", "say hello first")
+        return None
+    try:
+        return parse(text)
+    except ProtocolError as exc:
+        await refuse(websocket, exc.code, exc.message)
         return None
 
 

@@ -22,7 +22,6 @@ from server.protocol import (
     OfflineEmail,
     Page,
     Ping,
-    ProtocolError,
     Rate,
     Read,
     SendMessage,
@@ -41,14 +40,8 @@ from server.realtime.connection import Connection
 async def visitor_endpoint(websocket: WebSocket) -> None:
     nameplate: Nameplate = websocket.app.state.nameplate
     await websocket.accept()
-    text = await receive_hello(websocket)
-    if text is None:
-        await refuse(websocket, "hello_required", "say hello first")
-        return
-    try:
-        hello = parse_visitor_hello(text)
-    except ProtocolError as exc:
-        await refuse(websocket, exc.code, exc.message)
+    hello = await receive_hello(websocket, parse_visitor_hello)
+    if hello is None:
         return
     site = await nameplate.directory.site_by_key(hello.site)
     if site is None:
