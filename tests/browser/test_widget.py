@@ -425,6 +425,9 @@ async def test_closed_conversation_rating_and_new_start(shop: Shop, page: Page, 
     await chat.get_by_label("Anything to add? (optional)").fill("Quick and kind.")
     await chat.locator(".panel").screenshot(path=str(artifacts / "widget-closed.png"))
     await chat.get_by_role("button", name="Send rating").click()
+    # Visible, not only present: the text is in the (hidden) element from the start; it shows once the
+    # server's `rated` frame arrives, which is sent after the rating is stored.
+    await expect(chat.locator(".rated")).to_be_visible()
     await expect(chat.locator(".rated")).to_have_text("Thank you for your rating.")
     async with shop.running.nameplate.sessions() as session:
         rating = await session.get(Rating, cid)
