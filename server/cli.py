@@ -19,7 +19,7 @@ def run_server(settings: Settings, host: str, port: int) -> None:
     from server.app import create_app
 
     uvicorn.run(
-        create_app(settings, freeze_heap=True),
+        create_app(settings, tune_process=True),
         host=host,
         port=port,
         # Per-message deflate costs ~300 KiB a socket for a few bytes saved on short chat frames.

@@ -14,7 +14,7 @@ from server.db import Sessions
 from server.directory import clean_name
 from server.errors import NameplateError, NotFound
 from server.models import Agent, Conversation, ConversationStatus, Customer, Rating, iso
-from server.timeline import Timeline
+from server.timeline import Timeline, conversations_with_agent_and_rating
 
 # Enough to recognise a regular; the transcript pages hold the rest.
 PREVIOUS_CONVERSATIONS = 20
@@ -61,16 +61,7 @@ class ConsoleQueries:
 
     async def _conversations_of(self, customer_id: str) -> list[dict[str, Any]]:
         async with self._sessions() as session:
-            rows = (
-                await session.execute(
-                    select(Conversation, Agent, Rating)
-                    .outerjoin(Agent, Agent.id == Conversation.agent_id)
-                    .outerjoin(Rating, Rating.conversation_id == Conversation.id)
-                    .where(Conversation.customer_id == customer_id)
-                    .order_by(Conversation.created_at.desc())
-                    .limit(PREVIOUS_CONVERSATIONS)
-                )
-            ).all()
+            rows = await conversations_with_agent_and_rating(session, customer_id, PREVIOUS_CONVERSATIONS)
         return [self._conversation_row(conversation, agent, rating) for conversation, agent, rating in rows]
 
     # -- conversations -------------------------------------------------------------------------------

@@ -106,8 +106,7 @@ async def _write_if_unchanged(pg: Any, batch: list[NewMessage]) -> list[StoredMe
         if r["kind"] == "c":
             state[r["conversation_id"]] = ConversationState(r["seq"], r["author_kind"], r["agent_id"])
         else:
-            stored.append(StoredMessage(r["conversation_id"], r["seq"], r["author_kind"], r["body"], r["agent_id"],
-                                        r["client_id"], r["private"], r["created_at"]))
+            stored.append(_stored(r))
     read = {cid: (s.last_seq, s.status, s.agent_id) for cid, s in state.items()}
     plan = plan_batch(batch, state, stored, utcnow())
     if not plan.rows:
@@ -131,9 +130,7 @@ async def _write_batch(pg: Any, batch: list[NewMessage]) -> list[StoredMessage |
     stored = []
     if client_ids:
         stored = [
-            StoredMessage(r["conversation_id"], r["seq"], r["author_kind"], r["body"], r["agent_id"], r["client_id"],
-                          r["private"], r["created_at"])
-            for r in await pg.fetch(_ALREADY_STORED, conversation_ids, client_ids)
+            _stored(r) for r in await pg.fetch(_ALREADY_STORED, conversation_ids, client_ids)
         ]
     plan = plan_batch(batch, state, stored, utcnow())
     if plan.rows:
@@ -141,3 +138,8 @@ async def _write_batch(pg: Any, batch: list[NewMessage]) -> list[StoredMessage |
         advances = [list(column) for column in zip(*plan.advances, strict=True)]
         await pg.execute(_STORE, *columns, *advances)
     return plan.results
+
+
+def _stored(row: Any) -> StoredMessage:
+    return StoredMessage(row["conversation_id"], row["seq"], row["author_kind"], row["body"], row["agent_id"],
+                         row["client_id"], row["private"], row["created_at"])

@@ -72,6 +72,21 @@ def validate_event(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def conversations_with_agent_and_rating(
+    session: Any, customer_id: str, limit: int
+) -> list[tuple[Conversation, Agent | None, Rating | None]]:
+    """A customer's conversations, newest first, each with its agent and rating (or None)."""
+    rows = await session.execute(
+        select(Conversation, Agent, Rating)
+        .outerjoin(Agent, Agent.id == Conversation.agent_id)
+        .outerjoin(Rating, Rating.conversation_id == Conversation.id)
+        .where(Conversation.customer_id == customer_id)
+        .order_by(Conversation.created_at.desc())
+        .limit(limit)
+    )
+    return [(conversation, agent, rating) for conversation, agent, rating in rows.all()]
+
+
 def event_item(event: CustomerEvent) -> dict[str, Any]:
     return {
         "kind": "event",
@@ -138,16 +153,7 @@ class Timeline:
                     )
                 ).scalars()
             )
-            chats = (
-                await session.execute(
-                    select(Conversation, Agent, Rating)
-                    .outerjoin(Agent, Agent.id == Conversation.agent_id)
-                    .outerjoin(Rating, Rating.conversation_id == Conversation.id)
-                    .where(Conversation.customer_id == customer_id)
-                    .order_by(Conversation.created_at.desc())
-                    .limit(window)
-                )
-            ).all()
+            chats = await conversations_with_agent_and_rating(session, customer_id, window)
         items = [event_item(e) for e in events] + [
             {
                 "kind": "conversation",

@@ -7,8 +7,11 @@ service is a failure, never a skip.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
+from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -25,13 +28,24 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
-def require_service(name: str, host: str, port: int) -> None:
-    if _reachable(host, port):
-        return
-    reason = f"{name} is not reachable at {host}:{port} (run ../shared/services-up)"
+def _missing(reason: str) -> NoReturn:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI: {reason}; a missing service is a failure here, not a skip")
     pytest.skip(f"SKIPPED LOUDLY: {reason}")
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    if not _reachable(host, port):
+        _missing(f"{name} is not reachable at {host}:{port} (run ../shared/services-up)")
+
+
+def private_redis_command(port: int, directory: Path) -> list[str]:
+    """A throwaway redis-server of a test's own (no persistence): flushing or stopping it touches nobody."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        _missing("the redis-server binary is not installed")
+    return [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(directory)]
 
 
 def require_redis() -> str:

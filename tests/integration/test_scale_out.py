@@ -4,7 +4,6 @@ assigned twice, a crashed process or a flushed Redis loses nothing."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -19,6 +18,7 @@ from server.demo import seed_demo
 from server.models import Conversation, Message
 from tests.cluster import Cluster, cluster, start_all
 from tests.harness import Client, agent_cookie, connect_agent, connect_visitor, free_port, poll_until
+from tests.services import private_redis_command
 
 pytestmark = pytest.mark.services
 
@@ -181,26 +181,9 @@ async def test_kill_9_of_a_visitors_process_loses_nothing(tmp_path: Path) -> Non
 @pytest.fixture
 def private_redis(tmp_path: Path):  # noqa: ANN201
     """A redis-server of this test's own, so flushing it touches nobody else."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("SKIPPED LOUDLY: redis-server binary not installed")
     port = free_port()
     process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        private_redis_command(port, tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     yield f"redis://127.0.0.1:{port}/0"
     process.terminate()
@@ -271,23 +254,8 @@ async def test_redis_flush_mid_chat_recovers_within_ten_seconds(tmp_path: Path, 
 
 
 async def test_health_endpoints_report_a_redis_outage_while_it_lasts(tmp_path: Path) -> None:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("SKIPPED LOUDLY: redis-server binary not installed")
     port = free_port()
-    command = [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(tmp_path),
-    ]
+    command = private_redis_command(port, tmp_path)
     redis_server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220 (starts at once)
     url = f"redis://127.0.0.1:{port}/0"
     try:
