@@ -17,6 +17,7 @@ def run_server(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     from server.app import create_app
+    from server.realtime.lean_protocol import LeanWebSocketProtocol
 
     uvicorn.run(
         create_app(settings, tune_process=True),
@@ -24,7 +25,7 @@ def run_server(settings: Settings, host: str, port: int) -> None:
         port=port,
         # Per-message deflate costs ~300 KiB a socket for a few bytes saved on short chat frames.
         ws_per_message_deflate=False,
-        ws="websockets-sansio",
+        ws=LeanWebSocketProtocol,
         # Pings every 20 s find dead peers (phones that walked out of Wi-Fi) within a minute.
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,

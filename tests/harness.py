@@ -23,6 +23,7 @@ from server.app import create_app
 from server.config import Settings
 from server.context import Nameplate
 from server.demo import seed_demo
+from server.realtime.lean_protocol import LeanWebSocketProtocol
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -65,7 +66,7 @@ async def start_server(settings: Settings, port: int | None = None) -> RunningSe
         host="127.0.0.1",
         port=port,
         log_level="warning",
-        ws="websockets-sansio",
+        ws=LeanWebSocketProtocol,
         ws_per_message_deflate=False,
         lifespan="on",
     )

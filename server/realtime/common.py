@@ -53,6 +53,14 @@ async def receive_hello(websocket: WebSocket, parse: Callable[[str], HelloT]) ->
         return None
 
 
+def forget_handshake_headers(websocket: WebSocket) -> None:
+    """Drop the handshake's headers once read: the scope keeps them for the socket's whole life, about a
+    kilobyte for every idle visitor, and nothing reads them after the handshake."""
+    websocket.scope["headers"] = []
+    with contextlib.suppress(AttributeError):
+        del websocket._headers  # Starlette's cached view of them
+
+
 async def refuse(websocket: WebSocket, code: str, message: str) -> None:
     """Explain, then close 4401: the client must not retry with the same credentials."""
     try:
@@ -77,34 +85,39 @@ class FrameLoop:
                 text = await receive_text(self.websocket)
             except (WebSocketDisconnect, RuntimeError):
                 return
-            if text is None:
+            if text is None or not await self._one(text, parse, handle):
                 return
-            frame = None
-            try:
-                frame = parse(text)
-                await handle(frame)
-                self.bad_frames = 0
-                self.rate_limited = 0
-            except NameplateError as exc:
-                # Name the message the error is about, so the client can mark that one as failed.
-                client_id = getattr(frame, "client_id", None)
-                extra = {"client_id": client_id} if client_id else {}
-                self.connection.send(error_frame(exc.code, exc.message, **extra))
-                if exc.code == "rate_limited":
-                    self.rate_limited += 1
-                    if self.rate_limited > MAX_RATE_LIMITED:
-                        self.connection.close(CLOSE_RATE_LIMITED, "rate limited")
-                        return
-                    continue
-                self.bad_frames += 1
-                if self.bad_frames >= MAX_CONSECUTIVE_BAD_FRAMES:
-                    self.connection.close(CLOSE_BAD_INPUT, "too many bad frames")
-                    return
-            except Exception:
-                log.exception("handling a frame failed")
-                client_id = getattr(frame, "client_id", None)
-                extra = {"client_id": client_id} if client_id else {}
-                self.connection.send(error_frame("internal", "something went wrong on our side; try again", **extra))
+
+    async def _one(self, text: str, parse: Callable[[str], Any], handle: Callable[[Any], Awaitable[None]]) -> bool:
+        """Handle one frame; False once the socket is being closed. A method of its own so that the last
+        frame is not kept alive, with its text, while the socket waits for the next one."""
+        frame = None
+        try:
+            frame = parse(text)
+            await handle(frame)
+            self.bad_frames = 0
+            self.rate_limited = 0
+        except NameplateError as exc:
+            # Name the message the error is about, so the client can mark that one as failed.
+            client_id = getattr(frame, "client_id", None)
+            extra = {"client_id": client_id} if client_id else {}
+            self.connection.send(error_frame(exc.code, exc.message, **extra))
+            if exc.code == "rate_limited":
+                self.rate_limited += 1
+                if self.rate_limited > MAX_RATE_LIMITED:
+                    self.connection.close(CLOSE_RATE_LIMITED, "rate limited")
+                    return False
+                return True
+            self.bad_frames += 1
+            if self.bad_frames >= MAX_CONSECUTIVE_BAD_FRAMES:
+                self.connection.close(CLOSE_BAD_INPUT, "too many bad frames")
+                return False
+        except Exception:
+            log.exception("handling a frame failed")
+            client_id = getattr(frame, "client_id", None)
+            extra = {"client_id": client_id} if client_id else {}
+            self.connection.send(error_frame("internal", "something went wrong on our side; try again", **extra))
+        return True
 
 
 class Subscriptions:

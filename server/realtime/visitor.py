@@ -33,12 +33,14 @@ from server.protocol import (
     parse_visitor_hello,
 )
 from server.ratelimit import TokenBucket
-from server.realtime.common import FrameLoop, Subscriptions, receive_hello, refuse
+from server.realtime.common import FrameLoop, Subscriptions, forget_handshake_headers, receive_hello, refuse
 from server.realtime.connection import Connection
 
 
 async def visitor_endpoint(websocket: WebSocket) -> None:
     nameplate: Nameplate = websocket.app.state.nameplate
+    origin = websocket.headers.get("origin")
+    forget_handshake_headers(websocket)
     await websocket.accept()
     hello = await receive_hello(websocket, parse_visitor_hello)
     if hello is None:
@@ -47,7 +49,7 @@ async def visitor_endpoint(websocket: WebSocket) -> None:
     if site is None:
         await refuse(websocket, "unknown_site", "unknown site key")
         return
-    if not site.origin_allowed(websocket.headers.get("origin")):
+    if not site.origin_allowed(origin):
         await refuse(websocket, "origin", "this page's origin may not use this site's chat")
         return
     customer = await nameplate.customers.from_token(site, hello.token)
@@ -58,6 +60,7 @@ async def visitor_endpoint(websocket: WebSocket) -> None:
     session = VisitorSession(nameplate, connection, site, customer)
     try:
         await session.start(hello)
+        del hello, customer  # the session has what it needs; this frame lives as long as the socket
         await FrameLoop(websocket, connection).run(parse_visitor_frame, session.handle)
     finally:
         await connection.finish()
