@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 
-@dataclass
+@dataclass(slots=True)  # two per open socket: no per-instance dict
 class TokenBucket:
     """Allows `burst` frames at once, refilling at `per_second`. Per socket, so no shared state needed."""
 

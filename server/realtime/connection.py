@@ -46,7 +46,9 @@ class Connection:
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
         self.state = State.OPEN
-        self._outbox: deque[dict[str, Any] | tuple[int, str]] = deque()
+        # Created when there is something to send, dropped when drained: an empty deque is ~600 bytes,
+        # and most sockets are idle most of the time.
+        self._outbox: deque[dict[str, Any] | tuple[int, str]] | None = None
         self._drainer: asyncio.Task[None] | None = None
         self._held: dict[str, list[dict[str, Any]]] | None = None
 
@@ -59,17 +61,22 @@ class Connection:
             if held is not None:
                 held.append(frame)
                 return
-        if len(self._outbox) >= MAX_PENDING_FRAMES:
-            log.warning("closing a websocket that stopped reading (%d frames pending)", len(self._outbox))
+        outbox = self._outbox
+        if outbox is None:
+            outbox = self._outbox = deque()
+        elif len(outbox) >= MAX_PENDING_FRAMES:
+            log.warning("closing a websocket that stopped reading (%d frames pending)", len(outbox))
             self.close(CLOSE_TOO_SLOW, "too slow")
             return
-        self._outbox.append(frame)
+        outbox.append(frame)
         self._ensure_drainer()
 
     def close(self, code: int, reason: str = "") -> None:
         """Close after the frames already queued (e.g. the error that explains why)."""
         if self.state is not State.OPEN:
             return
+        if self._outbox is None:
+            self._outbox = deque()
         self._outbox.append((code, reason))
         self.state = State.CLOSING
         self._ensure_drainer()
@@ -105,16 +112,17 @@ class Connection:
                 if isinstance(item, tuple):
                     code, reason = item
                     self.state = State.CLOSED
-                    self._outbox.clear()
+                    self._outbox = None
                     await self.websocket.close(code, reason)
                     return
                 await self.websocket.send_text(encode(item))
         except Exception:
             # The peer went away mid-send; the reading side notices and cleans up.
             self.state = State.CLOSED
-            self._outbox.clear()
         finally:
             self._drainer = None
+            if self.state is State.CLOSED or not self._outbox:
+                self._outbox = None
 
     async def finish(self) -> None:
         """The reading side is done: deliver a pending close (it explains why), then drop everything."""
@@ -124,7 +132,7 @@ class Connection:
             except (TimeoutError, asyncio.CancelledError):
                 pass
         self.state = State.CLOSED
-        self._outbox.clear()
+        self._outbox = None
         if self._drainer is not None:
             self._drainer.cancel()
             self._drainer = None

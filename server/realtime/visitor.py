@@ -75,7 +75,7 @@ class VisitorSession:
         self.customer = customer
         self.conversation: Conversation | None = None
         self._subscriptions = Subscriptions(nameplate.broker)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] | None = None  # made when first needed: most sessions never do
         self._agents_online_sent: int | None = None
         settings = nameplate.settings
         self._messages = TokenBucket(settings.message_burst, settings.message_refill_per_second)
@@ -117,7 +117,7 @@ class VisitorSession:
             await self._replay(conversation.id, resume_after)
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
+        for task in list(self._tasks or ()):
             task.cancel()
         await self._subscriptions.clear()
 
@@ -221,6 +221,8 @@ class VisitorSession:
         if self.conversation is None or self.conversation.id != conversation_id:
             # Possibly another tab of this visitor started it: follow it here too.
             task = asyncio.create_task(self._follow(conversation_id))
+            if self._tasks is None:
+                self._tasks = set()
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
