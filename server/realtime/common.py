@@ -73,6 +73,8 @@ async def refuse(websocket: WebSocket, code: str, message: str) -> None:
 class FrameLoop:
     """Reads frames until the peer leaves, passing each to `handle`; turns errors into `error` frames."""
 
+    __slots__ = ("websocket", "connection", "bad_frames", "rate_limited")  # one per open socket
+
     def __init__(self, websocket: WebSocket, connection: Connection) -> None:
         self.websocket = websocket
         self.connection = connection
@@ -127,6 +129,8 @@ class Subscriptions:
     caller could see the channel as "already watched" and publish before the broker delivers it
     (with Redis, a subscription is live only once Redis confirms it).
     """
+
+    __slots__ = ("_broker", "_live")  # one per open socket
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker

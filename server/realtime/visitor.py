@@ -68,6 +68,10 @@ async def visitor_endpoint(websocket: WebSocket) -> None:
 
 
 class VisitorSession:
+    # One per open visitor socket, and most of them sit idle for minutes: no per-instance dict.
+    __slots__ = ("np", "connection", "site", "customer", "conversation", "_subscriptions", "_tasks",
+                 "_agents_online_sent", "_messages", "_chatter")
+
     def __init__(self, nameplate: Nameplate, connection: Connection, site: Site, customer: Customer) -> None:
         self.np = nameplate
         self.connection = connection
