@@ -9,6 +9,14 @@ subscribed in Redis when its first local handler arrives and unsubscribed when i
 message is JSON-decoded once and handed to every local handler (`memory.dispatch`). `subscribe` returns
 once Redis has confirmed the subscription, so an event published after it returns is delivered.
 
+Local delivery: `publish` hands the event to this process's own handlers at once (in publish order, like
+the memory backend) and sends it to Redis for the other processes. The payload starts with this
+process's origin tag, so when Redis echoes it back the reader drops it with a prefix check, before any
+JSON parsing. A single process thus never waits on Redis to reach its own sockets, and its handlers
+still hear their own events while Redis is down (the publish itself still fails, so the caller knows the
+other processes may have missed it). The reader handles everything already buffered on its connection
+in one go: waiting for data is its only suspension, not one timed poll per message.
+
 Presence: per agent a sorted set of connection ids scored by expiry time, and per site a hash of
 `gone_since` per agent. Expiry times are taken from the Redis server clock (`TIME` inside the scripts),
 so processes with skewed clocks still agree on who is live. `take_gone_agents` runs one Lua script per
@@ -53,6 +61,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 import time
 import uuid
@@ -82,7 +91,8 @@ RECONNECT_FIRST_DELAY = 0.05
 RECONNECT_MAX_DELAY = 2.0
 # 1 s: a flush is noticed within a second, for one tiny script call per second per process.
 WATCHDOG_INTERVAL = 1.0
-# The reader wakes at least this often to notice a resubscribe the watchdog asked for.
+# The reader wakes at least this often to notice a resubscribe the watchdog asked for (one timer per batch
+# of buffered messages, not per message).
 READER_POLL = 1.0
 # Generous: Redis confirms a SUBSCRIBE in microseconds unless something is badly wrong.
 SUBSCRIBE_CONFIRM_TIMEOUT = 5.0
@@ -315,6 +325,16 @@ class RedisBroker(Broker):
         self._sub_client: aioredis.Redis = aioredis.Redis.from_pool(
             aioredis.ConnectionPool.from_url(url, retry=Retry(NoBackoff(), 0), **options)
         )
+        # Publishes have a connection of their own (the publisher task has one round trip in flight, so it
+        # holds one): they never queue behind a burst of routing commands, and with no socket timeout
+        # redis-py writes right away instead of in a task of its own (asyncio.wait_for on Python 3.11),
+        # which would cost a turn of a busy event loop per round trip. _publish_queued bounds the round
+        # trip itself.
+        self._pub_client: aioredis.Redis = aioredis.Redis.from_pool(
+            aioredis.ConnectionPool.from_url(url, retry=Retry(NoBackoff(), 1), **(options | {"socket_timeout": None}))
+        )
+        # Every process's tag has the same length, so a receiver strips it without searching.
+        self._origin = f"{uuid.uuid4().hex}:"
 
         self._connect_script = self._redis.register_script(_CONNECT)
         self._refresh_script = self._redis.register_script(_REFRESH)
@@ -396,6 +416,7 @@ class RedisBroker(Broker):
         async with self._sub_lock:
             await self._close_subscriber()
         await self._sub_client.aclose()
+        await self._pub_client.aclose()
         await self._redis.aclose()
 
     async def healthy(self) -> bool:
@@ -473,12 +494,15 @@ class RedisBroker(Broker):
         await self._queue_publish(events)
 
     async def _queue_publish(self, events: list[tuple[str, Event]]) -> None:
+        # Encode all first: an event that cannot be sent must not reach anyone, here or elsewhere.
+        payloads = [self._origin + json.dumps(event, separators=(",", ":")) for _, event in events]
         loop = asyncio.get_running_loop()
         futures = []
-        for channel, event in events:
+        for (channel, event), payload in zip(events, payloads, strict=True):
             future: asyncio.Future[None] = loop.create_future()
-            self._outgoing.append((self._channel_key(channel), json.dumps(event, separators=(",", ":")), future))
+            self._outgoing.append((self._channel_key(channel), payload, future))
             futures.append(future)
+            dispatch(self._handlers.get(channel), event)
         if self._publisher is None:
             self._publisher = loop.create_task(self._publish_queued())
         await asyncio.gather(*futures)
@@ -490,13 +514,16 @@ class RedisBroker(Broker):
                 batch, self._outgoing = self._outgoing, []
                 error: BaseException | None = None
                 try:
-                    if len(batch) == 1:
-                        await self._redis.publish(batch[0][0], batch[0][1])
-                    else:
-                        async with self._redis.pipeline(transaction=False) as pipe:
-                            for key, payload, _ in batch:
-                                pipe.publish(key, payload)
-                            await pipe.execute()
+                    # The publisher connection has no socket timeout, so the round trip is bounded here; on
+                    # expiry redis-py drops the connection, so a late reply is never read as the next one.
+                    async with asyncio.timeout(SOCKET_TIMEOUT):
+                        if len(batch) == 1:
+                            await self._pub_client.publish(batch[0][0], batch[0][1])
+                        else:
+                            async with self._pub_client.pipeline(transaction=False) as pipe:
+                                for key, payload, _ in batch:
+                                    pipe.publish(key, payload)
+                                await pipe.execute()
                 except Exception as exc:  # every waiting publisher hears about it
                     error = exc
                 for _, _, future in batch:
@@ -567,30 +594,66 @@ class RedisBroker(Broker):
         self._confirmations.setdefault(channel, deque()).append(future)
         return future
 
-    def _on_pubsub_message(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        key = str(message.get("channel") or "")
-        if not key.startswith(self._prefix):
+    async def _read_buffered(self, pubsub: PubSub, timeout: float) -> None:
+        """Handle the next response from the subscriber connection (waiting up to `timeout` for it) and
+        every response already buffered behind it. redis-py's get_message costs a timer, a retry wrapper
+        and a dict per message; here a message costs one parse, and a batch one timer."""
+        connection = pubsub.connection
+        if connection is None:
+            raise RedisConnectionError("the subscriber connection is closed")
+        # A timeout can only strike while waiting for bytes: a response is either handled or still
+        # buffered in the parser, never lost. The connection stays open for the next call.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                response = await connection.read_response(
+                    timeout=math.inf, push_request=True, disconnect_on_error=False
+                )
+                while True:
+                    if response[0] == "message":
+                        self._on_message(response[1], response[2])
+                    else:
+                        await self._on_control_response(pubsub, response)
+                    if not await connection.can_read():
+                        return
+                    response = await connection.read_response(
+                        timeout=math.inf, push_request=True, disconnect_on_error=False
+                    )
+
+    def _channel_of(self, key: str) -> str | None:
+        """The channel name of a key made by _channel_key; None for anything else."""
+        prefix = self._channel_key("")
+        return key[len(prefix) :] if key.startswith(prefix) else None
+
+    def _on_message(self, key: str, data: str) -> None:
+        if data.startswith(self._origin):
+            return  # published here: the local handlers already had it
+        channel = self._channel_of(key)
+        handlers = self._handlers.get(channel) if channel is not None else None
+        if not handlers:
+            return  # unsubscribed while the message was in flight
+        try:
+            # Events are JSON objects: a payload that starts with "{" is untagged, from a process of a
+            # version before the tags (during a rolling deploy), and is read all the same.
+            event = json.loads(data if data.startswith("{") else data[len(self._origin) :])
+        except ValueError:
+            log.warning("dropping a message that is not JSON on %r", channel)
             return
-        channel = key[len(self._prefix) + len("channel:") :]
-        if kind == "message":
-            handlers = self._handlers.get(channel)
-            if not handlers:
-                return  # unsubscribed while the message was in flight
-            try:
-                event = json.loads(message["data"])
-            except (TypeError, ValueError):
-                log.warning("dropping a message that is not JSON on %r", channel)
-                return
-            dispatch(handlers, event)
-        elif kind == "subscribe":
-            pending = self._confirmations.get(channel)
-            if pending:
-                future = pending.popleft()
-                if not future.done():
-                    future.set_result(True)
-                if not pending:
-                    del self._confirmations[channel]
+        dispatch(handlers, event)
+
+    async def _on_control_response(self, pubsub: PubSub, response: Any) -> None:
+        """(Un)subscribe confirmations go through redis-py, which keeps its list of channels to re-send
+        on reconnect; ours are the futures `subscribe` waits on."""
+        message = await pubsub.handle_message(response)
+        if message is None or message["type"] != "subscribe":
+            return
+        channel = self._channel_of(str(message["channel"]))
+        pending = self._confirmations.get(channel) if channel is not None else None
+        if pending and channel is not None:
+            future = pending.popleft()
+            if not future.done():
+                future.set_result(True)
+            if not pending:
+                del self._confirmations[channel]
 
     async def _open_subscriber(self) -> None:
         """A fresh subscriber connection, subscribed (and confirmed) to every channel with handlers."""
@@ -611,9 +674,7 @@ class RedisBroker(Broker):
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         raise RedisTimeoutError("Redis did not confirm the subscriptions")
-                    message = await pubsub.get_message(timeout=remaining)
-                    if message is not None:
-                        self._on_pubsub_message(message)
+                    await self._read_buffered(pubsub, remaining)
             except BaseException:
                 await self._close_pubsub(pubsub)
                 raise
@@ -654,9 +715,7 @@ class RedisBroker(Broker):
                 pubsub = self._pubsub
                 if pubsub is None:
                     continue
-                message = await pubsub.get_message(timeout=READER_POLL)
-                if message is not None:
-                    self._on_pubsub_message(message)
+                await self._read_buffered(pubsub, READER_POLL)
             except (RedisError, OSError) as error:
                 if not self._outage:
                     log.warning("Redis subscriber lost (%s); reconnecting", error)

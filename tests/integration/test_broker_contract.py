@@ -659,6 +659,60 @@ async def test_fan_out_crosses_processes_and_stays_within_the_prefix(
     assert await stranger_inbox.wait_for() == [{"marker": True}]
 
 
+async def test_own_events_are_delivered_here_at_once_and_elsewhere_through_redis_exactly_once_in_order(
+    private_redis: PrivateRedis,
+) -> None:
+    prefix = unique_prefix("local-")
+    publisher, other = RedisBroker(private_redis.url, prefix=prefix), RedisBroker(private_redis.url, prefix=prefix)
+    admin = aioredis.from_url(private_redis.url, decode_responses=True)
+    try:
+        for broker in (publisher, other):
+            await broker.connect()
+        here, there = Inbox(), Inbox()
+        await publisher.subscribe("conversation:1", here)
+        await other.subscribe("conversation:1", there)
+
+        # Redis holds the PUBLISH: this process's handler has the event all the same, and publish still
+        # waits for Redis (it is how the caller learns of a failure).
+        await admin.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+        held = asyncio.create_task(publisher.publish("conversation:1", {"seq": 0}))
+        assert await here.wait_for(1) == [{"seq": 0}]
+        assert not held.done()
+        await admin.execute_command("CLIENT", "UNPAUSE")
+        await held
+
+        # Concurrent publishes go out together in pipelines; they keep the order they were made in.
+        await asyncio.gather(*(publisher.publish("conversation:1", {"seq": seq}) for seq in range(1, 50)))
+        await publisher.publish_many([("conversation:1", {"seq": seq}) for seq in range(50, 60)])
+        sent = [{"seq": seq} for seq in range(60)]
+        assert await there.wait_for(len(sent)) == sent
+        # Redis echoes the publisher's events back to it before this reply, so by the time the reply has
+        # arrived any second copy of them would have too.
+        await other.publish("conversation:1", {"reply": True})
+        assert await here.wait_for(len(sent) + 1) == [*sent, {"reply": True}]
+        assert there.events == [*sent, {"reply": True}]
+    finally:
+        await admin.aclose()
+        for broker in (publisher, other):
+            await broker.disconnect()
+
+
+async def test_an_untagged_event_from_an_older_process_is_still_delivered(private_redis: PrivateRedis) -> None:
+    prefix = unique_prefix("untagged-")
+    broker = RedisBroker(private_redis.url, prefix=prefix)
+    admin = aioredis.from_url(private_redis.url, decode_responses=True)
+    try:
+        await broker.connect()
+        inbox = Inbox()
+        await broker.subscribe("conversation:1", inbox)
+        # What a process of the version before origin tags publishes: the bare JSON.
+        await admin.publish(f"{prefix}channel:conversation:1", '{"seq": 1}')
+        assert await inbox.wait_for(1) == [{"seq": 1}]
+    finally:
+        await admin.aclose()
+        await broker.disconnect()
+
+
 async def test_one_redis_subscription_per_channel_whatever_the_handlers(
     redis_brokers: Callable[..., Awaitable[RedisBroker]],
 ) -> None:
