@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
 from starlette.websockets import WebSocket
 
 from server.protocol import encode
+from server.realtime.lean_protocol import SEND_TEXT_NOW
 
 log = logging.getLogger("nameplate.realtime")
 
@@ -41,11 +43,15 @@ class State(Enum):
 
 
 class Connection:
-    __slots__ = ("websocket", "state", "_outbox", "_drainer", "_held", "__weakref__")
+    __slots__ = ("websocket", "state", "_outbox", "_drainer", "_held", "_send_now", "__weakref__")
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
         self.state = State.OPEN
+        # The server's synchronous write, when it offers one (see lean_protocol): used while nothing is
+        # queued, so frames still go out in order, and a socket that stops reading still fills the
+        # bounded outbox (the transport refuses once its buffer is full).
+        self._send_now: Callable[[str], bool] | None = (websocket.scope.get("extensions") or {}).get(SEND_TEXT_NOW)
         # Created when there is something to send, dropped when drained: an empty deque is ~600 bytes,
         # and most sockets are idle most of the time.
         self._outbox: deque[dict[str, Any] | tuple[int, str]] | None = None
@@ -63,6 +69,8 @@ class Connection:
                 return
         outbox = self._outbox
         if outbox is None:
+            if self._send_now is not None and self._drainer is None and self._send_now(encode(frame)):
+                return
             outbox = self._outbox = deque()
         elif len(outbox) >= MAX_PENDING_FRAMES:
             log.warning("closing a websocket that stopped reading (%d frames pending)", len(outbox))

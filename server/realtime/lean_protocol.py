@@ -5,7 +5,8 @@ a process is the target). uvicorn's `WebSocketsSansIOProtocol` keeps per socket,
 the parsed handshake request and response (header objects, ~3 KiB), an `asyncio.Queue` for incoming
 events (three deques, ~2.5 KiB) and an `asyncio.Event` for write flow control (~1.4 KiB). This subclass
 drops the handshake once it has been answered and uses a one-waiter inbox and a lazily-armed flag
-instead; the protocol logic itself is uvicorn's, unchanged.
+instead; the protocol logic itself is uvicorn's, unchanged. It also offers the app a synchronous
+`send_text_now` (an ASGI scope extension), so that a frame to a socket that keeps up costs no task.
 
 Served with `uvicorn.run(..., ws=LeanWebSocketProtocol)` (see `server.cli.run_server`); the test
 harness serves the same class, so every websocket test goes through it.
@@ -18,6 +19,7 @@ from collections import deque
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
 
 
 class _Inbox:
@@ -89,11 +91,44 @@ class _Flag:
         await waiter
 
 
+# The ASGI scope extension under which the protocol offers `send_text_now` to the app.
+SEND_TEXT_NOW = "nameplate.send_text_now"
+
+
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = _Inbox()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"][SEND_TEXT_NOW] = self.send_text_now
+
+    def send_text_now(self, text: str) -> bool:
+        """Write a text frame to the transport right away, if nothing stands in the way (the socket is
+        open and the transport is not asking us to wait); False means: use the ASGI `send` instead.
+
+        The ASGI `send` is a coroutine, so every frame sent through it costs a task (or a turn of the
+        event loop) for what is, on an open socket that keeps up, a synchronous write. A chat message
+        is two frames (the sender's ack, the receiver's copy), so this is most of the send path's cost.
+        """
+        if (
+            not self.handshake_complete
+            or self.close_sent
+            or self.disconnected
+            or self.initial_response is not None
+            or not self.writable.is_set()
+        ):
+            return False
+        try:
+            self.conn.send_text(text.encode())
+        except InvalidState:
+            return False
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        return True
 
     async def send(self, message: Any) -> None:
         answered = self.handshake_complete

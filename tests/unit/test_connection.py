@@ -1,0 +1,76 @@
+"""A socket's outbound queue: frames in order, the synchronous path while the transport keeps up, and a
+peer that stops reading is closed (4408) instead of holding frames without bound."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from server.protocol import encode
+from server.realtime.connection import CLOSE_TOO_SLOW, MAX_PENDING_FRAMES, Connection, State
+from server.realtime.lean_protocol import SEND_TEXT_NOW
+
+
+class FakeSocket:
+    """Stands in for Starlette's WebSocket: records what is sent; `accepting` says whether the
+    transport takes frames right away (the synchronous path) and `stalled` blocks the ASGI send."""
+
+    def __init__(self, accepting: bool = True) -> None:
+        self.accepting = accepting
+        self.written: list[str] = []
+        self.sent: list[str] = []
+        self.closed: tuple[int, str] | None = None
+        self.stalled = asyncio.Event()
+        self.stalled.set()
+        self.scope: dict[str, Any] = {"extensions": {SEND_TEXT_NOW: self._send_now}}
+
+    def _send_now(self, text: str) -> bool:
+        if not self.accepting:
+            return False
+        self.written.append(text)
+        return True
+
+    async def send_text(self, text: str) -> None:
+        await self.stalled.wait()
+        self.sent.append(text)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        self.closed = (code, reason)
+
+
+async def test_frames_go_out_at_once_while_the_transport_keeps_up() -> None:
+    socket = FakeSocket()
+    connection = Connection(socket)  # type: ignore[arg-type]
+    frames = [{"type": "message", "seq": seq} for seq in range(1, 4)]
+    for frame in frames:
+        connection.send(frame)
+    assert socket.written == [encode(f) for f in frames]
+    assert connection._drainer is None and connection._outbox is None
+
+
+async def test_order_is_kept_when_the_transport_pushes_back() -> None:
+    socket = FakeSocket()
+    connection = Connection(socket)  # type: ignore[arg-type]
+    connection.send({"type": "message", "seq": 1})
+    socket.accepting = False
+    connection.send({"type": "message", "seq": 2})
+    socket.accepting = True  # the transport has room again, but seq 2 is still queued ahead of seq 3
+    connection.send({"type": "message", "seq": 3})
+    assert connection._drainer is not None
+    await asyncio.wait_for(asyncio.shield(connection._drainer), 1)
+    assert socket.written + socket.sent == [encode({"type": "message", "seq": s}) for s in (1, 2, 3)]
+    assert connection._outbox is None
+
+
+async def test_a_peer_that_stops_reading_is_closed_as_too_slow() -> None:
+    socket = FakeSocket(accepting=False)
+    socket.stalled.clear()
+    connection = Connection(socket)  # type: ignore[arg-type]
+    for seq in range(MAX_PENDING_FRAMES + 5):
+        connection.send({"type": "message", "seq": seq})
+    assert connection.state is State.CLOSING
+    socket.stalled.set()
+    await connection.finish()
+    assert socket.closed == (CLOSE_TOO_SLOW, "too slow")
+    assert connection.state is State.CLOSED
+    assert len(socket.sent) <= MAX_PENDING_FRAMES
