@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -44,6 +45,7 @@ RETRY_BASE_SECONDS = 5.0
 # A claimed delivery that was not finished (the process died) becomes due again after this.
 LEASE_SECONDS = 60.0
 REPLAY_WINDOW_SECONDS = 300
+# 10 s: a hook added or removed through another process takes effect here within seconds.
 HOOKS_CACHE_SECONDS = 10.0
 BATCH = 50
 
@@ -110,17 +112,32 @@ class Webhooks:
         self._forget(site_id)
 
     async def hooks(self, site_id: str) -> list[Webhook]:
+        """The site's active hooks. Only the first lookup waits for the store: after that an expired list
+        still answers while a fresh one is fetched behind it. Every message asks, on the way to its ack;
+        if expiry made them wait, every site's cache would lapse together every few seconds and a burst
+        of lookups would stall the messages of all of them at once (and drain the connection pool)."""
         cached = self._hooks.get(site_id)
-        if cached and cached[0] > time.monotonic():
+        if cached is not None:
+            if cached[0] <= time.monotonic():
+                self._lookup(site_id)
             return cached[1]
+        return await asyncio.shield(self._lookup(site_id))
+
+    def _lookup(self, site_id: str) -> asyncio.Future[list[Webhook]]:
+        """The lookup in flight for this site, started if there is none: one at a time per site."""
         lookup = self._looking_up.get(site_id)
         if lookup is None:
             lookup = asyncio.ensure_future(self._look_up(site_id))
             self._looking_up[site_id] = lookup
-            lookup.add_done_callback(
-                lambda done: self._looking_up.pop(site_id) if self._looking_up.get(site_id) is done else None
-            )
-        return await asyncio.shield(lookup)
+            lookup.add_done_callback(functools.partial(self._lookup_done, site_id))
+        return lookup
+
+    def _lookup_done(self, site_id: str, done: asyncio.Future[list[Webhook]]) -> None:
+        if self._looking_up.get(site_id) is done:
+            self._looking_up.pop(site_id)
+        if not done.cancelled() and done.exception() is not None:
+            # A refresh nobody waits for: the old list keeps serving and the next call tries again.
+            log.warning("looking up the webhooks of site %s failed: %s", site_id, done.exception())
 
     def _forget(self, site_id: str) -> None:
         self._generation += 1

@@ -8,12 +8,15 @@ import re
 import time
 
 import httpx
+import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+import server.webhooks as server_webhooks
+from server.models import Webhook
 from server.webhooks import sign, verify_signature
 from tests.harness import RunningServer, connect_agent, connect_visitor, free_port, poll_until
 
@@ -124,3 +127,21 @@ async def test_non_admins_cannot_manage_integrations(server: RunningServer) -> N
         assert (await http.get("/admin/integrations")).status_code == 401
         await http.post("/login", json={"email": "jane@acme.example", "password": "nameplate-demo"})
         assert (await http.get("/admin/integrations")).status_code == 403
+
+
+async def test_an_expired_hook_list_answers_at_once_while_a_fresh_one_is_fetched(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    webhooks = server.nameplate.webhooks
+    site_id = (await server.nameplate.directory.site_by_key("site_demo")).id
+    monkeypatch.setattr(server_webhooks, "HOOKS_CACHE_SECONDS", 0.0)  # every list is expired as soon as fetched
+    assert await webhooks.hooks(site_id) == []  # the first lookup waits for the store
+    # Another process adds a hook: this one's cache does not know yet.
+    async with server.nameplate.sessions() as session:
+        session.add(Webhook(site_id=site_id, url="http://127.0.0.1:9/hook", events="*"))
+        await session.commit()
+    # The expired list answers without waiting for the store (which already has the hook) ...
+    assert await webhooks.hooks(site_id) == []
+    # ... and the lookup it started brings the new hook in.
+    hooks = await poll_until(lambda: webhooks.hooks(site_id))
+    assert [h.url for h in hooks] == ["http://127.0.0.1:9/hook"]
