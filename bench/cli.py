@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--connections", type=int, help="idle visitor sockets (default 5000; 18000 for the full run)")
     parser.add_argument("--hold", type=float, help="seconds to hold the idle sockets (default 30)")
     parser.add_argument("--per-site", type=int, help="idle visitors per site (default 100; see README)")
+    parser.add_argument("--per-process", action="store_true",
+                        help="--connections is per server process (pg-redis-2 then opens twice as many)")
     parser.add_argument("--per-client", type=int, help="sockets per client process (default 4500, max ~18000)")
     parser.add_argument("--pairs", type=int, help="visitor–agent pairs for the latency load (default 100)")
     parser.add_argument("--rate", type=float, help="total msg/s of the latency load (default 1000)")
@@ -102,7 +104,7 @@ def options_from(args: argparse.Namespace) -> Options:
         "steps": [float(s) for s in args.steps.split(",")] if args.steps else None,
     }
     options = replace(options, **{k: v for k, v in given.items() if v is not None}, all_steps=args.all_steps,
-                      profile=args.profile, wait_quiet=args.wait_quiet)
+                      per_process=args.per_process, profile=args.profile, wait_quiet=args.wait_quiet)
     if options.per_client > 18_000:
         raise SystemExit("--per-client: a client process may hold at most ~18,000 sockets (open-file limit 20,000)")
     if options.connections <= 0 or options.pairs <= 0 or options.rate <= 0:

@@ -54,6 +54,9 @@ class Options:
     check_every: int = 200
     setup_concurrency: int = 50
     all_steps: bool = False
+    # `connections` is per server process (a two-process configuration opens twice as many), so that every
+    # configuration can be measured at the per-process target.
+    per_process: bool = False
     # Pauses that let set-up fan-out and coalesced queue updates settle before a measurement starts.
     settle: float = 1.0
     # One deployment for every scenario of a configuration (--quick: saves a server start-up).
@@ -80,9 +83,14 @@ def _log(message: str) -> None:
 
 
 # -- idle capacity ---------------------------------------------------------------------------------------
-def idle_sites(options: Options) -> list[SiteSeed]:
+def idle_total(spec: ConfigSpec, options: Options) -> int:
+    """How many idle visitor sockets this configuration opens in all."""
+    return options.connections * (spec.processes if options.per_process else 1)
+
+
+def idle_sites(spec: ConfigSpec, options: Options) -> list[SiteSeed]:
     """Idle visitors' sites (no agents) and one more for the warm-up."""
-    count = math.ceil(options.connections / options.per_site)
+    count = math.ceil(idle_total(spec, options) / options.per_site)
     return [*(SiteSeed(f"bench-idle-{i}") for i in range(count)), SiteSeed("bench-warmup")]
 
 
@@ -91,8 +99,8 @@ def run_idle(spec: ConfigSpec, options: Options, deployment: Deployment) -> dict
     workers: Workers | None = None
     servers = deployment.servers
     try:
-        n = options.connections
-        sites = [site for site in idle_sites(options) if site.key != "bench-warmup"]
+        n = idle_total(spec, options)
+        sites = [site for site in idle_sites(spec, options) if site.key != "bench-warmup"]
         # Warm-up: the first sockets pay for lazy imports, compiled queries and caches, once per process.
         for server in servers:
             asyncio.run(_warm_up(server))
@@ -341,7 +349,8 @@ def run_config(spec: ConfigSpec, options: Options, scenarios: set[str]) -> dict[
     if options.share and len(groups) > 1:
         groups = [["idle", "pairs"]]
     for group in groups:
-        sites = (idle_sites(options) if "idle" in group else []) + (plan.sites if plan and "pairs" in group else [])
+        sites = ((idle_sites(spec, options) if "idle" in group else [])
+                 + (plan.sites if plan and "pairs" in group else []))
         try:
             with deployed(spec, "+".join(group), sites, options) as (deployment, seeded):
                 if "idle" in group:
