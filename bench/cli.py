@@ -55,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="before each measured load, wait up to this many seconds for the machine to be "
                              "< 25%% busy (it is shared); 0 = do not wait")
     parser.add_argument("--keep-from", type=Path,
-                        help="carry over from this earlier report the results of scenarios not run now (e.g. keep "
-                             "a long idle run while re-running latency,throughput); the report says so")
+                        help="carry over from this earlier report the results of scenarios and configurations not "
+                             "run now (e.g. keep a long idle run while re-running latency,throughput); the report "
+                             "says so")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"report file (default {DEFAULT_OUTPUT})")
     return parser
 
@@ -78,7 +79,9 @@ def _carry_over(data: dict[str, Any], previous: dict[str, Any], scenarios: set[s
         config = data["configs"].setdefault(name, {k: old[k] for k in ("description", "processes") if k in old})
         if name not in names and "skipped" in old:
             config.setdefault("skipped", old["skipped"])
-        for keep, keys in ((keep_idle, ("idle", "idle_error")), (keep_pairs, ("pairs", "pairs_error"))):
+        # A configuration not run now keeps all its earlier results.
+        idle, pairs = keep_idle or name not in names, keep_pairs or name not in names
+        for keep, keys in ((idle, ("idle", "idle_error")), (pairs, ("pairs", "pairs_error"))):
             for key in keys:
                 if keep and key in old and key not in config:
                     config[key] = old[key]

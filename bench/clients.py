@@ -150,7 +150,13 @@ async def _recv_until(ws: ClientConnection, wanted: Callable[[dict[str, Any]], b
 
 
 async def visitor_token(http: httpx.AsyncClient, site: str) -> str:
-    response = await http.post("/api/v1/visitors", json={"site": site})
+    try:
+        response = await http.post("/api/v1/visitors", json={"site": site})
+    except (httpx.ReadError, httpx.RemoteProtocolError):
+        # A pooled keep-alive connection that the server closed (idle for 5 s: the rest of this visitor's
+        # set-up can take longer under load) just as this request reused it. Browsers resend a request
+        # that failed that way by themselves; so does the bench, once, on a fresh connection.
+        response = await http.post("/api/v1/visitors", json={"site": site})
     if response.status_code != 201:
         raise SetupError(f"POST /api/v1/visitors: {response.status_code} {response.text[:200]}")
     return response.json()["token"]
