@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import logging
+import random
 import time
 from datetime import timedelta
 from typing import Any
@@ -152,7 +153,11 @@ class Webhooks:
             )
             hooks = list(result.scalars())
         if generation == self._generation:
-            self._hooks[site_id] = (time.monotonic() + HOOKS_CACHE_SECONDS, hooks)
+            # Each list lives a random 50–100 % of the period: sites whose lists were fetched together (a
+            # restart, a burst of new chats) would otherwise all refresh together, and their lookups would
+            # drain the connection pool the message log writes through.
+            lifetime = HOOKS_CACHE_SECONDS * random.uniform(0.5, 1.0)
+            self._hooks[site_id] = (time.monotonic() + lifetime, hooks)
         return hooks
 
     async def deliveries(self, site_id: str, limit: int = 100) -> list[tuple[WebhookDelivery, Webhook]]:
