@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         failed = failed or any(key in config for key in ("idle_error", "pairs_error"))
     if previous is not None:
         _carry_over(data, previous, scenarios, names)
+        data["configs"] = {name: data["configs"][name] for name in CONFIGS if name in data["configs"]}
     data["wall_seconds"] = time.time() - started
     data["load_average_end"] = load_average()
     text = render(data)

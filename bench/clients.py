@@ -190,7 +190,9 @@ class IdleWorker:
         gate = asyncio.Semaphore(concurrency)
         failures: Counter[str] = Counter()
         opened: Counter[str] = Counter()
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        # No keep-alive: every visitor is another browser with a connection of its own, and a pooled one can
+        # be closed by the server (idle 5 s) just as the next visitor's request reuses it.
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)
         clients = {t["base"]: httpx.AsyncClient(base_url=t["base"], timeout=60, limits=limits) for t in targets}
 
         async def one(base: str, site: str, number: int) -> None:
