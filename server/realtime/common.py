@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from starlette.datastructures import Headers
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from server.broker.base import Broker, Handler
@@ -53,12 +54,12 @@ async def receive_hello(websocket: WebSocket, parse: Callable[[str], HelloT]) ->
         return None
 
 
-def forget_handshake_headers(websocket: WebSocket) -> None:
-    """Drop the handshake's headers once read: the scope keeps them for the socket's whole life, about a
-    kilobyte for every idle visitor, and nothing reads them after the handshake."""
+def take_origin(websocket: WebSocket) -> str | None:
+    """The handshake's Origin; the headers are dropped after it is read. The scope keeps them for the
+    socket's whole life, about a kilobyte for every idle visitor, and nothing else reads them."""
+    origin = Headers(scope=websocket.scope).get("origin")  # not websocket.headers: that caches a view
     websocket.scope["headers"] = []
-    with contextlib.suppress(AttributeError):
-        del websocket._headers  # Starlette's cached view of them
+    return origin
 
 
 async def refuse(websocket: WebSocket, code: str, message: str) -> None:
@@ -100,10 +101,7 @@ class FrameLoop:
             self.bad_frames = 0
             self.rate_limited = 0
         except NameplateError as exc:
-            # Name the message the error is about, so the client can mark that one as failed.
-            client_id = getattr(frame, "client_id", None)
-            extra = {"client_id": client_id} if client_id else {}
-            self.connection.send(error_frame(exc.code, exc.message, **extra))
+            self._error(exc.code, exc.message, frame)
             if exc.code == "rate_limited":
                 self.rate_limited += 1
                 if self.rate_limited > MAX_RATE_LIMITED:
@@ -116,10 +114,14 @@ class FrameLoop:
                 return False
         except Exception:
             log.exception("handling a frame failed")
-            client_id = getattr(frame, "client_id", None)
-            extra = {"client_id": client_id} if client_id else {}
-            self.connection.send(error_frame("internal", "something went wrong on our side; try again", **extra))
+            self._error("internal", "something went wrong on our side; try again", frame)
         return True
+
+    def _error(self, code: str, message: str, frame: Any) -> None:
+        # Name the message the error is about, so the client can mark that one as failed.
+        client_id = getattr(frame, "client_id", None)
+        extra = {"client_id": client_id} if client_id else {}
+        self.connection.send(error_frame(code, message, **extra))
 
 
 class Subscriptions:

@@ -33,14 +33,13 @@ from server.protocol import (
     parse_visitor_hello,
 )
 from server.ratelimit import TokenBucket
-from server.realtime.common import FrameLoop, Subscriptions, forget_handshake_headers, receive_hello, refuse
+from server.realtime.common import FrameLoop, Subscriptions, receive_hello, refuse, take_origin
 from server.realtime.connection import Connection
 
 
 async def visitor_endpoint(websocket: WebSocket) -> None:
     nameplate: Nameplate = websocket.app.state.nameplate
-    origin = websocket.headers.get("origin")
-    forget_handshake_headers(websocket)
+    origin = take_origin(websocket)
     await websocket.accept()
     hello = await receive_hello(websocket, parse_visitor_hello)
     if hello is None:
