@@ -10,6 +10,7 @@ returns its original seq: retries never duplicate.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -56,6 +57,12 @@ class StoredMessage:
     created_at: datetime
     # True when this client_id had been stored before: the caller acks again but publishes nothing.
     duplicate: bool = False
+
+
+# What a writer answers for one batch: a result per message, in order, or why the whole batch failed.
+BatchOutcome = list[StoredMessage | Exception] | Exception
+# Called on the event loop, exactly once per submitted batch, with its outcome.
+BatchDone = Callable[[BatchOutcome], None]
 
 
 @dataclass

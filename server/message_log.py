@@ -14,9 +14,15 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.background import BackgroundTask
 from server.config import sqlite_path
-from server.message_batch import ConversationClosed, ConversationMissing, NewMessage, NotAssigned, StoredMessage
+from server.message_batch import (
+    BatchOutcome,
+    ConversationClosed,
+    ConversationMissing,
+    NewMessage,
+    NotAssigned,
+    StoredMessage,
+)
 from server.message_log_postgres import PostgresWriter
 from server.message_log_sqlite import SqliteWriter
 
@@ -31,67 +37,80 @@ _Pending = tuple[NewMessage, "asyncio.Future[StoredMessage]"]
 
 
 class MessageLog:
+    """One batch in flight at a time; whatever arrives meanwhile is the next batch, started the moment the
+    current one is answered. Driven by the writer's completion callback rather than a task of its own, so a
+    message costs no extra turns of the event loop: the first append starts its write at once, and the
+    callback that answers a batch also starts the next."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._writer = _writer_for(engine)
         self._pending: list[_Pending] = []
-        self._wake = asyncio.Event()
-        self._background = BackgroundTask(self._run, "message-log")
+        # Messages of a failed batch, to be written one by one before anything newer.
+        self._singles: list[_Pending] = []
+        self._in_flight: list[_Pending] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._open = False
+        self._stopped = False
 
     def start(self) -> None:
-        self._background.start()
+        self._open = not self._stopped
 
     async def stop(self) -> None:
-        await self._background.stop()
-        for _, future in self._pending:
-            if not future.done():
-                future.set_exception(RuntimeError("server shutting down"))
-        self._pending.clear()
-        await self._writer.close()
+        """Refuse new messages, let the batch in flight (and any already queued) finish, close the writer."""
+        self._open = False
+        await self._idle.wait()
+        if not self._stopped:
+            self._stopped = True
+            await self._writer.close()
 
     async def append(self, message: NewMessage) -> StoredMessage:
         """Store one message; returns once it is committed (or raises)."""
+        if not self._open:
+            raise RuntimeError("server shutting down")
         future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
         self._pending.append((message, future))
-        self._wake.set()
+        if self._in_flight is None:
+            self._start_next()
         return await future
 
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                results = await self._write_or_isolate([message for message, _ in batch])
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
-
-    async def _write_or_isolate(self, batch: list[NewMessage]) -> list[StoredMessage | Exception]:
-        """Write the batch in one transaction; if it fails, write each message alone, so one unstorable
-        message fails only its own sender, never the others who happened to share its commit."""
+    def _start_next(self) -> None:
+        if self._singles:
+            batch = [self._singles.pop(0)]
+        else:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        self._in_flight = batch
+        self._idle.clear()
         try:
-            return await self._write(batch)
-        except Exception as exc:
-            if len(batch) == 1:
-                log.exception("storing a message failed")
-                return [exc]
-            log.warning("a batch of %d messages failed (%s); storing them one by one", len(batch), exc)
-        results: list[StoredMessage | Exception] = []
-        for message in batch:
-            try:
-                results.extend(await self._write([message]))
-            except Exception as exc:
-                log.exception("storing a message failed")
-                results.append(exc)
-        return results
+            self._writer.submit([message for message, _ in batch], self._finished)
+        except Exception as exc:  # e.g. the writer's thread already shut down: answer, never hang
+            asyncio.get_running_loop().call_soon(self._finished, exc)
 
-    async def _write(self, batch: list[NewMessage]) -> list[StoredMessage | Exception]:
-        return await self._writer.write(batch)
+    def _finished(self, outcome: BatchOutcome) -> None:
+        """On the event loop, once per submitted batch: answer its senders, then start the next batch."""
+        batch, self._in_flight = self._in_flight or [], None
+        if isinstance(outcome, Exception):
+            if len(batch) > 1:
+                # One unstorable message must fail only its own sender, never the others who happened to
+                # share its commit: write each alone.
+                log.warning("a batch of %d messages failed (%s); storing them one by one", len(batch), outcome)
+                self._singles = batch + self._singles
+                batch, outcome = [], []
+            else:
+                log.error("storing a message failed", exc_info=outcome)
+                outcome = [outcome] * len(batch)
+        for (_, future), result in zip(batch, outcome, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        if self._singles or self._pending:
+            self._start_next()
+        else:
+            self._idle.set()
 
 
 def _writer_for(engine: AsyncEngine) -> SqliteWriter | PostgresWriter:

@@ -14,11 +14,12 @@ returns to) the engine's pool.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.message_batch import ConversationState, NewMessage, StoredMessage, plan_batch
+from server.message_batch import BatchDone, BatchOutcome, ConversationState, NewMessage, StoredMessage, plan_batch
 from server.models import Conversation, Message, utcnow
 
 _CONVERSATION = f'"{Conversation.__tablename__}"'
@@ -88,9 +89,24 @@ _COLUMNS = ("conversation_id", "seq", "author_kind", "agent_id", "body", "privat
 class PostgresWriter:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # The loop keeps only weak references to tasks; one batch is in flight at a time.
+        self._task: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
         """The connections belong to the engine's pool, which the server disposes of."""
+
+    def submit(self, batch: list[NewMessage], done: BatchDone) -> None:
+        """Write the batch in a task of its own; `done` is called with the outcome at the end of that task's
+        last step, so answering costs no extra turn of the event loop."""
+        self._task = asyncio.create_task(self._write_and_answer(batch, done), name="message-log-batch")
+
+    async def _write_and_answer(self, batch: list[NewMessage], done: BatchDone) -> None:
+        outcome: BatchOutcome
+        try:
+            outcome = await self.write(batch)
+        except Exception as exc:
+            outcome = exc
+        done(outcome)
 
     async def write(self, batch: list[NewMessage]) -> list[StoredMessage | Exception]:
         async with self._engine.connect() as connection:

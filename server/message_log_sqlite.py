@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from server.db import tune_sqlite
-from server.message_batch import ConversationState, NewMessage, StoredMessage, plan_batch
+from server.message_batch import BatchDone, BatchOutcome, ConversationState, NewMessage, StoredMessage, plan_batch
 from server.models import Conversation, Message, utcnow
 
 log = logging.getLogger("nameplate.message_log")
@@ -36,6 +36,7 @@ log = logging.getLogger("nameplate.message_log")
 LOCK_WAIT_SECONDS = 10.0
 LOCK_RETRY_SECONDS = 0.0005
 CHECKPOINT_EVERY_SECONDS = 1.0
+INLINE_MAX_BATCH = 8
 
 _dialect = sqlite_dialect.dialect()
 # dialect_impl: the type as SQLite sees it, so its processors include the string conversion SQLite needs.
@@ -115,8 +116,30 @@ class SqliteWriter:
         self._checkpoint: Future[None] | None = None
         self._last_checkpoint = time.monotonic()
 
-    async def write(self, batch: list[NewMessage]) -> list[StoredMessage | Exception]:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._write, batch)
+    def submit(self, batch: list[NewMessage], done: BatchDone) -> None:
+        """Write the batch in the writer thread; `done` is called on this event loop with the outcome.
+        One hop each way and no task: the thread hands the outcome straight to the loop's callback."""
+        if len(batch) <= INLINE_MAX_BATCH:
+            outcome = self._write_inline(batch)
+            if outcome is not None:
+                done(outcome)
+                return
+        self._thread.submit(self._write_and_answer, asyncio.get_running_loop(), batch, done)
+
+    def _write_inline(self, batch: list[NewMessage]) -> BatchOutcome | None:
+        connection = self._connection
+        if connection is None:
+            return None
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                return None
+            return exc
+        try:
+            return self._finish(connection, batch)
+        except Exception as exc:
+            return exc
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
@@ -148,9 +171,20 @@ class SqliteWriter:
                     raise
             time.sleep(LOCK_RETRY_SECONDS)
 
+    def _write_and_answer(self, loop: asyncio.AbstractEventLoop, batch: list[NewMessage], done: BatchDone) -> None:
+        outcome: BatchOutcome
+        try:
+            outcome = self._write(batch)
+        except Exception as exc:
+            outcome = exc
+        loop.call_soon_threadsafe(done, outcome)
+
     def _write(self, batch: list[NewMessage]) -> list[StoredMessage | Exception]:
         connection = self._connect()
         self._begin(connection)
+        return self._finish(connection, batch)
+
+    def _finish(self, connection: sqlite3.Connection, batch: list[NewMessage]) -> list[StoredMessage | Exception]:
         try:
             results = _write_batch(connection, batch)
             connection.execute("COMMIT")

@@ -214,17 +214,37 @@ async def test_two_processes_appending_to_the_same_conversations_stay_gap_free(s
         await second_engine.dispose()
 
 
-@pytest.mark.parametrize("store", ["sqlite", "postgresql"], indirect=True)
-async def test_one_unstorable_message_does_not_fail_the_others_in_its_batch(store: Store) -> None:
+async def test_one_unstorable_message_does_not_fail_the_others_in_its_batch(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
     first, second = await store.conversation(), await store.conversation()
-    # Queued together, so one transaction writes both.
-    _, bystander = await asyncio.gather(
-        store.log.append(NewMessage(first.id, VISITOR, "nul \x00 inside")),
+    # The opener's write starts at once; the next two queue behind it, so one transaction writes both. A
+    # lone surrogate cannot be encoded for either database, so that transaction fails as a whole.
+    opener, unstorable, bystander = await asyncio.gather(
+        store.log.append(NewMessage(second.id, VISITOR, "opener")),
+        store.log.append(NewMessage(first.id, VISITOR, "broken \ud800 text")),
         store.log.append(NewMessage(second.id, VISITOR, "an innocent bystander")),
         return_exceptions=True,
     )
-    assert isinstance(bystander, StoredMessage), bystander
-    assert [m.body for m in await store.rows(second.id)] == ["an innocent bystander"]
+    assert "a batch of 2 messages failed" in caplog.text
+    assert isinstance(unstorable, Exception), unstorable
+    assert isinstance(opener, StoredMessage) and isinstance(bystander, StoredMessage), (opener, bystander)
+    assert (opener.seq, bystander.seq) == (1, 2)
+    assert [m.body for m in await store.rows(second.id)] == ["opener", "an innocent bystander"]
+    assert await store.rows(first.id) == []
+    # The log goes on writing after the failure.
+    assert (await store.log.append(NewMessage(first.id, VISITOR, "fixed text"))).seq == 1
+
+
+async def test_stop_lets_the_batch_in_flight_finish_and_refuses_new_messages(store: Store) -> None:
+    conversation = await store.conversation()
+    writes = [asyncio.ensure_future(store.log.append(NewMessage(conversation.id, VISITOR, f"m{n}"))) for n in range(3)]
+    await asyncio.sleep(0)  # let the appends queue
+    await store.log.stop()
+    assert [w.result().seq for w in writes] == [1, 2, 3]
+    assert [m.body for m in await store.rows(conversation.id)] == ["m0", "m1", "m2"]
+    with pytest.raises(RuntimeError, match="shutting down"):
+        await store.log.append(NewMessage(conversation.id, VISITOR, "too late"))
 
 
 async def test_first_agent_reply_at_is_set_by_the_first_public_agent_message_only(store: Store) -> None:
