@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from server import message_log_postgres, migrate
+from server import message_log_postgres, message_log_sqlite, migrate
 from server.broker.memory import MemoryBroker
-from server.config import Settings
+from server.config import Settings, sqlite_path
 from server.context import Nameplate
 from server.db import make_engine
 from server.message_log import ConversationClosed, MessageLog, NewMessage, NotAssigned, StoredMessage
@@ -218,7 +218,8 @@ async def test_one_unstorable_message_does_not_fail_the_others_in_its_batch(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     first, second = await store.conversation(), await store.conversation()
-    # The opener's write starts at once; the next two queue behind it, so one transaction writes both. A
+    # The opener's write starts at once (in the writer thread: the first write of a store always goes
+    # there); the next two queue behind it, so one transaction writes both. A
     # lone surrogate cannot be encoded for either database, so that transaction fails as a whole.
     opener, unstorable, bystander = await asyncio.gather(
         store.log.append(NewMessage(second.id, VISITOR, "opener")),
@@ -245,6 +246,30 @@ async def test_stop_lets_the_batch_in_flight_finish_and_refuses_new_messages(sto
     assert [m.body for m in await store.rows(conversation.id)] == ["m0", "m1", "m2"]
     with pytest.raises(RuntimeError, match="shutting down"):
         await store.log.append(NewMessage(conversation.id, VISITOR, "too late"))
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+async def test_the_sqlite_wal_is_emptied_while_messages_keep_arriving(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a steady stream of commits a PASSIVE checkpoint never lets the WAL start over; without the
+    TRUNCATE step the file only ever grows."""
+    monkeypatch.setattr(message_log_sqlite, "CHECKPOINT_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr(message_log_sqlite, "WAL_RESET_FRAMES", 32)
+    conversation = await store.conversation()
+    wal = Path(str(sqlite_path(store.url)) + "-wal")
+    sizes = []
+    for n in range(3000):
+        await store.log.append(NewMessage(conversation.id, VISITOR, f"message {n}"))
+        sizes.append(_size(wal))
+        if n > 100 and sizes[-1] < max(sizes):
+            break
+    assert sizes[-1] < max(sizes), f"the WAL only grew: {sizes[0]} → {sizes[-1]} bytes over {len(sizes)} messages"
+    assert [m.seq for m in await store.rows(conversation.id)] == list(range(1, len(sizes) + 1))
 
 
 async def test_first_agent_reply_at_is_set_by_the_first_public_agent_message_only(store: Store) -> None:
