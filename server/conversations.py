@@ -238,16 +238,25 @@ class Conversations:
         return summary
 
     async def post(self, message: NewMessage, author: dict[str, Any], site_id: str | None = None) -> StoredMessage:
-        """Store, then publish. A duplicate client_id returns the stored message and publishes nothing.
-        With `site_id`, public messages also go to the site's webhooks."""
-        stored = await self._log.append(message)
-        if not stored.duplicate:
-            frame = message_frame(stored, author)
-            channel = channels.staff if stored.private else channels.conversation
-            await self._broker.publish(channel(stored.conversation_id), frame)
-            if site_id is not None and not stored.private:
-                await self._webhooks.emit(site_id, "message.created", {k: v for k, v in frame.items() if k != "type"})
+        """Store, then publish (see `publish`)."""
+        stored = await self.store(message)
+        await self.publish(stored, author, site_id)
         return stored
+
+    async def store(self, message: NewMessage) -> StoredMessage:
+        """Store only; returns once committed. A sender's socket publishes with its own frames corked."""
+        return await self._log.append(message)
+
+    async def publish(self, stored: StoredMessage, author: dict[str, Any], site_id: str | None = None) -> None:
+        """Send a stored message to whoever follows its conversation. A duplicate client_id (a retried
+        send) publishes nothing. With `site_id`, public messages also go to the site's webhooks."""
+        if stored.duplicate:
+            return
+        frame = message_frame(stored, author)
+        channel = channels.staff if stored.private else channels.conversation
+        await self._broker.publish(channel(stored.conversation_id), frame)
+        if site_id is not None and not stored.private:
+            await self._webhooks.emit(site_id, "message.created", {k: v for k, v in frame.items() if k != "type"})
 
     async def system_line(self, conversation_id: str, body: str, private: bool = False) -> StoredMessage:
         return await self.post(

@@ -216,13 +216,16 @@ class AgentSession:
         message = NewMessage(conversation_id, AuthorKind.agent.value, body, agent_id=self.agent.id,
                              client_id=client_id, private=private, assigned_to=self.agent.id)
         try:
-            # Every conversation assigned to an agent is in the agent's site.
-            stored = await self.np.conversations.post(message, author, None if private else self.agent.site_id)
+            stored = await self.np.conversations.store(message)
         except (NotAssigned, ConversationClosed):
             self._mine_cache.discard(conversation_id)
             raise Forbidden("this conversation is not assigned to you") from None
-        if client_id:
-            self.connection.send(ack_frame(client_id, stored.seq, conversation_id))
+        # The visitor's copy first; this console's own copy and its ack after it, in one write.
+        with self.connection.corked():
+            # Every conversation assigned to an agent is in the agent's site.
+            await self.np.conversations.publish(stored, author, None if private else self.agent.site_id)
+            if client_id:
+                self.connection.send(ack_frame(client_id, stored.seq, conversation_id))
 
     async def handle(self, frame: Any) -> None:
         if self.observing and not isinstance(frame, Watch | Ping):

@@ -6,6 +6,9 @@ there is something to send: an idle socket costs no task beyond the one reading 
 
 While a conversation's history is being replayed, its live `message` frames are held back and then
 released without the ones the replay already carried, so a resuming client gets every message once.
+
+While a sender's message is being published, its own socket is corked: its copy of the message and its
+ack go out after the other side's copy, together, in one write.
 """
 
 from __future__ import annotations
@@ -13,14 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from enum import Enum
 from typing import Any
 
 from starlette.websockets import WebSocket
 
 from server.protocol import encode
-from server.realtime.lean_protocol import SEND_TEXT_NOW
+from server.realtime.lean_protocol import SEND_TEXTS_NOW
 
 log = logging.getLogger("nameplate.realtime")
 
@@ -43,7 +47,7 @@ class State(Enum):
 
 
 class Connection:
-    __slots__ = ("websocket", "state", "_outbox", "_drainer", "_held", "_send_now", "__weakref__")
+    __slots__ = ("websocket", "state", "_outbox", "_drainer", "_held", "_corked", "_send_now", "__weakref__")
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
@@ -51,12 +55,15 @@ class Connection:
         # The server's synchronous write, when it offers one (see lean_protocol): used while nothing is
         # queued, so frames still go out in order, and a socket that stops reading still fills the
         # bounded outbox (the transport refuses once its buffer is full).
-        self._send_now: Callable[[str], bool] | None = (websocket.scope.get("extensions") or {}).get(SEND_TEXT_NOW)
+        self._send_now: Callable[[Sequence[str]], bool] | None = (
+            (websocket.scope.get("extensions") or {}).get(SEND_TEXTS_NOW)
+        )
         # Created when there is something to send, dropped when drained: an empty deque is ~600 bytes,
         # and most sockets are idle most of the time.
         self._outbox: deque[dict[str, Any] | tuple[int, str]] | None = None
         self._drainer: asyncio.Task[None] | None = None
         self._held: dict[str, list[dict[str, Any]]] | None = None
+        self._corked: list[dict[str, Any]] | None = None
 
     def send(self, frame: dict[str, Any], replayed: bool = False) -> None:
         """Queue a frame. `replayed` frames come from the store during a replay and are never held."""
@@ -67,9 +74,12 @@ class Connection:
             if held is not None:
                 held.append(frame)
                 return
+        if self._corked is not None:
+            self._corked.append(frame)
+            return
         outbox = self._outbox
         if outbox is None:
-            if self._send_now is not None and self._drainer is None and self._send_now(encode(frame)):
+            if self._write_now((frame,)):
                 return
             outbox = self._outbox = deque()
         elif len(outbox) >= MAX_PENDING_FRAMES:
@@ -78,6 +88,27 @@ class Connection:
             return
         outbox.append(frame)
         self._ensure_drainer()
+
+    def _write_now(self, frames: Sequence[dict[str, Any]]) -> bool:
+        """The synchronous write, when nothing is queued ahead of these frames and the transport takes them."""
+        return (self._outbox is None and self._drainer is None and self._send_now is not None
+                and self._send_now([encode(frame) for frame in frames]))
+
+    @contextmanager
+    def corked(self) -> Iterator[None]:
+        """Hold this socket's frames while the block runs, then send them in order, in one write when the
+        transport takes them at once. Nested blocks send when the outermost one ends."""
+        if self._corked is not None:
+            yield
+            return
+        self._corked = []
+        try:
+            yield
+        finally:
+            frames, self._corked = self._corked, None
+            if frames and self.state is State.OPEN and not self._write_now(frames):
+                for frame in frames:
+                    self.send(frame)
 
     def close(self, code: int, reason: str = "") -> None:
         """Close after the frames already queued (e.g. the error that explains why)."""

@@ -6,7 +6,7 @@ the parsed handshake request and response (header objects, ~3 KiB), an `asyncio.
 events (three deques, ~2.5 KiB) and an `asyncio.Event` for write flow control (~1.4 KiB). This subclass
 drops the handshake once it has been answered and uses a one-waiter inbox and a lazily-armed flag
 instead; the protocol logic itself is uvicorn's, unchanged. It also offers the app a synchronous
-`send_text_now` (an ASGI scope extension), so that a frame to a socket that keeps up costs no task.
+`send_texts_now` (an ASGI scope extension), so that frames to a socket that keeps up cost no task.
 
 Served with `uvicorn.run(..., ws=LeanWebSocketProtocol)` (see `server.cli.run_server`); the test
 harness serves the same class, so every websocket test goes through it.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -91,8 +92,8 @@ class _Flag:
         await waiter
 
 
-# The ASGI scope extension under which the protocol offers `send_text_now` to the app.
-SEND_TEXT_NOW = "nameplate.send_text_now"
+# The ASGI scope extension under which the protocol offers `send_texts_now` to the app.
+SEND_TEXTS_NOW = "nameplate.send_texts_now"
 
 
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -105,15 +106,16 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:
-            scope["extensions"][SEND_TEXT_NOW] = self.send_text_now
+            scope["extensions"][SEND_TEXTS_NOW] = self.send_texts_now
 
-    def send_text_now(self, text: str) -> bool:
-        """Write a text frame to the transport right away, if nothing stands in the way (the socket is
-        open and the transport is not asking us to wait); False means: use the ASGI `send` instead.
+    def send_texts_now(self, texts: Sequence[str]) -> bool:
+        """Write text frames to the transport right away, in one write, if nothing stands in the way (the
+        socket is open and the transport is not asking us to wait); False means: use the ASGI `send`.
 
         The ASGI `send` is a coroutine, so every frame sent through it costs a task (or a turn of the
-        event loop) for what is, on an open socket that keeps up, a synchronous write. A chat message
-        is two frames (the sender's ack, the receiver's copy), so this is most of the send path's cost.
+        event loop) for what is, on an open socket that keeps up, a synchronous write. And each write is
+        a system call that, on loopback or a busy host, costs more than building the frame: frames that
+        are ready together (a sender's ack and its own copy of the message) go out in one.
         """
         if (
             not self.handshake_complete
@@ -124,7 +126,8 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         ):
             return False
         try:
-            self.conn.send_text(text.encode())
+            for text in texts:
+                self.conn.send_text(text.encode())
         except InvalidState:
             return False
         self.transport.write(b"".join(self.conn.data_to_send()))

@@ -306,20 +306,21 @@ class VisitorSession:
                 self.connection.send(ack_frame(frame.client_id, already.seq, already.conversation_id))
                 return
             conversation, started = await self._new_conversation(frame.team_id), True
-        author = self.np.conversations.visitor_author(self.customer)
         try:
-            stored = await self.np.conversations.post(
-                NewMessage(conversation.id, AuthorKind.visitor.value, body, client_id=frame.client_id), author,
-                self.site.id,
+            stored = await self.np.conversations.store(
+                NewMessage(conversation.id, AuthorKind.visitor.value, body, client_id=frame.client_id)
             )
         except ConversationClosed:
             # Closed between our last look and the write: the message opens a new conversation.
             conversation, started = await self._new_conversation(frame.team_id), True
-            stored = await self.np.conversations.post(
-                NewMessage(conversation.id, AuthorKind.visitor.value, body, client_id=frame.client_id), author,
-                self.site.id,
+            stored = await self.np.conversations.store(
+                NewMessage(conversation.id, AuthorKind.visitor.value, body, client_id=frame.client_id)
             )
-        self.connection.send(ack_frame(frame.client_id, stored.seq, conversation.id))
+        # The agent's copy first; this socket's own copy and its ack after it, in one write.
+        with self.connection.corked():
+            author = self.np.conversations.visitor_author(self.customer)
+            await self.np.conversations.publish(stored, author, self.site.id)
+            self.connection.send(ack_frame(frame.client_id, stored.seq, conversation.id))
         if started:
             await self.np.router.enqueue(conversation)
 

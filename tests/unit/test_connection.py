@@ -8,7 +8,7 @@ from typing import Any
 
 from server.protocol import encode
 from server.realtime.connection import CLOSE_TOO_SLOW, MAX_PENDING_FRAMES, Connection, State
-from server.realtime.lean_protocol import SEND_TEXT_NOW
+from server.realtime.lean_protocol import SEND_TEXTS_NOW
 
 
 class FakeSocket:
@@ -18,16 +18,19 @@ class FakeSocket:
     def __init__(self, accepting: bool = True) -> None:
         self.accepting = accepting
         self.written: list[str] = []
+        # One entry per synchronous write: the frames it carried.
+        self.writes: list[list[str]] = []
         self.sent: list[str] = []
         self.closed: tuple[int, str] | None = None
         self.stalled = asyncio.Event()
         self.stalled.set()
-        self.scope: dict[str, Any] = {"extensions": {SEND_TEXT_NOW: self._send_now}}
+        self.scope: dict[str, Any] = {"extensions": {SEND_TEXTS_NOW: self._send_now}}
 
-    def _send_now(self, text: str) -> bool:
+    def _send_now(self, texts: list[str]) -> bool:
         if not self.accepting:
             return False
-        self.written.append(text)
+        self.written.extend(texts)
+        self.writes.append(list(texts))
         return True
 
     async def send_text(self, text: str) -> None:
@@ -74,3 +77,27 @@ async def test_a_peer_that_stops_reading_is_closed_as_too_slow() -> None:
     assert socket.closed == (CLOSE_TOO_SLOW, "too slow")
     assert connection.state is State.CLOSED
     assert len(socket.sent) <= MAX_PENDING_FRAMES
+
+
+async def test_a_corked_socket_sends_its_frames_after_the_block_in_one_write() -> None:
+    socket = FakeSocket()
+    connection = Connection(socket)  # type: ignore[arg-type]
+    with connection.corked():
+        connection.send({"type": "message", "seq": 1})
+        with connection.corked():  # nested: only the outermost block sends
+            connection.send({"type": "ack", "seq": 1})
+        assert socket.written == []
+    assert socket.writes == [[encode({"type": "message", "seq": 1}), encode({"type": "ack", "seq": 1})]]
+    connection.send({"type": "message", "seq": 2})
+    assert socket.writes[-1] == [encode({"type": "message", "seq": 2})]
+
+
+async def test_corked_frames_queue_in_order_when_the_transport_pushes_back() -> None:
+    socket = FakeSocket(accepting=False)
+    connection = Connection(socket)  # type: ignore[arg-type]
+    with connection.corked():
+        connection.send({"type": "message", "seq": 1})
+        connection.send({"type": "ack", "seq": 1})
+    assert connection._drainer is not None
+    await asyncio.wait_for(asyncio.shield(connection._drainer), 1)
+    assert socket.sent == [encode({"type": "message", "seq": 1}), encode({"type": "ack", "seq": 1})]
