@@ -53,6 +53,8 @@ class MessageLog:
         self._idle.set()
         self._open = False
         self._stopped = False
+        self._submitting = False  # inside the writer's `submit`
+        self._again = False  # a batch answered within `submit`, and more are waiting
 
     def start(self) -> None:
         self._open = not self._stopped
@@ -76,16 +78,25 @@ class MessageLog:
         return await future
 
     def _start_next(self) -> None:
-        if self._singles:
-            batch = [self._singles.pop(0)]
-        else:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-        self._in_flight = batch
-        self._idle.clear()
-        try:
-            self._writer.submit([message for message, _ in batch], self._finished)
-        except Exception as exc:  # e.g. the writer's thread already shut down: answer, never hang
-            asyncio.get_running_loop().call_soon(self._finished, exc)
+        # A writer may answer within `submit` (SQLite writes small batches on the loop): `_finished` then
+        # asks for the next batch through `_again` and it is started here, in a loop, not by recursion
+        # (a failed batch of hundreds, retried one by one, would otherwise nest hundreds of calls deep).
+        while True:
+            if self._singles:
+                batch = [self._singles.pop(0)]
+            else:
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            self._in_flight = batch
+            self._idle.clear()
+            self._submitting, self._again = True, False
+            try:
+                self._writer.submit([message for message, _ in batch], self._finished)
+            except Exception as exc:  # e.g. the writer's thread already shut down: answer, never hang
+                asyncio.get_running_loop().call_soon(self._finished, exc)
+            finally:
+                self._submitting = False
+            if not self._again:
+                return
 
     def _finished(self, outcome: BatchOutcome) -> None:
         """On the event loop, once per submitted batch: answer its senders, then start the next batch."""
@@ -107,10 +118,12 @@ class MessageLog:
                 future.set_exception(result)
             else:
                 future.set_result(result)
-        if self._singles or self._pending:
-            self._start_next()
-        else:
+        if not (self._singles or self._pending):
             self._idle.set()
+        elif self._submitting:
+            self._again = True
+        else:
+            self._start_next()
 
 
 def _writer_for(engine: AsyncEngine) -> SqliteWriter | PostgresWriter:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -235,6 +237,34 @@ async def test_one_unstorable_message_does_not_fail_the_others_in_its_batch(
     assert await store.rows(first.id) == []
     # The log goes on writing after the failure.
     assert (await store.log.append(NewMessage(first.id, VISITOR, "fixed text"))).seq == 1
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+async def test_a_large_failed_batch_is_retried_one_by_one_without_nesting(store: Store) -> None:
+    """SQLite answers small batches within `submit`; the one-by-one retries of a failed batch of 500 must
+    run in a loop, not nest 500 calls deep."""
+    conversation = await store.conversation()
+    await store.log.append(NewMessage(conversation.id, VISITOR, "warm"))  # the writer's connection is open
+    # Another connection holds the write lock, so the opener goes to the writer thread and waits there
+    # while the broken messages queue up behind it as one batch.
+    blocker = sqlite3.connect(sqlite_path(store.url), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    sends = asyncio.gather(
+        store.log.append(NewMessage(conversation.id, VISITOR, "opener")),
+        *(store.log.append(NewMessage(conversation.id, VISITOR, f"broken {n} \ud800")) for n in range(600)),
+        return_exceptions=True,
+    )
+    deadline = time.monotonic() + 5
+    while len(store.log._pending) < 600 and time.monotonic() < deadline:  # noqa: ASYNC110 - no event to wait on
+        await asyncio.sleep(0.001)
+    blocker.execute("COMMIT")
+    blocker.close()
+    opener, *broken = await sends
+    assert isinstance(opener, StoredMessage) and opener.seq == 2, opener
+    assert all(isinstance(b, Exception) and not isinstance(b, RecursionError) for b in broken), {
+        type(b).__name__ for b in broken
+    }
+    assert (await store.log.append(NewMessage(conversation.id, VISITOR, "after"))).seq == 3
 
 
 async def test_stop_lets_the_batch_in_flight_finish_and_refuses_new_messages(store: Store) -> None:
