@@ -283,23 +283,21 @@ def _size(path: Path) -> int:
 
 
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)
-async def test_the_sqlite_wal_is_emptied_while_messages_keep_arriving(
+async def test_the_sqlite_wal_stops_growing_while_messages_keep_arriving(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Under a steady stream of commits a PASSIVE checkpoint never lets the WAL start over; without the
-    TRUNCATE step the file only ever grows."""
+    RESTART step the file grows by every commit (53 MB over these 3,000 messages)."""
     monkeypatch.setattr(message_log_sqlite, "CHECKPOINT_EVERY_SECONDS", 0.0)
     monkeypatch.setattr(message_log_sqlite, "WAL_RESET_FRAMES", 32)
     conversation = await store.conversation()
     wal = Path(str(sqlite_path(store.url)) + "-wal")
-    sizes = []
     for n in range(3000):
         await store.log.append(NewMessage(conversation.id, VISITOR, f"message {n}"))
-        sizes.append(_size(wal))
-        if n > 100 and sizes[-1] < max(sizes):
-            break
-    assert sizes[-1] < max(sizes), f"the WAL only grew: {sizes[0]} → {sizes[-1]} bytes over {len(sizes)} messages"
-    assert [m.seq for m in await store.rows(conversation.id)] == list(range(1, len(sizes) + 1))
+    assert store.log._writer.wal_restarts > 0
+    # RESTART leaves the file at its high-water mark; without it, 3,000 commits made it 53 MB.
+    assert _size(wal) < 26 * 1024 * 1024, f"the WAL grew to {_size(wal)} bytes"
+    assert [m.seq for m in await store.rows(conversation.id)] == list(range(1, 3001))
 
 
 async def test_first_agent_reply_at_is_set_by_the_first_public_agent_message_only(store: Store) -> None:
