@@ -1,4 +1,4 @@
-"""One long-running task per service (the group-commit writer, the presence heartbeat, webhook delivery):
+"""One long-running task per service (the presence heartbeat, webhook delivery):
 started once, cancelled and awaited on shutdown."""
 
 from __future__ import annotations
