@@ -4,7 +4,8 @@ Every message is stored before its sender is acknowledged. Messages that arrive 
 flight are written together in the next transaction, so one commit serves many messages (the disk, not
 Python, is the limit). The batch's rules live in `server.message_batch`; each engine has a writer that
 runs them with as few round trips and as little Python on the event loop as it can: SQLite in a thread
-of its own (`message_log_sqlite`), PostgreSQL on the asyncpg connection (`message_log_postgres`).
+of its own, or on the loop for a small batch whose lock is free (`message_log_sqlite`), PostgreSQL on the
+asyncpg connection (`message_log_postgres`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ class MessageLog:
     callback that answers a batch also starts the next."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
         self._writer = _writer_for(engine)
         self._pending: list[_Pending] = []
         # Messages of a failed batch, to be written one by one before anything newer.

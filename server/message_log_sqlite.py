@@ -159,7 +159,7 @@ class SqliteWriter:
         self._thread.shutdown(wait=True)
         self._checkpoints.shutdown(wait=True)
 
-    # -- in the writer thread ----------------------------------------------------------------------------
+    # -- in the writer thread (and _finish on the loop, for a batch written there) ------------------------
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
             # isolation_level=None: transactions are begun by hand, as IMMEDIATE. A deferred one that reads

@@ -647,8 +647,10 @@ class RedisBroker(Broker):
         if message is None or message["type"] != "subscribe":
             return
         channel = self._channel_of(str(message["channel"]))
-        pending = self._confirmations.get(channel) if channel is not None else None
-        if pending and channel is not None:
+        if channel is None:
+            return
+        pending = self._confirmations.get(channel)
+        if pending:
             future = pending.popleft()
             if not future.done():
                 future.set_result(True)
