@@ -44,7 +44,7 @@ INLINE_MAX_BATCH = 8
 # Past this many frames (4 KiB pages) in the WAL, the checkpoint thread empties it (see _run_checkpoint).
 WAL_RESET_FRAMES = 4096
 WAL_KEEP_BYTES = 64 * 1024 * 1024
-TRUNCATE_WAIT_MS = 20
+RESTART_WAIT_MS = 20
 
 _dialect = sqlite_dialect.dialect()
 # dialect_impl: the type as SQLite sees it, so its processors include the string conversion SQLite needs.
@@ -230,7 +230,7 @@ class SqliteWriter:
                     self._path, timeout=10, isolation_level=None, check_same_thread=False
                 )
                 tune_sqlite(self._checkpoint_connection, None)
-                self._checkpoint_connection.execute(f"PRAGMA busy_timeout={TRUNCATE_WAIT_MS}")
+                self._checkpoint_connection.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
             connection = self._checkpoint_connection
             # PASSIVE: copy what no reader still needs, never wait for (or block) readers and the writer.
             _, wal_frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
