@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from sqlalchemy import select
@@ -12,9 +11,11 @@ from server.auth import hash_password
 from server.db import Sessions
 from server.errors import NameplateError, NotFound
 from server.models import Agent, AgentTeam, Role, Site, Team
+from server.refreshing_cache import RefreshingCache
 
-# Agent cards go on every message frame; a short cache spares a query per message. 30 s: a profile edit
-# shows up quickly, and the editing process drops its own entry at once.
+# Agent cards go on every message frame and a site is looked up by key at every hello; a short cache
+# spares a query each time. 30 s: an edit made through another process shows up quickly, and the editing
+# process drops its own entry at once.
 CARD_TTL_SECONDS = 30.0
 
 
@@ -44,8 +45,10 @@ class Directory:
     def __init__(self, sessions: Sessions, default_capacity: int) -> None:
         self._sessions = sessions
         self._default_capacity = default_capacity
-        self._cards: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._sites: dict[str, tuple[float, Site]] = {}
+        self._cards = RefreshingCache("agent card", lambda: CARD_TTL_SECONDS, self._load_card)
+        # A key not found is not kept: the site may be created in a moment.
+        self._sites = RefreshingCache("site with key", lambda: CARD_TTL_SECONDS, self._load_site,
+                                      keep=lambda site: site is not None)
 
     # -- sites ---------------------------------------------------------------------------------------
     async def create_site(self, name: str, allowed_origins: str = "", public_key: str | None = None) -> Site:
@@ -58,14 +61,15 @@ class Directory:
         return site
 
     async def site_by_key(self, public_key: str) -> Site | None:
-        cached = self._sites.get(public_key)
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
+        return await self._sites.get(public_key)
+
+    async def _load_site(self, public_key: str) -> Site | None:
         async with self._sessions() as session:
-            site = (await session.execute(select(Site).where(Site.public_key == public_key))).scalar_one_or_none()
-        if site is not None:
-            self._sites[public_key] = (time.monotonic() + CARD_TTL_SECONDS, site)
-        return site
+            return (await session.execute(select(Site).where(Site.public_key == public_key))).scalar_one_or_none()
+
+    def forget_site(self, public_key: str) -> None:
+        """The site's settings changed: the next hello reads them from the store."""
+        self._sites.forget(public_key)
 
     async def site(self, site_id: str) -> Site:
         async with self._sessions() as session:
@@ -143,18 +147,16 @@ class Directory:
             return list(result.scalars())
 
     async def card(self, agent_id: str) -> dict[str, Any]:
-        cached = self._cards.get(agent_id)
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
+        return await self._cards.get(agent_id)
+
+    async def _load_card(self, agent_id: str) -> dict[str, Any]:
         agent = await self.agent(agent_id)
         if agent is None:
             raise NotFound("no such agent")
-        card = agent_card(agent)
-        self._cards[agent_id] = (time.monotonic() + CARD_TTL_SECONDS, card)
-        return card
+        return agent_card(agent)
 
     def forget_card(self, agent_id: str) -> None:
-        self._cards.pop(agent_id, None)
+        self._cards.forget(agent_id)
 
     # -- teams ---------------------------------------------------------------------------------------
     async def create_team(self, site_id: str, name: str) -> Team:

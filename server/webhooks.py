@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import hmac
 import json
 import logging
-import random
 import time
 from datetime import timedelta
 from typing import Any
@@ -28,6 +26,7 @@ from server.background import BackgroundTask
 from server.db import Sessions
 from server.errors import NameplateError
 from server.models import Webhook, WebhookDelivery, iso, new_id, utcnow
+from server.refreshing_cache import RefreshingCache
 
 log = logging.getLogger("nameplate.webhooks")
 
@@ -77,12 +76,7 @@ class Webhooks:
     def __init__(self, sessions: Sessions, retry_base_seconds: float = RETRY_BASE_SECONDS) -> None:
         self._sessions = sessions
         self.retry_base_seconds = retry_base_seconds
-        self._hooks: dict[str, tuple[float, list[Webhook]]] = {}
-        # One lookup per site at a time: when the cache expires under load, hundreds of messages would
-        # otherwise each send the same query in the same instant.
-        self._looking_up: dict[str, asyncio.Task[list[Webhook]]] = {}
-        # Bumped by every change: a lookup that started before it must not cache what it read.
-        self._generation = 0
+        self._hooks = RefreshingCache("webhooks of site", lambda: HOOKS_CACHE_SECONDS, self._look_up)
         self._wake = asyncio.Event()
         self._background = BackgroundTask(self._run, "webhooks")
         self._client: httpx.AsyncClient | None = None
@@ -100,7 +94,7 @@ class Webhooks:
         async with self._sessions() as session:
             session.add(hook)
             await session.commit()
-        self._forget(site_id)
+        self._hooks.forget(site_id)
         return hook
 
     async def delete(self, site_id: str, webhook_id: str) -> None:
@@ -110,55 +104,18 @@ class Webhooks:
                 raise NameplateError("not_found", "no such webhook", 404)
             hook.active = False
             await session.commit()
-        self._forget(site_id)
+        self._hooks.forget(site_id)
 
     async def hooks(self, site_id: str) -> list[Webhook]:
-        """The site's active hooks. Only the first lookup waits for the store: after that an expired list
-        still answers while a fresh one is fetched behind it. Every message asks, on the way to its ack;
-        if expiry made them wait, every site's cache would lapse together every few seconds and a burst
-        of lookups would stall the messages of all of them at once (and drain the connection pool)."""
-        cached = self._hooks.get(site_id)
-        if cached is not None:
-            if cached[0] <= time.monotonic():
-                self._lookup(site_id)
-            return cached[1]
-        return await asyncio.shield(self._lookup(site_id))
-
-    def _lookup(self, site_id: str) -> asyncio.Future[list[Webhook]]:
-        """The lookup in flight for this site, started if there is none: one at a time per site."""
-        lookup = self._looking_up.get(site_id)
-        if lookup is None:
-            lookup = asyncio.ensure_future(self._look_up(site_id))
-            self._looking_up[site_id] = lookup
-            lookup.add_done_callback(functools.partial(self._lookup_done, site_id))
-        return lookup
-
-    def _lookup_done(self, site_id: str, done: asyncio.Future[list[Webhook]]) -> None:
-        if self._looking_up.get(site_id) is done:
-            self._looking_up.pop(site_id)
-        if not done.cancelled() and done.exception() is not None:
-            # A refresh nobody waits for: the old list keeps serving and the next call tries again.
-            log.warning("looking up the webhooks of site %s failed: %s", site_id, done.exception())
-
-    def _forget(self, site_id: str) -> None:
-        self._generation += 1
-        self._hooks.pop(site_id, None)
-        self._looking_up.pop(site_id, None)
+        """The site's active hooks. Every message asks, on the way to its ack: see RefreshingCache."""
+        return await self._hooks.get(site_id)
 
     async def _look_up(self, site_id: str) -> list[Webhook]:
-        generation = self._generation
         async with self._sessions() as session:
             result = await session.execute(
                 select(Webhook).where(Webhook.site_id == site_id, Webhook.active.is_(True)).order_by(Webhook.created_at)
             )
-            hooks = list(result.scalars())
-        if generation == self._generation:
-            # Each list lives a random 50–100 % of the period: sites whose lists were fetched together (a
-            # restart, a burst of new chats) would otherwise all refresh together, and their lookups would
-            # drain the connection pool the message log writes through.
-            lifetime = HOOKS_CACHE_SECONDS * random.uniform(0.5, 1.0)
-            self._hooks[site_id] = (time.monotonic() + lifetime, hooks)
-        return hooks
+            return list(result.scalars())
 
     async def deliveries(self, site_id: str, limit: int = 100) -> list[tuple[WebhookDelivery, Webhook]]:
         async with self._sessions() as session:

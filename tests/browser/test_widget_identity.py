@@ -242,7 +242,7 @@ async def test_a_site_that_requires_verification_warns_once_and_chats_anonymousl
     async with shop.running.nameplate.sessions() as session:
         await session.execute(update(Site).where(Site.public_key == "site_demo").values(require_verification=True))
         await session.commit()
-    shop.running.nameplate.directory._sites.clear()  # the site is cached for a while; tests cannot wait
+    shop.running.nameplate.directory.forget_site("site_demo")  # the site is cached for a while; tests cannot wait
     unsigned = {"user_id": "cust-3003", "name": "Ada Lovelace"}
     async with visit(browser, identify=unsigned) as seen:
         composer = await seen.open(f"{shop.url}/demo")

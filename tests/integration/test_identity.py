@@ -83,7 +83,7 @@ async def test_required_verification_refuses_unverified_identify(server: Running
     async with server.nameplate.sessions() as session:
         session.add(site)
         await session.commit()
-    server.nameplate.directory._sites.clear()
+    server.nameplate.directory.forget_site("site_demo")
     visitor, _ = await connect_visitor(server, identify={"user_id": "user-4", "name": "Impostor"})
     assert (await visitor.expect("error"))["code"] == "verification_required"
     assert visitor.of_type("welcome")[0]["customer"]["id"] != customer_id
