@@ -122,7 +122,13 @@ class Directory:
 
     async def agent(self, agent_id: str) -> Agent | None:
         async with self._sessions() as session:
-            return await session.get(Agent, agent_id)
+            agent = await session.get(Agent, agent_id)
+        if agent is not None:
+            # A fresh read (every console socket starts with one): the card on each of their messages
+            # need not be fetched again. Otherwise the first messages of agents who connected together
+            # would each wait for a card query, all at once.
+            self._cards.put(agent_id, agent_card(agent))
+        return agent
 
     async def agent_by_email(self, site_id: str | None, email: str) -> Agent | None:
         query = select(Agent).where(Agent.email == email.strip().lower())

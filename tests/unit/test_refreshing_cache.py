@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from server.refreshing_cache import RefreshingCache
+from server.refreshing_cache import REFRESHES_AT_ONCE, RefreshingCache
 
 
 class Store:
@@ -121,6 +121,28 @@ async def test_entries_cached_together_expire_spread_over_half_their_lifetime() 
     assert refreshed_by[2] == len(keys)
 
 
+async def test_refreshes_take_turns_while_a_first_lookup_does_not_wait_behind_them() -> None:
+    store, clock = Store(), Clock()
+    cache = make(store, clock)
+    keys = [f"k{i}" for i in range(10)]
+    for key in keys:
+        await cache.get(key)
+    clock.now += 10.01
+    store.gate = asyncio.Event()
+    for key in keys:
+        await cache.get(key)  # ten refreshes asked for
+    await asyncio.sleep(0)
+    assert len(store.calls) == len(keys) + REFRESHES_AT_ONCE
+    first = asyncio.create_task(cache.get("new"))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert store.calls[-1] == "new"  # went straight to the store
+    store.gate.set()
+    assert await first == ""
+    await store.finished_count(2 * len(keys) + 1)
+    assert sorted(store.calls[len(keys):]) == sorted([*keys, "new"])
+
+
 async def test_forgetting_a_key_drops_it_and_a_fetch_already_running_does_not_cache_its_old_read() -> None:
     store, clock = Store(), Clock()
     cache = make(store, clock)
@@ -178,3 +200,13 @@ async def test_a_failed_first_lookup_reaches_its_caller_and_is_not_cached() -> N
     store.fail = False
     store.values["a"] = "one"
     assert await cache.get("a") == "one"
+
+
+async def test_a_value_put_from_another_read_is_served_without_a_fetch() -> None:
+    store, clock = Store(), Clock()
+    cache = make(store, clock, keep=lambda value: value != "")
+    cache.put("a", "read elsewhere")
+    cache.put("b", "")  # not kept
+    assert await cache.get("a") == "read elsewhere"
+    assert await cache.get("b") == ""
+    assert store.calls == ["b"]
