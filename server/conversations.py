@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 
 from server import channels
 from server.broker.base import Broker
@@ -264,18 +264,26 @@ class Conversations:
             {"kind": AuthorKind.system.value},
         )
 
-    async def mark_read(self, conversation: Conversation, by: str, seq: int) -> None:
+    async def mark_read(self, conversation_id: str, by: str, seq: int) -> None:
+        """`by` ("visitor" or "agent") has read up to `seq`. Capped at the conversation's last message as
+        stored now — a session's copy of the conversation is as old as the session — and published only
+        when it moves the mark forward."""
         column = Conversation.visitor_read_seq if by == "visitor" else Conversation.agent_read_seq
-        seq = min(seq, conversation.last_seq) if conversation.last_seq else seq
+        upto = case((Conversation.last_seq < seq, Conversation.last_seq), else_=seq)
         async with self._sessions() as session:
-            await session.execute(
-                update(Conversation).where(Conversation.id == conversation.id, column < seq).values({column: seq})
+            result = await session.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation_id, column < upto)
+                .values({column: upto})
+                .returning(column)
             )
+            moved = result.scalar_one_or_none()
             await session.commit()
-        await self._broker.publish(
-            channels.conversation(conversation.id),
-            {"type": "read", "conversation_id": conversation.id, "by": by, "seq": seq},
-        )
+        if moved is not None:
+            await self._broker.publish(
+                channels.conversation(conversation_id),
+                {"type": "read", "conversation_id": conversation_id, "by": by, "seq": moved},
+            )
 
     async def typing(self, conversation_id: str, by: str, on: bool, name: str | None = None) -> None:
         await self._broker.publish(

@@ -244,7 +244,7 @@ class AgentSession:
                 await self.np.conversations.typing(conversation.id, "agent", frame.on, self.agent.given_name)
         elif isinstance(frame, AgentRead):
             conversation = await self._mine(frame.conversation_id)
-            await self.np.conversations.mark_read(conversation, "agent", frame.seq)
+            await self.np.conversations.mark_read(conversation.id, "agent", frame.seq)
         elif isinstance(frame, Status):
             await self.np.presence.set_status(self.agent, frame.status)
         elif isinstance(frame, Close):

@@ -249,7 +249,7 @@ class VisitorSession:
                 )
         elif isinstance(frame, Read):
             if self.conversation is not None:
-                await self.np.conversations.mark_read(self.conversation, "visitor", frame.seq)
+                await self.np.conversations.mark_read(self.conversation.id, "visitor", frame.seq)
         elif isinstance(frame, Page):
             await self._page(frame)
         elif isinstance(frame, Rate):

@@ -226,3 +226,35 @@ async def test_an_observing_supervisor_watches_without_taking_chats(server: Runn
     assert (await supervisor.expect("message"))["body"] == "Anyone?"
     await supervisor.send(type="message", conversation_id=queued["conversation_id"], client_id="s", body="hi")
     assert (await supervisor.expect("error"))["code"] == "forbidden"
+
+
+async def test_read_receipts_reach_the_other_side_with_the_seq_read(server: RunningServer) -> None:
+    """Both ways, including a visitor who came back to a conversation that has grown since."""
+    agent = await connect_agent(server, "jane@acme.example")
+    visitor, token = await connect_visitor(server)
+    await visitor.send(type="message", client_id="v1", body="Hi")
+    conversation_id = (await agent.expect("assigned"))["conversation"]["id"]
+    await visitor.expect("agent_joined")
+    await visitor.close()
+    again, _ = await connect_visitor(server, token, conversation_id=conversation_id)
+    for n in range(3):
+        await agent.send(type="message", conversation_id=conversation_id, client_id=f"a{n}", body=f"reply {n}")
+    last = await again.expect("message", lambda f: f["body"] == "reply 2")
+    await again.send(type="read", seq=last["seq"])
+    assert (await agent.expect("read", lambda f: f["by"] == "visitor"))["seq"] == last["seq"]
+    await agent.send(type="read", conversation_id=conversation_id, seq=last["seq"])
+    assert (await again.expect("read", lambda f: f["by"] == "agent"))["seq"] == last["seq"]
+    stored = await server.nameplate.conversations.get(conversation_id)
+    assert (stored.visitor_read_seq, stored.agent_read_seq) == (last["seq"], last["seq"])
+    # A seq past the end means "everything": stored as the last message, and not news to the agent.
+    await agent.send(type="message", conversation_id=conversation_id, client_id="a3", body="one more")
+    newest = await again.expect("message", lambda f: f["body"] == "one more")
+    await again.send(type="read", seq=newest["seq"] + 50)
+    await again.send(type="read", seq=newest["seq"])
+    await again.send(type="ping")
+    await again.expect("pong")  # both reads handled (and published) before the pong
+    await agent.expect("read", lambda f: f["by"] == "visitor" and f["seq"] == newest["seq"])
+    await agent.send(type="ping")
+    await agent.expect("pong")  # anything published to the console before it has arrived
+    assert [f["seq"] for f in agent.of_type("read") if f["by"] == "visitor"] == [last["seq"], newest["seq"]]
+    assert (await server.nameplate.conversations.get(conversation_id)).visitor_read_seq == newest["seq"]
