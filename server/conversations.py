@@ -26,6 +26,7 @@ from server.models import (
     iso,
     utcnow,
 )
+from server.record_views import ConversationView, CustomerView
 from server.webhooks import Webhooks
 
 
@@ -205,7 +206,7 @@ class Conversations:
         return {"kind": kind}
 
     @staticmethod
-    def visitor_author(customer: Customer | None) -> dict[str, Any]:
+    def visitor_author(customer: Customer | CustomerView | None) -> dict[str, Any]:
         return {"kind": VISITOR_AUTHOR_KIND, "name": display_name(customer) if customer else "Visitor"}
 
     # -- writing -------------------------------------------------------------------------------------
@@ -360,7 +361,7 @@ class Conversations:
             )
             await session.commit()
 
-    async def rate(self, conversation: Conversation, score: int, comment: str) -> None:
+    async def rate(self, conversation: Conversation | ConversationView, score: int, comment: str) -> None:
         if conversation.status != ConversationStatus.closed.value:
             raise Forbidden("a conversation can be rated once it is closed")
         async with self._sessions() as session:

@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from server.auth import VisitorTokens
 from server.db import Sessions
 from server.models import Customer, PageView, Site, iso, utcnow
+from server.record_views import CustomerView
 
 # Pages shown to the agent for "this visit": enough to see the path, not a full clickstream.
 RECENT_PAGES = 20
@@ -31,7 +32,7 @@ def customer_card(customer: Customer) -> dict[str, Any]:
     }
 
 
-def display_name(customer: Customer) -> str:
+def display_name(customer: Customer | CustomerView) -> str:
     return customer.name or "Visitor"
 
 

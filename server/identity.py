@@ -22,6 +22,7 @@ from server.auth import VisitorTokens, identity_verified
 from server.db import Sessions
 from server.errors import NameplateError
 from server.models import Conversation, Customer, PageView, Site, utcnow
+from server.record_views import CustomerView
 
 MAX_ATTRIBUTES = 50
 MAX_ATTRIBUTE_VALUE_CHARS = 1024
@@ -96,7 +97,7 @@ class Identity:
         self._sessions = sessions
         self._tokens = tokens
 
-    async def identify(self, site: Site, current: Customer, request: IdentifyRequest) -> IdentifyResult:
+    async def identify(self, site: Site, current: Customer | CustomerView, request: IdentifyRequest) -> IdentifyResult:
         name, email = _clean_profile(request)
         user_id = (request.user_id or "").strip()[:200] or None
         verified = bool(user_id) and identity_verified(site.secret, user_id or "", request.user_hash)
@@ -110,7 +111,7 @@ class Identity:
         return await self._unverified(site, current, name, email, request.attributes)
 
     async def _verified(
-        self, site: Site, current: Customer, user_id: str, name: str | None, email: str | None,
+        self, site: Site, current: Customer | CustomerView, user_id: str, name: str | None, email: str | None,
         attributes: dict[str, Any] | None,
     ) -> IdentifyResult:
         async with self._sessions() as session:
@@ -144,7 +145,8 @@ class Identity:
         return IdentifyResult(target, self._tokens.issue(site.id, target.id) if changed else None, True)
 
     async def _unverified(
-        self, site: Site, current: Customer, name: str | None, email: str | None, attributes: dict[str, Any] | None,
+        self, site: Site, current: Customer | CustomerView, name: str | None, email: str | None,
+        attributes: dict[str, Any] | None,
     ) -> IdentifyResult:
         async with self._sessions() as session:
             if current.verified:

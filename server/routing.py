@@ -23,6 +23,7 @@ from server.directory import Directory
 from server.errors import NameplateError, NotFound
 from server.models import Agent, Conversation, ConversationStatus, utcnow
 from server.protocol import queue_frame
+from server.record_views import ConversationView
 from server.routing_plan import QueueEntry
 from server.waittime import expected_wait_seconds, mean_handle_seconds
 from server.webhooks import Webhooks
@@ -100,7 +101,7 @@ class Router:
             await self._broker.publish(channels.conversation(conversation.id), offer)
         await self.drain(conversation.site_id)
 
-    async def choose(self, conversation: Conversation, wait_for_preferred: bool) -> None:
+    async def choose(self, conversation: Conversation | ConversationView, wait_for_preferred: bool) -> None:
         """The visitor's answer to an offer: keep waiting for their previous agent, or take anyone."""
         for entry in await self._broker.queue(conversation.site_id):
             if entry.conversation_id != conversation.id:

@@ -35,6 +35,7 @@ from server.protocol import (
 from server.ratelimit import TokenBucket
 from server.realtime.common import FrameLoop, Subscriptions, receive_hello, refuse, take_origin
 from server.realtime.connection import Connection
+from server.record_views import ConversationView, CustomerView
 
 
 async def visitor_endpoint(websocket: WebSocket) -> None:
@@ -74,9 +75,9 @@ class VisitorSession:
     def __init__(self, nameplate: Nameplate, connection: Connection, site: Site, customer: Customer) -> None:
         self.np = nameplate
         self.connection = connection
-        self.site = site
-        self.customer = customer
-        self.conversation: Conversation | None = None
+        self.site = site  # one object, cached by the directory, shared by every socket of the site
+        self.customer = CustomerView.of(customer)
+        self.conversation: ConversationView | None = None
         self._subscriptions = Subscriptions(nameplate.broker)
         self._tasks: set[asyncio.Task[Any]] | None = None  # made when first needed: most sessions never do
         self._agents_online_sent: int | None = None
@@ -107,11 +108,11 @@ class VisitorSession:
         resume_after = hello.resume_after if hello.conversation_id and conversation else 0
         if conversation is not None and conversation.id != hello.conversation_id:
             resume_after = 0
-        self.conversation = conversation
+        self.conversation = ConversationView.of(conversation) if conversation is not None else None
         if conversation is not None:
             await self._subscribe(conversation.id)
             self.connection.hold(conversation.id)
-        welcome = await self._welcome()
+        welcome = await self._welcome(conversation)
         self._agents_online_sent = welcome["agents_online"]
         if new_token is not None:
             welcome["token"] = new_token
@@ -124,8 +125,7 @@ class VisitorSession:
             task.cancel()
         await self._subscriptions.clear()
 
-    async def _welcome(self) -> dict[str, Any]:
-        conversation = self.conversation
+    async def _welcome(self, conversation: Conversation | None) -> dict[str, Any]:
         frame: dict[str, Any] = {
             "type": "welcome",
             "customer": self._customer_frame(),
@@ -159,7 +159,7 @@ class VisitorSession:
             IdentifyRequest(fields.user_id, fields.user_hash, fields.name, fields.email, fields.attributes),
         )
         previous = self.customer
-        self.customer = result.customer
+        self.customer = CustomerView.of(result.customer)
         if result.customer.id != previous.id and subscribed:
             await self._subscriptions.remove(channels.customer(previous.id), self._on_customer_event)
             await self._subscriptions.add(channels.customer(result.customer.id), self._on_customer_event)
@@ -235,7 +235,7 @@ class VisitorSession:
         conversation = await self.np.conversations.get(conversation_id)
         if conversation is None or conversation.customer_id != self.customer.id:
             return
-        self.conversation = conversation
+        self.conversation = ConversationView.of(conversation)
         await self._subscribe(conversation_id)
 
     # -- client frames -------------------------------------------------------------------------------
@@ -266,7 +266,7 @@ class VisitorSession:
                 # Signed in on a second device: carry on in the conversation already open elsewhere.
                 adopted = await self.np.conversations.open_for_customer(self.customer.id)
                 if adopted is not None:
-                    self.conversation = adopted
+                    self.conversation = ConversationView.of(adopted)
                     await self._subscribe(adopted.id)
                     self.connection.hold(adopted.id)
             reply: dict[str, Any] = {"type": "identified", "customer": self._customer_frame(),
@@ -298,31 +298,34 @@ class VisitorSession:
         body = self.np.conversations.clean_body(frame.body)
         if not self._messages.take():
             raise NameplateError("rate_limited", "you are sending messages too quickly; wait a moment")
-        started = False
-        conversation = self.conversation
-        if conversation is None or conversation.status == ConversationStatus.closed.value:
+        conversation_id = self.conversation.id if self.conversation is not None else None
+        started: Conversation | None = None  # a conversation this message opens, to be queued after it
+        if self.conversation is None or self.conversation.status == ConversationStatus.closed.value:
             already = await self.np.conversations.find_sent(self.customer.id, frame.client_id)
             if already is not None:
                 self.connection.send(ack_frame(frame.client_id, already.seq, already.conversation_id))
                 return
-            conversation, started = await self._new_conversation(frame.team_id), True
+            started = await self._new_conversation(frame.team_id)
+            conversation_id = started.id
+        assert conversation_id is not None
         try:
             stored = await self.np.conversations.store(
-                NewMessage(conversation.id, AuthorKind.visitor.value, body, client_id=frame.client_id)
+                NewMessage(conversation_id, AuthorKind.visitor.value, body, client_id=frame.client_id)
             )
         except ConversationClosed:
             # Closed between our last look and the write: the message opens a new conversation.
-            conversation, started = await self._new_conversation(frame.team_id), True
+            started = await self._new_conversation(frame.team_id)
+            conversation_id = started.id
             stored = await self.np.conversations.store(
-                NewMessage(conversation.id, AuthorKind.visitor.value, body, client_id=frame.client_id)
+                NewMessage(conversation_id, AuthorKind.visitor.value, body, client_id=frame.client_id)
             )
         # The agent's copy first; this socket's own copy and its ack after it, in one write.
         with self.connection.corked():
             author = self.np.conversations.visitor_author(self.customer)
             await self.np.conversations.publish(stored, author, self.site.id)
-            self.connection.send(ack_frame(frame.client_id, stored.seq, conversation.id))
-        if started:
-            await self.np.router.enqueue(conversation)
+            self.connection.send(ack_frame(frame.client_id, stored.seq, conversation_id))
+        if started is not None:
+            await self.np.router.enqueue(started)
 
     async def _new_conversation(self, team_id: str | None) -> Conversation:
         if team_id is not None:
@@ -330,7 +333,7 @@ class VisitorSession:
             if team_id not in teams:
                 raise NameplateError("invalid", "no such team")
         conversation = await self.np.conversations.start(self.site.id, self.customer.id, team_id)
-        self.conversation = conversation
+        self.conversation = ConversationView.of(conversation)
         await self._subscribe(conversation.id)
         return conversation
 
