@@ -3,7 +3,12 @@ and the socket still works (no Starlette middleware in its path, handshake objec
 
 from __future__ import annotations
 
+import gc
+import sys
+
+from server.models import Conversation, Customer
 from server.realtime.lean_protocol import LeanWebSocketProtocol
+from server.realtime.visitor import VisitorSession
 from tests.harness import RunningServer, connect_visitor, poll_until
 
 
@@ -22,10 +27,17 @@ async def test_an_open_visitor_socket_keeps_no_handshake_objects_and_still_chats
     assert protocol.request is None and protocol.response is None
     assert protocol.scope["headers"] == []
     assert protocol.queue.empty()
+    # The attribute dict was copied compact once the handshake was done (uvicorn's grew by doubling).
+    assert sys.getsizeof(protocol.__dict__) <= sys.getsizeof(dict(protocol.__dict__))
 
     await visitor.send(type="message", client_id="c1", body="Still works?")
     ack = await visitor.expect("ack", lambda f: f["client_id"] == "c1")
     assert ack["seq"] == 1
+    # The session keeps its own small views of the customer and the conversation, no ORM objects.
+    [session] = [o for o in gc.get_objects() if isinstance(o, VisitorSession)]
+    assert session.conversation is not None and session.conversation.id == ack["conversation_id"]
+    kept = [getattr(session, name) for name in VisitorSession.__slots__]
+    assert not any(isinstance(value, Customer | Conversation) for value in kept)
     await visitor.send(type="ping")
     await visitor.expect("pong")
     await visitor.close()
