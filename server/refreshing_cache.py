@@ -5,9 +5,10 @@ Only a key's first lookup waits for the store. After that an expired value still
 one fetch per key refreshes it behind. Entries cached together (a restart, a burst of new chats, a load
 whose agents all connected in the same second) would otherwise expire together: every message on the
 way to its ack would then wait for its own query in the same instant, draining the connection pool the
-message log writes through (the benchmark saw p99 go from 9 ms to 360 ms, and 40 new PostgreSQL
-connections opened, in the step where 500 agent cards expired). So each entry also lives a random 50–100 %
-of its lifetime, and refreshes, which nobody waits for, take turns: a few at a time per cache.
+message log writes through. In the benchmark's step where 500 agent cards expired, p99 was 363 ms and
+40 new PostgreSQL connections were opened; with this cache it was 44 ms and none. So each entry also
+lives a random 50–100 % of its lifetime, and refreshes, which nobody waits for, take turns: a few at a
+time per cache.
 """
 
 from __future__ import annotations
