@@ -42,7 +42,7 @@ class Options:
     pairs: int = 100
     rate: float = 1000.0
     duration: float = 30.0
-    steps: list[float] = field(default_factory=lambda: [100.0, 250.0, 500.0, 1000.0, 2000.0, 3000.0, 5000.0])
+    steps: list[float] = field(default_factory=lambda: [100.0, 250.0, 500.0, 1000.0, 2000.0, 3000.0, 4000.0, 5000.0])
     step_duration: float = 10.0
     pair_clients: int = 2
     # Agents (and so pairs) per site for the pair loads: every agent socket gets every event of its site.
