@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pairs", type=int, help="visitor–agent pairs for the latency load (default 100)")
     parser.add_argument("--rate", type=float, help="total msg/s of the latency load (default 1000)")
     parser.add_argument("--duration", type=float, help="seconds of the latency load (default 30)")
-    parser.add_argument("--steps", help="throughput rates, comma-separated (default 100,250,500,1000,2000,3000,4000,5000)")
+    parser.add_argument("--steps",
+                        help="throughput rates, comma-separated (default 100,250,500,1000,2000,3000,4000,5000)")
     parser.add_argument("--step-duration", type=float, help="seconds per throughput step (default 10)")
     parser.add_argument("--all-steps", action="store_true", help="keep stepping after a failed step")
     parser.add_argument("--clients", type=int, help="client processes for the pair loads (default 2)")
