@@ -1,11 +1,12 @@
-"""The rules of one batch of messages written in one transaction, apart from any database.
+"""The rules of one batch of messages written in one transaction, and the SQLite writer's planner for them.
 
-A writer (`message_log_sqlite`, `message_log_postgres`) locks the batch's conversation rows, reads their
-state and the batch's client_ids already stored, and hands them to `plan_batch`, which decides each
-message's fate and seq; the writer then stores the planned rows and advances the conversations in the
-same transaction. Seqs are gap-free and unique per conversation even with several processes writing to
-PostgreSQL (the rows stay locked until commit), and a `client_id` already stored for the conversation
-returns its original seq: retries never duplicate.
+The SQLite writer (`message_log_sqlite`) locks the database, reads the batch's conversations and the
+client_ids already stored, and hands them to `plan_batch`, which decides each message's fate and seq; the
+writer then stores the planned rows and advances the conversations in the same transaction. The
+PostgreSQL writer (`message_log_postgres`) states the same rules in its one statement, so that a batch
+costs one round trip; the engine tests hold both to every rule. Seqs are gap-free and unique per
+conversation even with several processes writing to PostgreSQL (the rows stay locked until commit), and
+a `client_id` already stored for the conversation returns its original seq: retries never duplicate.
 """
 
 from __future__ import annotations

@@ -1,89 +1,98 @@
-"""The message log's writer for PostgreSQL: a batch in two round trips on the asyncpg connection itself.
+"""The message log's writer for PostgreSQL: a whole batch in one statement, so one round trip.
 
-Optimistic first: read the batch's conversations and the client_ids already stored (one statement), plan
-the batch in Python, then one statement that locks the conversations (in id order, so processes never
-deadlock), checks each still is exactly as read, and only then inserts the messages and advances the
-conversations — all or nothing, as one statement is. `last_seq` only grows, so "as read" cannot be a
-changed-and-changed-back row. If another process wrote to one of the conversations in between, nothing
-was written and the batch is redone the pessimistic way: a transaction that locks, reads, writes, commits
-(four round trips). Each round trip on a busy machine waits for the scheduler twice (to PostgreSQL and
-back), so their count, not the database's work, sets the latency. Through SQLAlchemy the pessimistic way
-would cost two more round trips and more Python on the event loop; the connection still comes from (and
-returns to) the engine's pool.
+The statement locks the batch's conversations (in id order, so processes never deadlock), judges every
+message by the rules of `server.message_batch` (a client_id already stored, a missing or closed
+conversation, an agent's message to a conversation no longer theirs), numbers the accepted ones after each
+conversation's `last_seq`, inserts them and advances the conversations; outside a transaction it commits
+by itself. Each round trip on a busy machine waits for the scheduler twice (to PostgreSQL and back), so
+their count, not the database's work, sets the latency: the earlier writer read first and then wrote, and
+paid twice.
+
+Why it is safe with several processes writing to the same conversations (READ COMMITTED):
+- a row another writer changed after the statement began is waited for, then locked and read as that
+  writer committed it (PostgreSQL re-reads the newest version for FOR UPDATE, and the UPDATE follows it
+  the same way), so seqs continue from the true `last_seq`;
+- the client_ids already stored are read from the statement's snapshot, which cannot see a retry that
+  another process committed meanwhile; the unique index on (conversation_id, client_id) then refuses the
+  whole statement, and the batch is written again with a new snapshot that sees it.
+Repeats of one client_id within the batch are resolved here, before the statement: later copies answer
+with the first copy's result.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.message_batch import BatchDone, BatchOutcome, ConversationState, NewMessage, StoredMessage, plan_batch
-from server.models import Conversation, Message, utcnow
+from server.message_batch import (
+    BatchDone,
+    BatchOutcome,
+    ConversationClosed,
+    ConversationMissing,
+    NewMessage,
+    NotAssigned,
+    StoredMessage,
+)
+from server.models import AuthorKind, Conversation, ConversationStatus, Message, utcnow
 
 _CONVERSATION = f'"{Conversation.__tablename__}"'
 _MESSAGE = f'"{Message.__tablename__}"'
+_CLIENT_ID_UNIQUE = "uq_message_conversation_id_client_id"
+# Another process committing the same client_id between two attempts needs a retry of its own each time;
+# past this many, something else is wrong.
+MAX_ATTEMPTS = 5
 
-_LOCK = (
-    f"SELECT id, last_seq, status, agent_id FROM {_CONVERSATION}"
-    " WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
-)
-# The batch's (conversation, client_id) pairs, matched as pairs: "conversation_id = ANY(…) AND client_id =
-# ANY(…)" would probe the unique index for every combination, quadratic in the batch (a batch of 200 took
-# 140 ms, and a slow batch makes the next one bigger).
-_SENT_PAIRS = (
-    "JOIN unnest({conversations}::text[], {clients}::text[]) AS sent(conversation_id, client_id)"
-    " ON m.conversation_id = sent.conversation_id AND m.client_id = sent.client_id"
-)
-_READ = f"""
-SELECT 'c' AS kind, id AS conversation_id, last_seq AS seq, status AS author_kind, NULL AS body, agent_id,
-       NULL AS client_id, NULL::boolean AS private, NULL::timestamptz AS created_at
-FROM {_CONVERSATION} WHERE id = ANY($1::text[])
-UNION ALL
-SELECT 'm', m.conversation_id, m.seq, m.author_kind, m.body, m.agent_id, m.client_id, m.private, m.created_at
-FROM {_MESSAGE} AS m {_SENT_PAIRS.format(conversations="$2", clients="$3")}
-"""
-_STORE_IF_UNCHANGED = f"""
-WITH expected AS (
-    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[]) AS e(id, last_seq, status, agent_id)
-), unchanged AS (
-    SELECT c.id FROM {_CONVERSATION} AS c JOIN expected AS e ON c.id = e.id
-    WHERE c.last_seq = e.last_seq AND c.status = e.status AND c.agent_id IS NOT DISTINCT FROM e.agent_id
-    ORDER BY c.id FOR UPDATE OF c
-), verdict AS (
-    SELECT count(*) = $5 AS ok FROM unchanged
+_STORE_BATCH = f"""
+WITH batch AS (
+    SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[],
+                         $7::text[], $8::boolean[], $9::text[])
+        AS b(ord, conversation_id, author_kind, agent_id, body, private, client_id, allow_closed, assigned_to)
+), locked AS MATERIALIZED (
+    SELECT c.id, c.last_seq, c.status, c.agent_id FROM {_CONVERSATION} AS c
+    WHERE c.id IN (SELECT conversation_id FROM batch) ORDER BY c.id FOR UPDATE
+), judged AS MATERIALIZED (
+    SELECT b.*, l.last_seq AS base_seq, e.seq AS stored_seq, e.author_kind AS stored_author_kind,
+           e.agent_id AS stored_agent_id, e.body AS stored_body, e.private AS stored_private,
+           e.created_at AS stored_created_at,
+           CASE WHEN e.seq IS NOT NULL THEN 'duplicate'
+                WHEN l.id IS NULL THEN 'missing'
+                WHEN l.status = '{ConversationStatus.closed.value}' AND NOT b.allow_closed THEN 'closed'
+                WHEN b.assigned_to IS NOT NULL
+                     AND (l.status <> '{ConversationStatus.active.value}'
+                          OR l.agent_id IS DISTINCT FROM b.assigned_to) THEN 'not_assigned'
+                ELSE 'store' END AS verdict
+    FROM batch AS b
+    LEFT JOIN locked AS l ON l.id = b.conversation_id
+    LEFT JOIN {_MESSAGE} AS e ON e.conversation_id = b.conversation_id AND e.client_id = b.client_id
+), planned AS MATERIALIZED (
+    SELECT ord, conversation_id, author_kind, agent_id, body, private, client_id,
+           base_seq + row_number() OVER (PARTITION BY conversation_id ORDER BY ord) AS seq
+    FROM judged WHERE verdict = 'store'
 ), inserted AS (
     INSERT INTO {_MESSAGE} (conversation_id, seq, author_kind, agent_id, body, private, client_id, created_at)
-    SELECT m.* FROM unnest($6::text[], $7::int[], $8::text[], $9::text[], $10::text[], $11::boolean[],
-                           $12::text[], $13::timestamptz[]) AS m, verdict
-    WHERE verdict.ok
+    SELECT conversation_id, seq, author_kind, agent_id, body, private, client_id, $10 FROM planned
 ), advanced AS (
     UPDATE {_CONVERSATION} AS c
-    SET last_seq = advance.seq, first_agent_reply_at = coalesce(c.first_agent_reply_at, advance.replied_at)
-    FROM unnest($14::text[], $15::int[], $16::timestamptz[]) AS advance(id, seq, replied_at), verdict
-    WHERE c.id = advance.id AND verdict.ok
+    SET last_seq = a.seq, first_agent_reply_at = coalesce(c.first_agent_reply_at, a.replied_at)
+    FROM (
+        SELECT conversation_id, max(seq) AS seq,
+               CASE WHEN bool_or(author_kind = '{AuthorKind.agent.value}' AND NOT private)
+                    THEN $10::timestamptz END AS replied_at
+        FROM planned GROUP BY conversation_id
+    ) AS a
+    WHERE c.id = a.conversation_id
 )
-SELECT ok FROM verdict
-"""
-_ALREADY_STORED = (
-    "SELECT m.conversation_id, m.seq, m.author_kind, m.body, m.agent_id, m.client_id, m.private, m.created_at"
-    f" FROM {_MESSAGE} AS m " + _SENT_PAIRS.format(conversations="$1", clients="$2")
-)
-# A data-modifying CTE runs whether or not the outer statement reads it: one round trip for both writes.
-_STORE = f"""
-WITH inserted AS (
-    INSERT INTO {_MESSAGE} (conversation_id, seq, author_kind, agent_id, body, private, client_id, created_at)
-    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::boolean[], $7::text[],
-                         $8::timestamptz[])
-)
-UPDATE {_CONVERSATION} AS c
-SET last_seq = advance.seq, first_agent_reply_at = coalesce(c.first_agent_reply_at, advance.replied_at)
-FROM unnest($9::text[], $10::int[], $11::timestamptz[]) AS advance(id, seq, replied_at)
-WHERE c.id = advance.id
+SELECT j.ord, j.verdict, coalesce(p.seq, j.stored_seq) AS seq, j.stored_author_kind, j.stored_agent_id,
+       j.stored_body, j.stored_private, j.stored_created_at
+FROM judged AS j LEFT JOIN planned AS p ON p.ord = j.ord
 """
 
-_COLUMNS = ("conversation_id", "seq", "author_kind", "agent_id", "body", "private", "client_id", "created_at")
+_REFUSALS = {"missing": ConversationMissing, "closed": ConversationClosed, "not_assigned": NotAssigned}
 
 
 class PostgresWriter:
@@ -109,63 +118,70 @@ class PostgresWriter:
         done(outcome)
 
     async def write(self, batch: list[NewMessage]) -> list[StoredMessage | Exception]:
+        # Through the asyncpg connection itself: SQLAlchemy would wrap the statement in BEGIN and COMMIT,
+        # two more round trips. The connection still comes from (and returns to) the engine's pool.
         async with self._engine.connect() as connection:
             pooled = await connection.get_raw_connection()
-            pg: Any = pooled.driver_connection
-            results = await _write_if_unchanged(pg, batch)
-            if results is not None:
-                return results
-            async with pg.transaction():
-                return await _write_batch(pg, batch)
+            return await write_batch(pooled.driver_connection, batch)
 
 
-async def _write_if_unchanged(pg: Any, batch: list[NewMessage]) -> list[StoredMessage | Exception] | None:
-    """The optimistic way; None when another writer got in between and nothing was written."""
-    conversation_ids = sorted({m.conversation_id for m in batch})
-    state: dict[str, ConversationState] = {}
-    stored: list[StoredMessage] = []
-    for r in await pg.fetch(_READ, conversation_ids, *_sent_pairs(batch)):
-        if r["kind"] == "c":
-            state[r["conversation_id"]] = ConversationState(r["seq"], r["author_kind"], r["agent_id"])
-        else:
-            stored.append(_stored(r))
-    read = {cid: (s.last_seq, s.status, s.agent_id) for cid, s in state.items()}
-    plan = plan_batch(batch, state, stored, utcnow())
-    if not plan.rows:
-        return plan.results  # nothing to write: duplicates, closed or missing conversations only
-    touched = [cid for cid, _, _ in plan.advances]
-    expected = [list(column) for column in zip(*(( cid, *read[cid]) for cid in touched), strict=True)]
-    columns = [[row[name] for row in plan.rows] for name in _COLUMNS]
-    advances = [list(column) for column in zip(*plan.advances, strict=True)]
-    if await pg.fetchval(_STORE_IF_UNCHANGED, *expected, len(touched), *columns, *advances):
-        return plan.results
-    return None
+async def write_batch(pg: Any, batch: list[NewMessage]) -> list[StoredMessage | Exception]:
+    """Store the batch on this asyncpg connection: one result per message, in order."""
+    first_copy = _first_copies(batch)
+    unique = [message for n, message in enumerate(batch) if first_copy[n] == n]
+    now = utcnow()
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            rows = await pg.fetch(_STORE_BATCH, *_columns(unique), now)
+            break
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != _CLIENT_ID_UNIQUE or attempt == MAX_ATTEMPTS:
+                raise
+    by_ord = {row["ord"]: row for row in rows}
+    answers = [_answer(message, by_ord[n], now) for n, message in enumerate(unique)]
+    answer_of = dict(zip((n for n in range(len(batch)) if first_copy[n] == n), answers, strict=True))
+    results: list[StoredMessage | Exception] = []
+    for n in range(len(batch)):
+        answer = answer_of[first_copy[n]]
+        if first_copy[n] != n:
+            # A later copy of a stored message is its retry; of a refused one, refused alike.
+            if isinstance(answer, StoredMessage):
+                answer = replace(answer, duplicate=True)
+            else:
+                answer = type(answer)(*answer.args)
+        results.append(answer)
+    return results
 
 
-async def _write_batch(pg: Any, batch: list[NewMessage]) -> list[StoredMessage | Exception]:
-    conversation_ids = sorted({m.conversation_id for m in batch})
-    state = {
-        row["id"]: ConversationState(row["last_seq"], row["status"], row["agent_id"])
-        for row in await pg.fetch(_LOCK, conversation_ids)
-    }
-    sent_conversations, sent_clients = _sent_pairs(batch)
-    stored = []
-    if sent_clients:
-        stored = [_stored(r) for r in await pg.fetch(_ALREADY_STORED, sent_conversations, sent_clients)]
-    plan = plan_batch(batch, state, stored, utcnow())
-    if plan.rows:
-        columns = [[row[name] for row in plan.rows] for name in _COLUMNS]
-        advances = [list(column) for column in zip(*plan.advances, strict=True)]
-        await pg.execute(_STORE, *columns, *advances)
-    return plan.results
+def _first_copies(batch: list[NewMessage]) -> list[int]:
+    """For each message, the index of the first message in the batch with its (conversation, client_id)."""
+    first: dict[tuple[str, str], int] = {}
+    return [
+        first.setdefault((m.conversation_id, m.client_id), n) if m.client_id else n for n, m in enumerate(batch)
+    ]
 
 
-def _sent_pairs(batch: list[NewMessage]) -> tuple[list[str], list[str]]:
-    """The batch's (conversation id, client_id) pairs as two parallel arrays, for _SENT_PAIRS."""
-    pairs = sorted({(m.conversation_id, m.client_id) for m in batch if m.client_id})
-    return [cid for cid, _ in pairs], [client for _, client in pairs]
+def _columns(batch: list[NewMessage]) -> list[list[Any]]:
+    return [
+        list(range(len(batch))),
+        [m.conversation_id for m in batch],
+        [m.author_kind for m in batch],
+        [m.agent_id for m in batch],
+        [m.body for m in batch],
+        [m.private for m in batch],
+        [m.client_id for m in batch],
+        [m.allow_closed for m in batch],
+        [m.assigned_to for m in batch],
+    ]
 
 
-def _stored(row: Any) -> StoredMessage:
-    return StoredMessage(row["conversation_id"], row["seq"], row["author_kind"], row["body"], row["agent_id"],
-                         row["client_id"], row["private"], row["created_at"])
+def _answer(message: NewMessage, row: Any, now: datetime) -> StoredMessage | Exception:
+    verdict = row["verdict"]
+    if verdict == "store":
+        return StoredMessage(message.conversation_id, row["seq"], message.author_kind, message.body,
+                             message.agent_id, message.client_id, message.private, now)
+    if verdict == "duplicate":
+        return StoredMessage(message.conversation_id, row["seq"], row["stored_author_kind"], row["stored_body"],
+                             row["stored_agent_id"], message.client_id, row["stored_private"],
+                             row["stored_created_at"], duplicate=True)
+    return _REFUSALS[verdict](message.conversation_id)

@@ -9,7 +9,7 @@ import random
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from server import message_log_postgres, message_log_sqlite, migrate
+from server import message_log_sqlite, migrate
 from server.broker.memory import MemoryBroker
 from server.config import Settings, sqlite_path
 from server.context import Nameplate
@@ -413,35 +413,111 @@ async def test_close_is_idempotent_and_final(store: Store) -> None:
     assert sorted(results) == [False, False, True]
 
 
-class _MeddlingConnection:
-    """An asyncpg connection on which another writer gets in right after every read."""
+async def _wait_until_blocked_on_a_lock(pg: Any) -> None:
+    """Until another backend of this database waits for a row lock (the writer behind the open transaction)."""
+    deadline = time.monotonic() + 10
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    )
+    while True:
+        # Inside a transaction the activity view is one snapshot unless it is cleared.
+        await pg.execute("SELECT pg_stat_clear_snapshot()")
+        if await pg.fetchval(query):
+            return
+        assert time.monotonic() < deadline, "the writer never waited for the lock"
+        await asyncio.sleep(0.01)  # noqa: ASYNC110 - PostgreSQL has no event to wait on
 
-    def __init__(self, pg: Any, meddle: Callable[[], Awaitable[object]]) -> None:
-        self._pg = pg
-        self._meddle = meddle
 
-    async def fetch(self, *args: Any) -> Any:
-        rows = await self._pg.fetch(*args)
-        await self._meddle()
-        return rows
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._pg, name)
+async def _store_behind_another_writer(store: Store, theirs_client_id: str, mine: NewMessage) -> StoredMessage:
+    """Another process's transaction stores "theirs" and holds the conversation while `mine` is written;
+    it commits only once the writer waits for it, after the writer's statement took its snapshot."""
+    async with store.nameplate.engine.connect() as connection:
+        other = (await connection.get_raw_connection()).driver_connection
+        transaction = other.transaction()
+        await transaction.start()
+        await other.execute(
+            'UPDATE "conversation" SET last_seq = last_seq + 1 WHERE id = $1', mine.conversation_id
+        )
+        await other.execute(
+            'INSERT INTO "message" (conversation_id, seq, author_kind, body, private, client_id, created_at)'
+            " VALUES ($1, 1, $2, 'theirs', false, $3, now())",
+            mine.conversation_id, VISITOR, theirs_client_id,
+        )
+        writing = asyncio.ensure_future(store.log.append(mine))
+        try:
+            await _wait_until_blocked_on_a_lock(other)
+        finally:
+            await transaction.commit()
+        return await writing
 
 
 @pytest.mark.parametrize("store", ["postgresql"], indirect=True)
-async def test_postgres_optimistic_write_stores_nothing_when_another_writer_got_in_between(store: Store) -> None:
+async def test_postgres_batch_waits_for_a_writer_holding_its_conversation_and_numbers_after_it(
+    store: Store,
+) -> None:
     conversation = await store.conversation()
-    mine = NewMessage(conversation.id, VISITOR, "mine", client_id="mine")
-    theirs = NewMessage(conversation.id, VISITOR, "theirs", client_id="theirs")
-    async with store.nameplate.engine.connect() as connection:
-        pg = (await connection.get_raw_connection()).driver_connection
-        meddling = _MeddlingConnection(pg, lambda: store.log.append(theirs))
-        assert await message_log_postgres._write_if_unchanged(meddling, [mine]) is None
-        assert [m.body for m in await store.rows(conversation.id)] == ["theirs"]
-        # The pessimistic way then stores it after theirs, with the next seq.
-        async with pg.transaction():
-            [stored] = await message_log_postgres._write_batch(pg, [mine])
-    assert isinstance(stored, StoredMessage) and stored.seq == 2
+    stored = await _store_behind_another_writer(
+        store, "theirs", NewMessage(conversation.id, VISITOR, "mine", client_id="mine")
+    )
+    assert (stored.seq, stored.duplicate) == (2, False)
     assert [(m.seq, m.body) for m in await store.rows(conversation.id)] == [(1, "theirs"), (2, "mine")]
     assert (await store.reload(conversation.id)).last_seq == 2
+
+
+@pytest.mark.parametrize("store", ["postgresql"], indirect=True)
+async def test_postgres_retry_stored_by_another_process_meanwhile_is_answered_as_a_duplicate(
+    store: Store,
+) -> None:
+    """The statement's snapshot cannot see the other's row: the unique index refuses it, and the batch is
+    written again."""
+    conversation = await store.conversation()
+    stored = await _store_behind_another_writer(
+        store, "same", NewMessage(conversation.id, VISITOR, "mine", client_id="same")
+    )
+    assert (stored.seq, stored.duplicate, stored.body) == (1, True, "theirs")
+    assert [(m.seq, m.body) for m in await store.rows(conversation.id)] == [(1, "theirs")]
+    assert (await store.log.append(NewMessage(conversation.id, VISITOR, "next"))).seq == 2
+
+
+async def test_one_batch_with_every_verdict_answers_each_message_in_order(store: Store) -> None:
+    """Repeats, refusals and new messages for several conversations in one write, as one batch."""
+    open_one, closed, assigned = [await store.conversation() for _ in range(3)]
+    await store.log.append(NewMessage(open_one.id, VISITOR, "earlier", client_id="earlier"))
+    await store.nameplate.conversations.close(closed, "Jane")
+    jane = store.agents[0]
+    batch = [
+        NewMessage(open_one.id, VISITOR, "one", client_id="one"),
+        NewMessage("no-such-conversation", VISITOR, "lost"),
+        NewMessage(open_one.id, VISITOR, "earlier again", client_id="earlier"),
+        NewMessage(closed.id, VISITOR, "too late"),
+        NewMessage(assigned.id, AGENT, "not mine", agent_id=jane.id, assigned_to=jane.id),
+        NewMessage(closed.id, SYSTEM, "rated", allow_closed=True),
+        NewMessage(open_one.id, VISITOR, "one again", client_id="one"),
+        NewMessage(assigned.id, VISITOR, "hello"),
+        NewMessage(open_one.id, AGENT, "reply", agent_id=jane.id),
+    ]
+    # Straight to the engine's writer, as the message log hands it a batch.
+    answered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    store.log._writer.submit(batch, answered.set_result)
+    results = await answered
+    assert isinstance(results, list), results
+    answers = [
+        (type(r).__name__, r.seq, r.duplicate, r.body) if isinstance(r, StoredMessage) else type(r).__name__
+        for r in results
+    ]
+    assert answers == [
+        ("StoredMessage", 2, False, "one"),
+        "ConversationMissing",
+        ("StoredMessage", 1, True, "earlier"),
+        "ConversationClosed",
+        "NotAssigned",
+        ("StoredMessage", 2, False, "rated"),
+        ("StoredMessage", 2, True, "one"),
+        ("StoredMessage", 1, False, "hello"),
+        ("StoredMessage", 3, False, "reply"),
+    ]
+    assert [(m.seq, m.body) for m in await store.rows(open_one.id)] == [(1, "earlier"), (2, "one"), (3, "reply")]
+    reloaded = await store.reload(open_one.id)
+    assert reloaded.last_seq == 3 and reloaded.first_agent_reply_at == results[-1].created_at
+    assert (await store.reload(closed.id)).last_seq == 2 and (await store.reload(assigned.id)).last_seq == 1
