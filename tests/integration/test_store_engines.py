@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from server import message_log_sqlite, migrate
+from server import message_log_postgres, message_log_sqlite, migrate
 from server.broker.memory import MemoryBroker
 from server.config import Settings, sqlite_path
 from server.context import Nameplate
@@ -521,3 +521,25 @@ async def test_one_batch_with_every_verdict_answers_each_message_in_order(store:
     reloaded = await store.reload(open_one.id)
     assert reloaded.last_seq == 3 and reloaded.first_agent_reply_at == results[-1].created_at
     assert (await store.reload(closed.id)).last_seq == 2 and (await store.reload(assigned.id)).last_seq == 1
+
+
+@pytest.mark.parametrize("store", ["postgresql"], indirect=True)
+async def test_postgres_writer_reads_nothing_from_the_message_table_whatever_plan_is_kept(store: Store) -> None:
+    """PostgreSQL may keep one generic plan for a prepared statement, made while the tables were small: a
+    lookup in the message table would then read all of it for every batch, more as it grows."""
+    async with store.nameplate.engine.connect() as connection:
+        pg = (await connection.get_raw_connection()).driver_connection
+        await pg.execute("SET plan_cache_mode = force_generic_plan")
+        try:
+            await pg.execute(f"PREPARE store_new_batch AS {message_log_postgres._STORE_NEW_BATCH}")
+            plan = [
+                row[0] for row in await pg.fetch(
+                    "EXPLAIN EXECUTE store_new_batch(ARRAY[0], ARRAY['c'], ARRAY['visitor'], ARRAY[NULL],"
+                    " ARRAY['body'], ARRAY[false], ARRAY['client'], ARRAY[false], ARRAY[NULL], now())"
+                )
+            ]
+            await pg.execute("DEALLOCATE store_new_batch")
+        finally:
+            await pg.execute("RESET plan_cache_mode")
+    assert any("Insert on message" in line for line in plan), plan
+    assert not [line for line in plan if "Scan" in line and " on message" in line], "\n".join(plan)
