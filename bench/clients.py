@@ -561,6 +561,7 @@ class PairWorker:
         prefix = f"{run_id}.{self.index}."
         self.sent = {}
         self.errors = Counter()
+        self.frames = Counter()
         self.acked_count = self.delivered_count = 0
         max_backlog = max(50, int(rate * backlog_seconds))
         aborted_at: float | None = None
@@ -617,6 +618,7 @@ class PairWorker:
             "duplicate_deliveries": sum(max(0, r.deliveries - 1) for r in records),
             "misrouted": self.misrouted,
             "errors": dict(self.errors),
+            "frames": dict(self.frames),  # every frame the peers received during the load, by type
             "dropped": self.dropped - dropped_before,
             "max_lag_ms": max_lag * 1000.0,
             "send_seconds": sent_done - t0,

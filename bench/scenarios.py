@@ -413,8 +413,10 @@ def run_load(workers: Workers, servers: list[Proc], deployment: Deployment | Non
     delivered = sum(r["delivered"] for r in results)
     finish = max(r["finish_seconds"] for r in results)
     errors: Counter[str] = Counter()
+    frames: Counter[str] = Counter()
     for r in results:
         errors.update(r["errors"])
+        frames.update(r["frames"])
     store = verify_store(deployment, run_id, [a for r in results for a in r["acks"]]) if deployment else None
     missing = sum(r["missing_acks"] + r["missing_deliveries"] for r in results)
     duplicates = sum(r["duplicate_acks"] + r["duplicate_deliveries"] for r in results)
@@ -443,6 +445,7 @@ def run_load(workers: Workers, servers: list[Proc], deployment: Deployment | Non
         "stored_before_ack_missing": sum(r["store_missing"] for r in results),
         "stored_before_ack_errors": sum(r["store_check_errors"] for r in results),
         "errors": dict(errors),
+        "frames_received": dict(frames),
         "dropped": sum(r["dropped"] for r in results),
         "send_failures": sum(r["send_failures"] for r in results),
         "max_schedule_lag_ms": max(r["max_lag_ms"] for r in results),
