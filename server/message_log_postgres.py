@@ -15,9 +15,9 @@ the batch is written again by a statement that looks each client_id up. Reading 
 than it seems: asyncpg prepares a statement once, and after five runs PostgreSQL may keep one generic
 plan for it, made when the tables were small. Joined to the batch as a set, the message table was read
 in full by every batch (200 million rows in 40 s of the latency load on a fresh database, slower the
-more messages are stored). For the same reason no reference to the conversation table is filtered by an array
-of ids: in a plan made while the table was small, such a filter was checked against every row for every
-message of the batch (a batch of 300 took 285 ms instead of 6).
+more messages are stored). For the same reason no reference to the conversation table is filtered by
+an array of ids: in a plan made while the table was small, such a filter was checked against every row
+for every message of the batch (a batch of 300 took 285 ms instead of 6).
 
 Why it is safe with several processes writing to the same conversations (READ COMMITTED):
 - a row another writer changed after the statement began is waited for, then locked and read as that
@@ -146,24 +146,23 @@ class PostgresWriter:
 async def write_batch(pg: Any, batch: list[NewMessage]) -> list[StoredMessage | Exception]:
     """Store the batch on this asyncpg connection: one result per message, in order."""
     first_copy = _first_copies(batch)
-    unique = [message for n, message in enumerate(batch) if first_copy[n] == n]
+    # Each message goes to the statement under its index in the batch (`ord`), so rows answer by index.
+    firsts = [n for n in range(len(batch)) if first_copy[n] == n]
     now = utcnow()
     statement = _STORE_NEW_BATCH
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
-            rows = await pg.fetch(statement, *_columns(unique), now)
+            rows = await pg.fetch(statement, *_columns(batch, firsts), now)
             break
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != _CLIENT_ID_UNIQUE or attempt == MAX_ATTEMPTS:
                 raise
             statement = _STORE_BATCH_WITH_RETRIES
-    by_ord = {row["ord"]: row for row in rows}
-    answers = [_answer(message, by_ord[n], now) for n, message in enumerate(unique)]
-    answer_of = dict(zip((n for n in range(len(batch)) if first_copy[n] == n), answers, strict=True))
+    answers = {row["ord"]: _answer(batch[row["ord"]], row, now) for row in rows}
     results: list[StoredMessage | Exception] = []
-    for n in range(len(batch)):
-        answer = answer_of[first_copy[n]]
-        if first_copy[n] != n:
+    for n, first in enumerate(first_copy):
+        answer = answers[first]
+        if first != n:
             # A later copy of a stored message is its retry; of a refused one, refused alike.
             if isinstance(answer, StoredMessage):
                 answer = replace(answer, duplicate=True)
@@ -181,17 +180,19 @@ def _first_copies(batch: list[NewMessage]) -> list[int]:
     ]
 
 
-def _columns(batch: list[NewMessage]) -> list[list[Any]]:
+def _columns(batch: list[NewMessage], indices: list[int]) -> list[list[Any]]:
+    """The statement's arrays for the messages at these indices of the batch."""
+    chosen = [batch[n] for n in indices]
     return [
-        list(range(len(batch))),
-        [m.conversation_id for m in batch],
-        [m.author_kind for m in batch],
-        [m.agent_id for m in batch],
-        [m.body for m in batch],
-        [m.private for m in batch],
-        [m.client_id for m in batch],
-        [m.allow_closed for m in batch],
-        [m.assigned_to for m in batch],
+        indices,
+        [m.conversation_id for m in chosen],
+        [m.author_kind for m in chosen],
+        [m.agent_id for m in chosen],
+        [m.body for m in chosen],
+        [m.private for m in chosen],
+        [m.client_id for m in chosen],
+        [m.allow_closed for m in chosen],
+        [m.assigned_to for m in chosen],
     ]
 
 
