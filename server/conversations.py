@@ -249,14 +249,26 @@ class Conversations:
         return await self._log.append(message)
 
     async def publish(self, stored: StoredMessage, author: dict[str, Any], site_id: str | None = None) -> None:
-        """Send a stored message to whoever follows its conversation. A duplicate client_id (a retried
-        send) publishes nothing. With `site_id`, public messages also go to the site's webhooks."""
+        """Send a stored message to whoever follows it (see `deliver`); with `site_id`, public messages also
+        go to the site's webhooks."""
+        frame = self.deliver(stored, author)
+        if frame is not None and site_id is not None:
+            await self.tell_webhooks(site_id, stored, frame)
+
+    def deliver(self, stored: StoredMessage, author: dict[str, Any]) -> dict[str, Any] | None:
+        """Send a stored message to whoever follows its conversation: this process's sockets at once, the
+        other processes' through the broker without waiting for it, so a sender's ack can follow at once.
+        Returns the frame, or None for a duplicate client_id (a retried send), which goes to nobody."""
         if stored.duplicate:
-            return
+            return None
         frame = message_frame(stored, author)
         channel = channels.staff if stored.private else channels.conversation
-        await self._broker.publish(channel(stored.conversation_id), frame)
-        if site_id is not None and not stored.private:
+        self._broker.publish_soon(channel(stored.conversation_id), frame)
+        return frame
+
+    async def tell_webhooks(self, site_id: str, stored: StoredMessage, frame: dict[str, Any]) -> None:
+        """Record `message.created` for the site's webhooks; private notes stay inside."""
+        if not stored.private:
             await self._webhooks.emit(site_id, "message.created", {k: v for k, v in frame.items() if k != "type"})
 
     async def system_line(self, conversation_id: str, body: str, private: bool = False) -> StoredMessage:

@@ -43,7 +43,16 @@ class Broker(abc.ABC):
 
     # -- fan-out -----------------------------------------------------------------------------------
     @abc.abstractmethod
-    async def publish(self, channel: str, event: Event) -> None: ...
+    async def publish(self, channel: str, event: Event) -> None:
+        """Deliver to this process's subscribers now; returns once every other process can have it."""
+
+    @abc.abstractmethod
+    def publish_soon(self, channel: str, event: Event) -> None:
+        """Deliver to this process's subscribers now and send to the other processes in the background, in
+        order with every other publish of this process; a failure there is logged, not raised. For a
+        caller that must not wait for the broker's round trip: a stored message's ack, which promises that
+        the message is stored, not that every process has it (a socket that missed it live gets it from
+        the store when it resumes)."""
 
     async def publish_many(self, events: list[tuple[str, Event]]) -> None:
         """Publish several events; backends with a network round trip send them together."""

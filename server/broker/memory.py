@@ -37,6 +37,9 @@ class MemoryBroker(Broker):
     async def publish(self, channel: str, event: Event) -> None:
         dispatch(self._channels.get(channel), event)
 
+    def publish_soon(self, channel: str, event: Event) -> None:
+        dispatch(self._channels.get(channel), event)
+
     async def subscribe(self, channel: str, handler: Handler) -> None:
         self._channels[channel].add(handler)
 

@@ -108,6 +108,8 @@ SOCKET_TIMEOUT = 5.0
 # Per process. Callers beyond this wait (up to SOCKET_TIMEOUT) for a free connection instead of failing:
 # a burst of arrivals queues briefly rather than erroring out or opening hundreds of sockets.
 MAX_CONNECTIONS = 64
+# A queued publish: Redis key, payload, and the future its publisher waits on (None: nobody waits).
+_Outgoing = tuple[str, str, "asyncio.Future[None] | None"]
 
 _LUA_CLOCK = """
 local function now()
@@ -361,7 +363,7 @@ class RedisBroker(Broker):
         # Publishes wait here while one round trip is in flight, then go together in the next (like the
         # message log's group commit): one command per frame would cost a round trip and a pooled
         # connection each, and two connections could deliver one channel's frames out of order.
-        self._outgoing: list[tuple[str, str, asyncio.Future[None]]] = []
+        self._outgoing: list[_Outgoing] = []
         self._publisher: asyncio.Task[None] | None = None
         self._epoch: str | None = None
         self._outage = False
@@ -488,27 +490,33 @@ class RedisBroker(Broker):
 
     # -- fan-out -----------------------------------------------------------------------------------
     async def publish(self, channel: str, event: Event) -> None:
-        await self._queue_publish([(channel, event)])
+        await asyncio.gather(*self._queue_publish([(channel, event)], wait=True))
 
     async def publish_many(self, events: list[tuple[str, Event]]) -> None:
-        await self._queue_publish(events)
+        await asyncio.gather(*self._queue_publish(events, wait=True))
 
-    async def _queue_publish(self, events: list[tuple[str, Event]]) -> None:
+    def publish_soon(self, channel: str, event: Event) -> None:
+        self._queue_publish([(channel, event)], wait=False)
+
+    def _queue_publish(self, events: list[tuple[str, Event]], wait: bool) -> list[asyncio.Future[None]]:
+        """Deliver locally and queue for Redis; with `wait`, one future per event, done once Redis has it."""
         # Encode all first: an event that cannot be sent must not reach anyone, here or elsewhere.
         payloads = [self._origin + json.dumps(event, separators=(",", ":")) for _, event in events]
         loop = asyncio.get_running_loop()
         futures = []
         for (channel, event), payload in zip(events, payloads, strict=True):
-            future: asyncio.Future[None] = loop.create_future()
+            future: asyncio.Future[None] | None = None
+            if wait:
+                future = loop.create_future()
+                futures.append(future)
             self._outgoing.append((self._channel_key(channel), payload, future))
-            futures.append(future)
             dispatch(self._handlers.get(channel), event)
         if self._publisher is None:
             self._publisher = loop.create_task(self._publish_queued())
-        await asyncio.gather(*futures)
+        return futures
 
     async def _publish_queued(self) -> None:
-        batch: list[tuple[str, str, asyncio.Future[None]]] = []
+        batch: list[_Outgoing] = []
         try:
             while self._outgoing:
                 batch, self._outgoing = self._outgoing, []
@@ -526,17 +534,23 @@ class RedisBroker(Broker):
                                 await pipe.execute()
                 except Exception as exc:  # every waiting publisher hears about it
                     error = exc
+                unawaited = 0
                 for _, _, future in batch:
-                    if future.done():
+                    if future is None:
+                        unawaited += 1
+                    elif future.done():
                         continue  # its publisher was cancelled
-                    if error is None:
+                    elif error is None:
                         future.set_result(None)
                     else:
                         future.set_exception(error)
+                if error is not None and unawaited:
+                    log.warning("%d events published without waiting did not reach Redis (%s); other processes'"
+                                " sockets get those messages from the store when they resume", unawaited, error)
         except asyncio.CancelledError:
             # Shutting down mid-flight: nobody may wait forever for a publish that will not happen.
             for _, _, future in [*batch, *self._outgoing]:
-                if not future.done():
+                if future is not None and not future.done():
                     future.set_exception(RedisError("the broker is shutting down"))
             self._outgoing = []
             raise

@@ -220,12 +220,14 @@ class AgentSession:
         except (NotAssigned, ConversationClosed):
             self._mine_cache.discard(conversation_id)
             raise Forbidden("this conversation is not assigned to you") from None
-        # The visitor's copy first; this console's own copy and its ack after it, in one write.
+        # The visitor's copy first; this console's own copy and its ack after it, in one write. Webhooks wait.
         with self.connection.corked():
-            # Every conversation assigned to an agent is in the agent's site.
-            await self.np.conversations.publish(stored, author, None if private else self.agent.site_id)
+            delivered = self.np.conversations.deliver(stored, author)
             if client_id:
                 self.connection.send(ack_frame(client_id, stored.seq, conversation_id))
+        if delivered is not None:
+            # Every conversation assigned to an agent is in the agent's site.
+            await self.np.conversations.tell_webhooks(self.agent.site_id, stored, delivered)
 
     async def handle(self, frame: Any) -> None:
         if self.observing and not isinstance(frame, Watch | Ping):

@@ -319,11 +319,13 @@ class VisitorSession:
             stored = await self.np.conversations.store(
                 NewMessage(conversation_id, AuthorKind.visitor.value, body, client_id=frame.client_id)
             )
-        # The agent's copy first; this socket's own copy and its ack after it, in one write.
+        # The agent's copy first; this socket's own copy and its ack after it, in one write. Webhooks wait.
         with self.connection.corked():
             author = self.np.conversations.visitor_author(self.customer)
-            await self.np.conversations.publish(stored, author, self.site.id)
+            delivered = self.np.conversations.deliver(stored, author)
             self.connection.send(ack_frame(frame.client_id, stored.seq, conversation_id))
+        if delivered is not None:
+            await self.np.conversations.tell_webhooks(self.site.id, stored, delivered)
         if started is not None:
             await self.np.router.enqueue(started)
 

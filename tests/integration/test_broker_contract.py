@@ -222,6 +222,17 @@ async def test_events_on_one_channel_arrive_in_publish_order(broker: Broker) -> 
     assert [event["seq"] for event in events] == list(range(50))
 
 
+async def test_publish_soon_delivers_here_before_it_returns_in_order_with_publish(broker: Broker) -> None:
+    inbox = Inbox()
+    await broker.subscribe("conversation:1", inbox)
+    await broker.publish("conversation:1", {"seq": 0})
+    broker.publish_soon("conversation:1", {"seq": 1})
+    # Nothing was awaited since: the local handler had it during the call.
+    assert inbox.events == [{"seq": 0}, {"seq": 1}]
+    await broker.publish("conversation:1", {"seq": 2})
+    assert await inbox.wait_for(3) == [{"seq": 0}, {"seq": 1}, {"seq": 2}]
+
+
 async def test_unsubscribed_handler_gets_nothing_and_others_still_do(broker: Broker) -> None:
     leaving, staying = Inbox(), Inbox()
     await broker.subscribe("room", leaving)
@@ -691,6 +702,51 @@ async def test_own_events_are_delivered_here_at_once_and_elsewhere_through_redis
         await other.publish("conversation:1", {"reply": True})
         assert await here.wait_for(len(sent) + 1) == [*sent, {"reply": True}]
         assert there.events == [*sent, {"reply": True}]
+    finally:
+        await admin.aclose()
+        for broker in (publisher, other):
+            await broker.disconnect()
+
+
+async def test_publish_soon_waits_for_nobody_keeps_the_order_elsewhere_and_logs_a_failure(
+    private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture,
+) -> None:
+    prefix = unique_prefix("soon-")
+    publisher, other = RedisBroker(private_redis.url, prefix=prefix), RedisBroker(private_redis.url, prefix=prefix)
+    admin = aioredis.from_url(private_redis.url, decode_responses=True)
+    try:
+        for broker in (publisher, other):
+            await broker.connect()
+        here, there = Inbox(), Inbox()
+        await publisher.subscribe("conversation:1", here)
+        await other.subscribe("conversation:1", there)
+
+        # Redis holds the PUBLISH: publish_soon has returned (it is not even a coroutine) and this
+        # process's handler has the event; a publish made after it waits, and goes out after it.
+        await admin.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+        publisher.publish_soon("conversation:1", {"seq": 1})
+        assert here.events == [{"seq": 1}]
+        waited = asyncio.create_task(publisher.publish("conversation:1", {"seq": 2}))
+        assert await here.wait_for(2) == [{"seq": 1}, {"seq": 2}]
+        publisher.publish_soon("conversation:1", {"seq": 3})
+        assert here.events == [{"seq": 1}, {"seq": 2}, {"seq": 3}]
+        assert not waited.done()
+        await admin.execute_command("CLIENT", "UNPAUSE")
+        await waited
+        assert await there.wait_for(3) == [{"seq": 1}, {"seq": 2}, {"seq": 3}]
+
+        # Redis gone: the local handler still has the event, and the failure is a warning, not a raise.
+        await admin.aclose()
+        await private_redis.kill()
+        with caplog.at_level(logging.WARNING, logger="nameplate.broker"):
+            publisher.publish_soon("conversation:1", {"seq": 4})
+            assert here.events[-1] == {"seq": 4}
+
+            async def warned() -> bool:
+                return any("did not reach Redis" in record.getMessage() for record in caplog.records)
+
+            await eventually(warned, within=20, what="a warning about the unsent event")
+        assert there.events == [{"seq": 1}, {"seq": 2}, {"seq": 3}]
     finally:
         await admin.aclose()
         for broker in (publisher, other):
