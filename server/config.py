@@ -92,8 +92,9 @@ class Settings:
     message_burst: int = 10
     message_refill_per_second: float = 2.0
     log_level: str = "info"
-    # Connections per process to PostgreSQL (as many again may open briefly under a burst).
-    database_pool_size: int = 10
+    # Connections per process to PostgreSQL, kept open; callers beyond them wait their turn. The message log
+    # has one more of its own.
+    database_pool_size: int = 20
 
     @property
     def cookie_secure(self) -> bool:
@@ -121,5 +122,5 @@ class Settings:
             message_burst=_int(env, "MESSAGE_BURST", 10),
             message_refill_per_second=_float(env, "MESSAGE_REFILL_PER_SECOND", 2.0),
             log_level=env.get("LOG_LEVEL") or "info",
-            database_pool_size=_int(env, "DATABASE_POOL_SIZE", 10),
+            database_pool_size=_int(env, "DATABASE_POOL_SIZE", 20),
         )

@@ -40,6 +40,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.db import make_engine
 from server.message_batch import (
     BatchDone,
     BatchOutcome,
@@ -115,12 +116,15 @@ _REFUSALS = {"missing": ConversationMissing, "closed": ConversationClosed, "not_
 
 class PostgresWriter:
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        # The loop keeps only weak references to tasks; one batch is in flight at a time.
+        # A pool of one connection of its own (one batch is in flight at a time): a burst of other queries
+        # that takes every connection of the server's pool (a reconnect storm's first visits) must not
+        # make the messages of the chats in progress wait for one.
+        self._engine = make_engine(engine.url.render_as_string(hide_password=False), pool_size=1)
+        # The loop keeps only weak references to tasks.
         self._task: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
-        """The connections belong to the engine's pool, which the server disposes of."""
+        await self._engine.dispose()
 
     def submit(self, batch: list[NewMessage], done: BatchDone) -> None:
         """Write the batch in a task of its own; `done` is called with the outcome at the end of that task's
@@ -137,7 +141,8 @@ class PostgresWriter:
 
     async def write(self, batch: list[NewMessage]) -> list[StoredMessage | Exception]:
         # Through the asyncpg connection itself: SQLAlchemy would wrap the statement in BEGIN and COMMIT,
-        # two more round trips. The connection still comes from (and returns to) the engine's pool.
+        # two more round trips. The connection still comes from (and returns to) the pool, which replaces
+        # it if it broke.
         async with self._engine.connect() as connection:
             pooled = await connection.get_raw_connection()
             return await write_batch(pooled.driver_connection, batch)

@@ -547,3 +547,23 @@ async def test_postgres_writer_reads_nothing_from_the_message_table_whatever_pla
             await pg.execute("RESET plan_cache_mode")
     assert any("Insert on message" in line for line in plan), plan
     assert not [line for line in plan if "Scan" in line and " on message" in line], "\n".join(plan)
+
+
+@pytest.mark.parametrize("store", ["postgresql"], indirect=True)
+async def test_postgres_messages_are_stored_while_every_pooled_connection_is_taken(store: Store) -> None:
+    """A burst of other queries (a reconnect storm's first visits) may take the whole pool; the message log
+    has a connection of its own, so the chats in progress do not wait for one."""
+    engine = make_engine(store.url, pool_size=1)
+    log = MessageLog(engine)
+    log.start()
+    conversation = await store.conversation()
+    try:
+        async with engine.connect() as taken:
+            await taken.execute(select(func.count()).select_from(Message))
+            async with asyncio.timeout(10):  # the pool would make it wait 30 s for the taken connection
+                stored = await log.append(NewMessage(conversation.id, VISITOR, "still here", client_id="c-1"))
+        assert stored.seq == 1
+        assert [row.body for row in await store.rows(conversation.id)] == ["still here"]
+    finally:
+        await log.stop()
+        await engine.dispose()
