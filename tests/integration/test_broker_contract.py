@@ -12,6 +12,7 @@ a test that asserts "nothing arrived" first waits for a later marker event to ar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -179,6 +180,27 @@ class PrivateRedis:
             self._process.kill()
             await self._process.wait()
         self._process = None
+
+
+@contextlib.asynccontextmanager
+async def publisher_and_listener(
+    url: str, prefix: str,
+) -> AsyncIterator[tuple[RedisBroker, RedisBroker, Inbox, Inbox, aioredis.Redis]]:
+    """Two processes on one Redis, each with an inbox on conversation:1, and an admin client to pause it."""
+    shared = unique_prefix(prefix)
+    publisher, other = RedisBroker(url, prefix=shared), RedisBroker(url, prefix=shared)
+    admin = aioredis.from_url(url, decode_responses=True)
+    try:
+        for broker in (publisher, other):
+            await broker.connect()
+        here, there = Inbox(), Inbox()
+        await publisher.subscribe("conversation:1", here)
+        await other.subscribe("conversation:1", there)
+        yield publisher, other, here, there, admin
+    finally:
+        await admin.aclose()
+        for broker in (publisher, other):
+            await broker.disconnect()
 
 
 @pytest.fixture
@@ -673,16 +695,7 @@ async def test_fan_out_crosses_processes_and_stays_within_the_prefix(
 async def test_own_events_are_delivered_here_at_once_and_elsewhere_through_redis_exactly_once_in_order(
     private_redis: PrivateRedis,
 ) -> None:
-    prefix = unique_prefix("local-")
-    publisher, other = RedisBroker(private_redis.url, prefix=prefix), RedisBroker(private_redis.url, prefix=prefix)
-    admin = aioredis.from_url(private_redis.url, decode_responses=True)
-    try:
-        for broker in (publisher, other):
-            await broker.connect()
-        here, there = Inbox(), Inbox()
-        await publisher.subscribe("conversation:1", here)
-        await other.subscribe("conversation:1", there)
-
+    async with publisher_and_listener(private_redis.url, "local-") as (publisher, other, here, there, admin):
         # Redis holds the PUBLISH: this process's handler has the event all the same, and publish still
         # waits for Redis (it is how the caller learns of a failure).
         await admin.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
@@ -702,25 +715,12 @@ async def test_own_events_are_delivered_here_at_once_and_elsewhere_through_redis
         await other.publish("conversation:1", {"reply": True})
         assert await here.wait_for(len(sent) + 1) == [*sent, {"reply": True}]
         assert there.events == [*sent, {"reply": True}]
-    finally:
-        await admin.aclose()
-        for broker in (publisher, other):
-            await broker.disconnect()
 
 
 async def test_publish_soon_waits_for_nobody_keeps_the_order_elsewhere_and_logs_a_failure(
     private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    prefix = unique_prefix("soon-")
-    publisher, other = RedisBroker(private_redis.url, prefix=prefix), RedisBroker(private_redis.url, prefix=prefix)
-    admin = aioredis.from_url(private_redis.url, decode_responses=True)
-    try:
-        for broker in (publisher, other):
-            await broker.connect()
-        here, there = Inbox(), Inbox()
-        await publisher.subscribe("conversation:1", here)
-        await other.subscribe("conversation:1", there)
-
+    async with publisher_and_listener(private_redis.url, "soon-") as (publisher, _, here, there, admin):
         # Redis holds the PUBLISH: publish_soon has returned (it is not even a coroutine) and this
         # process's handler has the event; a publish made after it waits, and goes out after it.
         await admin.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
@@ -747,10 +747,6 @@ async def test_publish_soon_waits_for_nobody_keeps_the_order_elsewhere_and_logs_
 
             await eventually(warned, within=20, what="a warning about the unsent event")
         assert there.events == [{"seq": 1}, {"seq": 2}, {"seq": 3}]
-    finally:
-        await admin.aclose()
-        for broker in (publisher, other):
-            await broker.disconnect()
 
 
 async def test_an_untagged_event_from_an_older_process_is_still_delivered(private_redis: PrivateRedis) -> None:
