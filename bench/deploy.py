@@ -74,7 +74,7 @@ def unavailable_reason(spec: ConfigSpec) -> str | None:
         except Exception as exc:  # noqa: BLE001
             return f"Redis not usable at {REDIS_URL}: {exc}"
         try:
-            from server.broker import make_broker
+            from nameplate.broker import make_broker
 
             make_broker(REDIS_URL, "bench-probe:")
         except Exception as exc:  # noqa: BLE001
@@ -125,7 +125,7 @@ class Deployment:
         """`nameplate migrate`, as the release phase runs it. (SQLite migrates itself at start-up: the seeding
         step does that, through the same `prepare_schema` the server and the CLI call.)"""
         result = subprocess.run(
-            [sys.executable, "-m", "server", "migrate"], cwd=REPO, env=self.env(), capture_output=True, text=True,
+            [sys.executable, "-m", "nameplate", "migrate"], cwd=REPO, env=self.env(), capture_output=True, text=True,
             timeout=MIGRATE_TIMEOUT_SECONDS,
         )
         if result.returncode != 0:
@@ -194,7 +194,7 @@ class Deployment:
         """
         from itsdangerous import TimestampSigner
 
-        from server.app import SESSION_COOKIE
+        from nameplate.app import SESSION_COOKIE
 
         response = httpx.post(f"{server.base_url}/login", json={"email": agent.email, "password": AGENT_PASSWORD},
                               timeout=30)
@@ -231,8 +231,8 @@ class Deployment:
 def session_cookie(secret_key: str, agent: SeededAgent) -> str:
     from itsdangerous import TimestampSigner
 
-    from server.app import SESSION_COOKIE
-    from server.auth import session_payload
+    from nameplate.app import SESSION_COOKIE
+    from nameplate.people.credentials import session_payload
 
     data = b64encode(json.dumps(session_payload(agent.id, agent.session_version)).encode())
     return f"{SESSION_COOKIE}={TimestampSigner(secret_key).sign(data).decode()}"
@@ -241,9 +241,9 @@ def session_cookie(secret_key: str, agent: SeededAgent) -> str:
 async def _seed(database_url: str, secret_key: str, sites: list[SiteSeed]) -> dict[str, list[SeededAgent]]:
     """Sites and agents through the server's own Directory; agents after the first reuse its password hash
     (argon2 costs ~0.17 s per hash, and the bench seeds hundreds of agents)."""
-    from server.config import Settings
-    from server.context import Nameplate
-    from server.models import Agent
+    from nameplate.config import Settings
+    from nameplate.services import Nameplate
+    from nameplate.store.models import Agent
 
     nameplate = Nameplate.build(Settings.from_env({"DATABASE_URL": database_url, "SECRET_KEY": secret_key}))
     seeded: dict[str, list[SeededAgent]] = {}
@@ -280,7 +280,7 @@ async def _seed(database_url: str, secret_key: str, sites: list[SiteSeed]) -> di
 
 async def _prepare_schema(engine: Any) -> None:
     """As the CLI does before it touches the store: SQLite migrates itself, PostgreSQL must be at head."""
-    from server.migrate import prepare_schema
+    from nameplate.store.migrate import prepare_schema
 
     await prepare_schema(engine)
 
@@ -288,7 +288,7 @@ async def _prepare_schema(engine: Any) -> None:
 async def _stored_messages(database_url: str, prefix: str) -> dict[str, list[tuple[str, int]]]:
     from sqlalchemy import text
 
-    from server.db import make_engine
+    from nameplate.store.engine import make_engine
 
     engine = make_engine(database_url)
     try:
@@ -308,7 +308,7 @@ async def _stored_messages(database_url: str, prefix: str) -> dict[str, list[tup
 async def _sequence_problems(database_url: str) -> list[str]:
     from sqlalchemy import text
 
-    from server.db import make_engine
+    from nameplate.store.engine import make_engine
 
     engine = make_engine(database_url)
     try:

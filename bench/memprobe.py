@@ -2,7 +2,7 @@
 
     python -m bench.memprobe --connections 2000 [--config embedded] [--group lineno|filename|traceback]
 
-Starts one server process through a small wrapper that turns tracemalloc on before `server.cli.main`
+Starts one server process through a small wrapper that turns tracemalloc on before `nameplate.cli.main`
 runs `serve` (the server's code is unchanged) and writes a snapshot on SIGUSR1. Then it opens idle
 visitors exactly like the idle scenario (hello, one message, ack), snapshots before and after, and prints
 the allocation sites that grew the most, per socket. tracemalloc counts Python allocations only (not
@@ -40,7 +40,7 @@ def serve_with_tracemalloc(port: int, frames: int) -> None:
         partial.replace(target)
 
     signal.signal(signal.SIGUSR1, dump)
-    from server.cli import main
+    from nameplate.cli import main
 
     main(["serve", "--host", "127.0.0.1", "--port", str(port)])
 

@@ -162,11 +162,11 @@ def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path, port: 
 
 
 def start_servers(names: list[str], env: dict[str, str], log_dir: Path) -> list[Proc]:
-    """`python -m server serve` on free ports, started together; returns once every /healthz answers."""
+    """`python -m nameplate serve` on free ports, started together; returns once every /healthz answers."""
     procs = []
     for name in names:
         port = free_port()
-        argv = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        argv = [sys.executable, "-m", "nameplate", "serve", "--host", "127.0.0.1", "--port", str(port)]
         procs.append(spawn(name, argv, env, log_dir, port))
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     waiting = list(procs)

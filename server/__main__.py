@@ -1,5 +1,5 @@
-"""Allows `python -m server ...` as a synonym for the `nameplate` command."""
+"""Allows `python -m nameplate ...` as a synonym for the `nameplate` command."""
 
-from server.cli import main
+from nameplate.cli import main
 
 main()

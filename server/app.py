@@ -7,7 +7,6 @@ import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -17,15 +16,15 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from server.config import Settings
-from server.context import Nameplate
-from server.errors import NameplateError
-from server.realtime.agent import agent_endpoint
-from server.realtime.visitor import visitor_endpoint
-from server.web import api, console, customers_api, integrations, login, supervisor, widget
-from server.web.responses import nameplate_error_handler
+from nameplate.assets import CONSOLE_DIR
+from nameplate.config import Settings
+from nameplate.errors import NameplateError
+from nameplate.realtime.agent import agent_endpoint
+from nameplate.realtime.visitor import visitor_endpoint
+from nameplate.services import Nameplate
+from nameplate.web import api, console, customers_api, integrations, login, supervisor, widget
+from nameplate.web.responses import nameplate_error_handler
 
-ROOT = Path(__file__).resolve().parent.parent
 SESSION_COOKIE = "nameplate_session"
 # 12 hours: a working day and some; an agent logs in again the next morning.
 SESSION_MAX_AGE_SECONDS = 12 * 3600
@@ -85,7 +84,7 @@ def create_app(
         *widget.routes,
         *console.routes,
         *supervisor.routes,
-        Mount("/static", app=StaticFiles(directory=ROOT / "agent_console" / "static"), name="static"),
+        Mount("/static", app=StaticFiles(directory=CONSOLE_DIR / "static"), name="static"),
         *(extra_routes or []),
     ]
     middleware = [

@@ -10,14 +10,14 @@ import os
 import sys
 from pathlib import Path
 
-from server.config import Settings
+from nameplate.config import Settings
 
 
 def run_server(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
-    from server.app import create_app
-    from server.realtime.lean_protocol import LeanWebSocketProtocol
+    from nameplate.app import create_app
+    from nameplate.realtime.lean_protocol import LeanWebSocketProtocol
 
     uvicorn.run(
         create_app(settings, tune_process=True),
@@ -35,8 +35,8 @@ def run_server(settings: Settings, host: str, port: int) -> None:
 
 
 async def _with_nameplate(settings: Settings, work) -> object:  # noqa: ANN001
-    from server.context import Nameplate
-    from server.migrate import SchemaOutOfDate, prepare_schema
+    from nameplate.services import Nameplate
+    from nameplate.store.migrate import SchemaOutOfDate, prepare_schema
 
     nameplate = Nameplate.build(settings)
     try:
@@ -55,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from server.demo import DEMO_PASSWORD, DEMO_SITE_KEY, seed_demo
+    from nameplate.demo.seed import DEMO_PASSWORD, DEMO_SITE_KEY, seed_demo
 
     database = Path(args.database).resolve()
     for suffix in ("", "-wal", "-shm"):
@@ -79,7 +79,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_migrate(_args: argparse.Namespace) -> None:
-    from server.migrate import SchemaOutOfDate, upgrade_to_head_sync
+    from nameplate.store.migrate import SchemaOutOfDate, upgrade_to_head_sync
 
     try:
         revision = upgrade_to_head_sync(Settings.from_env().database_url)
@@ -102,8 +102,8 @@ def cmd_site_create(args: argparse.Namespace) -> None:
 
 
 def cmd_agent_create(args: argparse.Namespace) -> None:
-    from server.errors import NameplateError
-    from server.photos import store_photo
+    from nameplate.errors import NameplateError
+    from nameplate.people.photos import store_photo
 
     settings = Settings.from_env()
     password = os.environ.get("NAMEPLATE_AGENT_PASSWORD") or getpass.getpass("Password for the new agent: ")
@@ -153,7 +153,7 @@ def cmd_apikey(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     """Stream a date range of messages as CSV or JSON to stdout (or --output), the same rows the
     supervisor desk downloads, without loading the range into memory."""
-    from server.transcripts import Transcripts, csv_chunks, json_chunks, parse_day
+    from nameplate.desk.transcripts import Transcripts, csv_chunks, json_chunks, parse_day
 
     settings = Settings.from_env()
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import httpx
 
-from server.config import Settings
-from server.context import Nameplate
-from server.migrate import upgrade_to_head
+from nameplate.config import Settings
+from nameplate.services import Nameplate
+from nameplate.store.migrate import upgrade_to_head
 from tests.harness import free_port
 from tests.services import create_postgres_database, drop_postgres_database, require_redis, unique_prefix
 
@@ -42,7 +42,7 @@ class ServerProcess:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "nameplate", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher, profiles
 
-import server.auth
+import nameplate.people.credentials
 
 # Tests log in hundreds of times; argon2's production cost (by design ~0.1–1 s a hash) would dominate the
 # suite. Same algorithm (argon2id), cheapest parameters — only inside the tests.
-server.auth._hasher = PasswordHasher.from_parameters(profiles.CHEAPEST)
+nameplate.people.credentials._hasher = PasswordHasher.from_parameters(profiles.CHEAPEST)
 
 from tests.harness import RunningServer, running_server, seeded_settings  # noqa: E402
 

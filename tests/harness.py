@@ -19,11 +19,11 @@ import httpx
 import uvicorn
 import websockets
 
-from server.app import create_app
-from server.config import Settings
-from server.context import Nameplate
-from server.demo import seed_demo
-from server.realtime.lean_protocol import LeanWebSocketProtocol
+from nameplate.app import create_app
+from nameplate.config import Settings
+from nameplate.demo.seed import seed_demo
+from nameplate.realtime.lean_protocol import LeanWebSocketProtocol
+from nameplate.services import Nameplate
 
 DEFAULT_TIMEOUT = 10.0
 

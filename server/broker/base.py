@@ -16,7 +16,7 @@ import abc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from server.routing_plan import AgentState, QueueEntry
+from nameplate.routing.plan import AgentState, QueueEntry
 
 Event = dict[str, Any]
 Handler = Callable[[Event], None]

@@ -8,8 +8,8 @@ import time
 from collections import defaultdict
 from dataclasses import replace
 
-from server.broker.base import Broker, Event, Handler
-from server.routing_plan import AgentState, QueueEntry, plan_assignments
+from nameplate.broker.base import Broker, Event, Handler
+from nameplate.routing.plan import AgentState, QueueEntry, plan_assignments
 
 log = logging.getLogger("nameplate.broker")
 

@@ -77,9 +77,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from server.broker.base import Broker, Event, Handler, ResetCallback
-from server.broker.memory import dispatch
-from server.routing_plan import AgentState, QueueEntry, plan_assignments
+from nameplate.broker.base import Broker, Event, Handler, ResetCallback
+from nameplate.broker.memory import dispatch
+from nameplate.routing.plan import AgentState, QueueEntry, plan_assignments
 
 log = logging.getLogger("nameplate.broker")
 

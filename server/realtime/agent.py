@@ -9,14 +9,12 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
-from server import channels
-from server.auth import SESSION_AGENT, SESSION_VERSION
-from server.context import Nameplate
-from server.directory import agent_card
-from server.errors import Forbidden, NameplateError
-from server.message_log import ConversationClosed, NewMessage, NotAssigned
-from server.models import Agent, AuthorKind, Conversation, ConversationStatus, Role
-from server.protocol import (
+from nameplate.errors import Forbidden, NameplateError
+from nameplate.infra.rate_limit import TokenBucket
+from nameplate.people.credentials import SESSION_AGENT, SESSION_VERSION
+from nameplate.people.directory import agent_card
+from nameplate.protocol import channels
+from nameplate.protocol.frames import (
     AgentHello,
     AgentRead,
     AgentSend,
@@ -31,9 +29,11 @@ from server.protocol import (
     parse_agent_frame,
     parse_agent_hello,
 )
-from server.ratelimit import TokenBucket
-from server.realtime.common import FrameLoop, Subscriptions, receive_hello, refuse
-from server.realtime.connection import CLOSE_UNAUTHORIZED, Connection
+from nameplate.realtime.common import FrameLoop, Subscriptions, receive_hello, refuse
+from nameplate.realtime.connection import CLOSE_UNAUTHORIZED, Connection
+from nameplate.services import Nameplate
+from nameplate.store.message_log.log import ConversationClosed, NewMessage, NotAssigned
+from nameplate.store.models import Agent, AuthorKind, Conversation, ConversationStatus, Role
 
 log = logging.getLogger("nameplate.realtime")
 

@@ -11,10 +11,10 @@ from typing import Any, TypeVar
 from starlette.datastructures import Headers
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from server.broker.base import Broker, Handler
-from server.errors import NameplateError
-from server.protocol import ProtocolError, error_frame
-from server.realtime.connection import CLOSE_BAD_INPUT, CLOSE_RATE_LIMITED, CLOSE_UNAUTHORIZED, Connection
+from nameplate.broker.base import Broker, Handler
+from nameplate.errors import NameplateError
+from nameplate.protocol.frames import ProtocolError, error_frame
+from nameplate.realtime.connection import CLOSE_BAD_INPUT, CLOSE_RATE_LIMITED, CLOSE_UNAUTHORIZED, Connection
 
 log = logging.getLogger("nameplate.realtime")
 

@@ -23,8 +23,8 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
-from server.protocol import encode
-from server.realtime.lean_protocol import SEND_TEXTS_NOW
+from nameplate.protocol.frames import encode
+from nameplate.realtime.lean_protocol import SEND_TEXTS_NOW
 
 log = logging.getLogger("nameplate.realtime")
 

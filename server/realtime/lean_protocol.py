@@ -9,7 +9,7 @@ by doubling, into a compact one) and uses a one-waiter inbox and a lazily-armed 
 protocol logic itself is uvicorn's, unchanged. It also offers the app a synchronous
 `send_texts_now` (an ASGI scope extension), so that frames to a socket that keeps up cost no task.
 
-Served with `uvicorn.run(..., ws=LeanWebSocketProtocol)` (see `server.cli.run_server`); the test
+Served with `uvicorn.run(..., ws=LeanWebSocketProtocol)` (see `nameplate.cli.run_server`); the test
 harness serves the same class, so every websocket test goes through it.
 """
 

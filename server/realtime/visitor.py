@@ -7,14 +7,12 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
-from server import channels
-from server.context import Nameplate
-from server.customers import customer_card, display_name
-from server.errors import Forbidden, NameplateError
-from server.identity import IdentifyRequest
-from server.message_log import ConversationClosed, NewMessage
-from server.models import AuthorKind, Conversation, ConversationStatus, Customer, Site, iso
-from server.protocol import (
+from nameplate.errors import Forbidden, NameplateError
+from nameplate.infra.rate_limit import TokenBucket
+from nameplate.people.customers import customer_card, display_name
+from nameplate.people.identity import IdentifyRequest
+from nameplate.protocol import channels
+from nameplate.protocol.frames import (
     Choose,
     History,
     Identify,
@@ -32,10 +30,12 @@ from server.protocol import (
     parse_visitor_frame,
     parse_visitor_hello,
 )
-from server.ratelimit import TokenBucket
-from server.realtime.common import FrameLoop, Subscriptions, receive_hello, refuse, take_origin
-from server.realtime.connection import Connection
-from server.record_views import ConversationView, CustomerView
+from nameplate.realtime.common import FrameLoop, Subscriptions, receive_hello, refuse, take_origin
+from nameplate.realtime.connection import Connection
+from nameplate.services import Nameplate
+from nameplate.store.message_log.log import ConversationClosed, NewMessage
+from nameplate.store.models import AuthorKind, Conversation, ConversationStatus, Customer, Site, iso
+from nameplate.store.views import ConversationView, CustomerView
 
 
 async def visitor_endpoint(websocket: WebSocket) -> None:

@@ -6,10 +6,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server.context import Nameplate
-from server.errors import NameplateError, NotFound
-from server.models import AgentPhoto, Site
-from server.web.responses import error_response, read_json
+from nameplate.errors import NameplateError, NotFound
+from nameplate.services import Nameplate
+from nameplate.store.models import AgentPhoto, Site
+from nameplate.web.responses import error_response, read_json
 
 
 def _nameplate(request: Request) -> Nameplate:

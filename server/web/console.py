@@ -13,12 +13,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from server.canned import MAX_BODY_CHARS, MAX_SHORTCUT_CHARS, CannedResponses, canned_card
-from server.console_queries import MAX_INTRO_CHARS, MAX_TITLE_CHARS, ConsoleQueries
-from server.errors import Forbidden, NameplateError
-from server.models import Agent, ConversationStatus
-from server.photos import MAX_UPLOAD_BYTES, store_photo
-from server.web.pages import (
+from nameplate.desk.canned import MAX_BODY_CHARS, MAX_SHORTCUT_CHARS, CannedResponses, canned_card
+from nameplate.desk.console_queries import MAX_INTRO_CHARS, MAX_TITLE_CHARS, ConsoleQueries
+from nameplate.errors import Forbidden, NameplateError
+from nameplate.people.photos import MAX_UPLOAD_BYTES, store_photo
+from nameplate.store.models import Agent, ConversationStatus
+from nameplate.web.pages import (
     SUPERVISOR_ROLES,
     check_csrf,
     current_agent,

@@ -10,12 +10,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server import channels
-from server.context import Nameplate
-from server.errors import NameplateError, NotFound
-from server.models import Customer, Site
-from server.timeline import event_item
-from server.web.responses import read_json
+from nameplate.errors import NameplateError, NotFound
+from nameplate.people.timeline import event_item
+from nameplate.protocol import channels
+from nameplate.services import Nameplate
+from nameplate.store.models import Customer, Site
+from nameplate.web.responses import read_json
 
 
 async def _authorised(request: Request) -> tuple[Nameplate, Site, Customer]:

@@ -6,9 +6,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from server.models import Role
-from server.web.pages import check_csrf, nameplate_of, render, require_agent
-from server.webhooks import EVENT_TYPES
+from nameplate.integrations.webhooks import EVENT_TYPES
+from nameplate.store.models import Role
+from nameplate.web.pages import check_csrf, nameplate_of, render, require_agent
 
 
 async def _page(request: Request, new_key: str | None = None, error: str | None = None, status: int = 200) -> Response:

@@ -14,13 +14,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from server.auth import session_payload, verify_password
-from server.context import Nameplate
-from server.directory import agent_card
-from server.errors import NameplateError
-from server.models import Agent
-from server.web.pages import check_csrf, current_agent, render
-from server.web.responses import error_response, read_json
+from nameplate.errors import NameplateError
+from nameplate.people.credentials import session_payload, verify_password
+from nameplate.people.directory import agent_card
+from nameplate.services import Nameplate
+from nameplate.store.models import Agent
+from nameplate.web.pages import check_csrf, current_agent, render
+from nameplate.web.responses import error_response, read_json
 
 # 5 tries per 5 minutes, per account and per address: slows guessing to a crawl, barely noticed by people.
 LOGIN_ATTEMPTS = 5

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from server.context import Nameplate
-from server.errors import Forbidden, NameplateError
-from server.models import Agent, Role
-from server.realtime.agent import session_agent
+from nameplate.assets import CONSOLE_DIR
+from nameplate.errors import Forbidden, NameplateError
+from nameplate.realtime.agent import session_agent
+from nameplate.services import Nameplate
+from nameplate.store.models import Agent, Role
 
-CONSOLE_DIR = Path(__file__).resolve().parent.parent.parent / "agent_console"
 templates = Environment(
     loader=FileSystemLoader(CONSOLE_DIR / "templates"),
     # Everything people type reaches these pages: autoescape is on for every template.

@@ -8,8 +8,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from server.errors import NameplateError
-from server.protocol import reject_nul
+from nameplate.errors import NameplateError
+from nameplate.protocol.frames import reject_nul
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

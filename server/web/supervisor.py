@@ -1,7 +1,8 @@
 """The supervisor's desk (conversations, transcripts, exports, the live board) and agent management.
 
-Thin: read the request, check who is asking, call `server.transcripts` / `server.staff`, render. Every id
-in a URL is checked against the signed-in agent's site by those services, so another site's id is a 404.
+Thin: read the request, check who is asking, call `nameplate.desk.transcripts` / `nameplate.people.staff`,
+render. Every id in a URL is checked against the signed-in agent's site by those services, so another site's
+id is a 404.
 """
 
 from __future__ import annotations
@@ -16,11 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from server.auth import SESSION_VERSION
-from server.errors import NameplateError, NotFound
-from server.models import Agent, ConversationStatus, Role
-from server.staff import NewAgent, Staff
-from server.transcripts import (
+from nameplate.desk.transcripts import (
     ConversationQuery,
     Transcripts,
     csv_chunks,
@@ -32,7 +29,11 @@ from server.transcripts import (
     transcript_text,
     utc_iso,
 )
-from server.web.pages import (
+from nameplate.errors import NameplateError, NotFound
+from nameplate.people.credentials import SESSION_VERSION
+from nameplate.people.staff import NewAgent, Staff
+from nameplate.store.models import Agent, ConversationStatus, Role
+from nameplate.web.pages import (
     SUPERVISOR_ROLES,
     check_csrf,
     current_agent,

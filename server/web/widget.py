@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-WIDGET_DIR = Path(__file__).resolve().parent.parent.parent / "widget"
+from nameplate.assets import WIDGET_DIR
+
 _templates = Environment(loader=FileSystemLoader(WIDGET_DIR), autoescape=select_autoescape(["html"]))
 
 

@@ -14,9 +14,9 @@ import httpx
 from playwright.async_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import update
 
-from server.canned import CannedResponses
-from server.demo import DEMO_PASSWORD
-from server.models import Agent, Customer
+from nameplate.demo.seed import DEMO_PASSWORD
+from nameplate.desk.canned import CannedResponses
+from nameplate.store.models import Agent, Customer
 from tests.harness import Client, RunningServer, connect_visitor, running_server, seed, start_server
 from tests.harness import test_settings as settings_for
 

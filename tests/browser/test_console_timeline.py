@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 from playwright.async_api import Browser, expect
 
-from server.auth import identity_hash
+from nameplate.people.credentials import identity_hash
 from tests.browser.test_console import VIEWPORT, log_in
 from tests.harness import connect_agent, connect_visitor, running_server, seeded_settings
 

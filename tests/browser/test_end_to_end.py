@@ -13,7 +13,7 @@ from pathlib import Path
 from playwright.async_api import Browser, expect
 from sqlalchemy import select
 
-from server.models import Conversation
+from nameplate.store.models import Conversation
 from tests.browser.test_console import VIEWPORT, chat_item
 from tests.browser.test_console import log_in as console_log_in
 from tests.browser.test_supervisor import log_in as desk_log_in

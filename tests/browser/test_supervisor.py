@@ -11,7 +11,7 @@ from typing import Any
 
 from playwright.async_api import Browser, Page, expect
 
-from server.demo import DEMO_PASSWORD
+from nameplate.demo.seed import DEMO_PASSWORD
 from tests.harness import RunningServer, connect_agent, running_server, seed
 from tests.harness import test_settings as settings_in
 from tests.integration.test_supervisor_http import (

@@ -20,8 +20,8 @@ import pytest
 from jinja2 import Environment, FileSystemLoader
 from playwright.async_api import Browser, Page, expect
 
-from server.config import Settings
-from server.models import Conversation, Rating
+from nameplate.config import Settings
+from nameplate.store.models import Conversation, Rating
 from tests.harness import (
     Client,
     RunningServer,

@@ -20,8 +20,8 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 from sqlalchemy import update
 
-from server.auth import identity_hash
-from server.models import Conversation, Customer, Site, Team
+from nameplate.people.credentials import identity_hash
+from nameplate.store.models import Conversation, Customer, Site, Team
 from tests.harness import (
     Client,
     RunningServer,

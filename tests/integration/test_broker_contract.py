@@ -26,10 +26,10 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from server.broker.base import Broker, Event
-from server.broker.memory import MemoryBroker
-from server.broker.redis import RedisBroker
-from server.routing_plan import AgentState, QueueEntry
+from nameplate.broker.base import Broker, Event
+from nameplate.broker.memory import MemoryBroker
+from nameplate.broker.redis import RedisBroker
+from nameplate.routing.plan import AgentState, QueueEntry
 from tests.services import REDIS_URL, require_redis, unique_prefix
 
 SITE = "site-1"

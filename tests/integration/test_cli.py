@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import main
+from nameplate.cli import main
 from tests.harness import RunningServer, connect_agent, connect_visitor
 
 
@@ -60,7 +60,7 @@ async def test_site_agent_and_apikey_commands(cli) -> None:  # noqa: ANN001
     code, out, err = await cli("site", "create", "--name", "Second shop", "--origin", "https://second.example")
     assert code == 0, err
     key = next(line.split(":")[-1].strip() for line in out.splitlines() if "public key" in line)
-    photo = Path(__file__).resolve().parents[2] / "server" / "demo_assets" / "jane.png"  # noqa: ASYNC240
+    photo = Path(__file__).resolve().parents[2] / "server" / "demo" / "assets" / "jane.png"  # noqa: ASYNC240
     code, out, err = await cli(
         "agent",
         "create",

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import update
 
-from server.demo import DEMO_PASSWORD
-from server.models import Agent, Conversation, ConversationStatus, Customer, Message, Rating, utcnow
+from nameplate.demo.seed import DEMO_PASSWORD
+from nameplate.store.models import Agent, Conversation, ConversationStatus, Customer, Message, Rating, utcnow
 from tests.harness import RunningServer, connect_visitor
 
 JANE = "jane@acme.example"
@@ -190,7 +190,7 @@ async def test_canned_responses_crud_with_csrf(server: RunningServer) -> None:
 
         # Another site's response cannot be deleted from here.
         other_site = await server.nameplate.directory.create_site("Other shop")
-        from server.canned import CannedResponses
+        from nameplate.desk.canned import CannedResponses
 
         foreign = await CannedResponses(server.nameplate.sessions).create(other_site.id, "theirs", "Not yours")
         foreign_delete = await http.post("/settings/canned", data={

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from server.db import make_engine, make_sessions
-from server.models import Conversation, Message
+from nameplate.store.engine import make_engine, make_sessions
+from nameplate.store.models import Conversation, Message
 from tests.harness import Client, RunningServer, connect_agent, connect_visitor, poll_until
 
 

@@ -19,7 +19,7 @@ def test_demo_starts_serves_the_shop_and_agents_can_log_in(tmp_path: Path) -> No
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "server", "demo", "--port", str(port)],
+        [sys.executable, "-m", "nameplate", "demo", "--port", str(port)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from server.auth import identity_hash
-from server.models import Conversation, Customer
+from nameplate.people.credentials import identity_hash
+from nameplate.store.models import Conversation, Customer
 from tests.harness import RunningServer, connect_agent, connect_visitor
 
 

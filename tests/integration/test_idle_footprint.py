@@ -6,9 +6,9 @@ from __future__ import annotations
 import gc
 import sys
 
-from server.models import Conversation, Customer
-from server.realtime.lean_protocol import LeanWebSocketProtocol
-from server.realtime.visitor import VisitorSession
+from nameplate.realtime.lean_protocol import LeanWebSocketProtocol
+from nameplate.realtime.visitor import VisitorSession
+from nameplate.store.models import Conversation, Customer
 from tests.harness import RunningServer, connect_visitor, poll_until
 
 

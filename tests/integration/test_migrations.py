@@ -1,7 +1,7 @@
 """Schema migrations on SQLite and the real PostgreSQL: empty to head, no drift from the models, down and up.
 
 A failure of `test_models_and_migrations_agree` after a model change means: add a migration
-(`python -m server.migrate revision -m "..."`, see server/migrations/README).
+(`python -m nameplate.store.migrate revision -m "..."`, see server/migrations/README).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server import migrate
-from server.context import Nameplate
-from server.db import make_engine
+from nameplate.services import Nameplate
+from nameplate.store import migrate
+from nameplate.store.engine import make_engine
 from tests.harness import running_server
 from tests.harness import test_settings as settings_in
 from tests.services import create_postgres_database, drop_postgres_database
@@ -249,7 +249,7 @@ def _run_cli(*args: str, database_url: str, cwd: Path) -> subprocess.CompletedPr
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
     env.update(DATABASE_URL=database_url, SECRET_KEY="migration-test", PYTHONPATH=str(ROOT))
     return subprocess.run(
-        [sys.executable, "-m", "server", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "nameplate", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
     )
 
 

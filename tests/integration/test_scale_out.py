@@ -14,8 +14,8 @@ import websockets
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 
-from server.demo import seed_demo
-from server.models import Conversation, Message
+from nameplate.demo.seed import seed_demo
+from nameplate.store.models import Conversation, Message
 from tests.cluster import Cluster, cluster, start_all
 from tests.harness import Client, agent_cookie, connect_agent, connect_visitor, free_port, poll_until
 from tests.services import private_redis_command

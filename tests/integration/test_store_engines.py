@@ -18,13 +18,15 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from server import message_log_postgres, message_log_sqlite, migrate
-from server.broker.memory import MemoryBroker
-from server.config import Settings, sqlite_path
-from server.context import Nameplate
-from server.db import make_engine
-from server.message_log import ConversationClosed, MessageLog, NewMessage, NotAssigned, StoredMessage
-from server.models import Agent, AuthorKind, Conversation, ConversationStatus, Customer, Message, Team
+from nameplate.broker.memory import MemoryBroker
+from nameplate.config import Settings, sqlite_path
+from nameplate.services import Nameplate
+from nameplate.store import migrate
+from nameplate.store.engine import make_engine
+from nameplate.store.message_log import postgres as message_log_postgres
+from nameplate.store.message_log import sqlite as message_log_sqlite
+from nameplate.store.message_log.log import ConversationClosed, MessageLog, NewMessage, NotAssigned, StoredMessage
+from nameplate.store.models import Agent, AuthorKind, Conversation, ConversationStatus, Customer, Message, Team
 from tests.services import create_postgres_database, drop_postgres_database
 
 VISITOR = AuthorKind.visitor.value

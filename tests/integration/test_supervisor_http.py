@@ -21,12 +21,12 @@ import pytest
 import websockets
 from sqlalchemy import select, update
 
-from server import transcripts as transcripts_module
-from server.db import make_engine, make_sessions
-from server.migrate import upgrade
-from server.models import Agent, Conversation, Customer, Message, Site
-from server.transcripts import ConversationQuery, Transcripts
-from server.web import login as login_module
+from nameplate.desk import transcripts as transcripts_module
+from nameplate.desk.transcripts import ConversationQuery, Transcripts
+from nameplate.store.engine import make_engine, make_sessions
+from nameplate.store.migrate import upgrade
+from nameplate.store.models import Agent, Conversation, Customer, Message, Site
+from nameplate.web import login as login_module
 from tests.harness import Client, RunningServer, agent_cookie, connect_agent, connect_visitor, visitor_token
 from tests.services import create_postgres_database, drop_postgres_database
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from server.auth import identity_hash
+from nameplate.people.credentials import identity_hash
 from tests.harness import RunningServer, connect_agent, connect_visitor
 
 

@@ -15,9 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-import server.webhooks as server_webhooks
-from server.models import Webhook
-from server.webhooks import sign, verify_signature
+import nameplate.integrations.webhooks as server_webhooks
+from nameplate.integrations.webhooks import sign, verify_signature
+from nameplate.store.models import Webhook
 from tests.harness import RunningServer, connect_agent, connect_visitor, free_port, poll_until
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from server.protocol import encode
-from server.realtime.connection import CLOSE_TOO_SLOW, MAX_PENDING_FRAMES, Connection, State
-from server.realtime.lean_protocol import SEND_TEXTS_NOW
+from nameplate.protocol.frames import encode
+from nameplate.realtime.connection import CLOSE_TOO_SLOW, MAX_PENDING_FRAMES, Connection, State
+from nameplate.realtime.lean_protocol import SEND_TEXTS_NOW
 
 
 class FakeSocket:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from server.realtime.lean_protocol import _Flag, _Inbox
+from nameplate.realtime.lean_protocol import _Flag, _Inbox
 
 
 async def test_inbox_hands_items_over_in_order_and_keeps_no_storage_when_empty() -> None:

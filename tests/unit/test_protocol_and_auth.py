@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from server.auth import VisitorTokens, hash_password, identity_hash, identity_verified, verify_password
-from server.protocol import (
+from nameplate.people.credentials import VisitorTokens, hash_password, identity_hash, identity_verified, verify_password
+from nameplate.protocol.frames import (
     AgentSend,
     ProtocolError,
     SendMessage,

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from server.refreshing_cache import REFRESHES_AT_ONCE, RefreshingCache
+from nameplate.infra.refreshing_cache import REFRESHES_AT_ONCE, RefreshingCache
 
 
 class Store:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.routing_plan import AgentState, QueueEntry, plan_assignments, queue_order
+from nameplate.routing.plan import AgentState, QueueEntry, plan_assignments, queue_order
 
 
 def agent(agent_id: str, load: int = 0, capacity: int = 3, status: str = "available", idle: float = 0.0,

@@ -13,8 +13,8 @@ import statistics
 
 import pytest
 
-from server.routing_plan import AgentState
-from server.waittime import expected_wait_seconds, mean_handle_seconds
+from nameplate.routing.plan import AgentState
+from nameplate.routing.wait_time import expected_wait_seconds, mean_handle_seconds
 
 
 def simulate(agents: int, capacity: int, mean_handle: float, load: float, visitors: int, seed: int):  # noqa: ANN201

@@ -1,5 +1,5 @@
-from server.routing_plan import AgentState
-from server.waittime import DEFAULT_HANDLE_SECONDS, expected_wait_seconds, mean_handle_seconds
+from nameplate.routing.plan import AgentState
+from nameplate.routing.wait_time import DEFAULT_HANDLE_SECONDS, expected_wait_seconds, mean_handle_seconds
 
 
 def busy(agent_id: str, load: int, capacity: int = 3, status: str = "available") -> AgentState:

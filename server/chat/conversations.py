@@ -1,0 +1,389 @@
+"""Conversations: start, post, read, close, rate, transfer in the store — store first, then publish.
+
+The frames published here are exactly what sockets forward, so the realtime layer only moves them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import case, select, update
+
+from nameplate.broker.base import Broker
+from nameplate.errors import Forbidden, NameplateError, NotFound
+from nameplate.integrations.webhooks import Webhooks
+from nameplate.people.customers import customer_card, display_name
+from nameplate.people.directory import Directory
+from nameplate.protocol import channels
+from nameplate.store.engine import Sessions
+from nameplate.store.message_log.log import MessageLog, NewMessage, StoredMessage
+from nameplate.store.models import (
+    AuthorKind,
+    Conversation,
+    ConversationStatus,
+    Customer,
+    Message,
+    Rating,
+    iso,
+    utcnow,
+)
+from nameplate.store.views import ConversationView, CustomerView
+
+
+def message_frame(stored: StoredMessage | Message, author: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "conversation_id": stored.conversation_id,
+        "seq": stored.seq,
+        "author": author,
+        "body": stored.body,
+        "private": stored.private,
+        "client_id": stored.client_id,
+        "sent_at": iso(stored.created_at),
+    }
+
+
+VISITOR_AUTHOR_KIND = AuthorKind.visitor.value
+
+
+class Conversations:
+    def __init__(
+        self, sessions: Sessions, log: MessageLog, broker: Broker, directory: Directory, max_chars: int,
+        webhooks: Webhooks,
+    ) -> None:
+        self._webhooks = webhooks
+        self._sessions = sessions
+        self._log = log
+        self._broker = broker
+        self._directory = directory
+        self._max_chars = max_chars
+
+    # -- reading -------------------------------------------------------------------------------------
+    async def get(self, conversation_id: str) -> Conversation | None:
+        async with self._sessions() as session:
+            return await session.get(Conversation, conversation_id)
+
+    async def get_in_site(self, conversation_id: str, site_id: str) -> Conversation:
+        """Every id that comes from a client is checked against its site: another site's id is 'not found'."""
+        conversation = await self.get(conversation_id)
+        if conversation is None or conversation.site_id != site_id:
+            raise NotFound("no such conversation")
+        return conversation
+
+    async def open_for_customer(self, customer_id: str) -> Conversation | None:
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Conversation)
+                .where(
+                    Conversation.customer_id == customer_id,
+                    Conversation.status != ConversationStatus.closed.value,
+                )
+                .order_by(Conversation.created_at.desc())
+                .limit(1)
+            )
+            return result.scalar_one_or_none()
+
+    async def find_sent(self, customer_id: str, client_id: str) -> Message | None:
+        """A message this customer already sent with this client_id, in any of their conversations: a
+        resend that crossed a close must be acknowledged, not stored again in a new conversation."""
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Message)
+                .join(Conversation, Conversation.id == Message.conversation_id)
+                .where(Conversation.customer_id == customer_id, Message.client_id == client_id)
+                .order_by(Message.created_at.desc())
+                .limit(1)
+            )
+            return result.scalar_one_or_none()
+
+    async def for_agent(self, agent_id: str) -> list[Conversation]:
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Conversation)
+                .where(Conversation.agent_id == agent_id, Conversation.status == ConversationStatus.active.value)
+                .order_by(Conversation.assigned_at)
+            )
+            return list(result.scalars())
+
+    async def with_status(self, status: ConversationStatus, site_id: str | None = None) -> list[Conversation]:
+        query = select(Conversation).where(Conversation.status == status.value)
+        if site_id is not None:
+            query = query.where(Conversation.site_id == site_id)
+        async with self._sessions() as session:
+            return list((await session.execute(query.order_by(Conversation.created_at))).scalars())
+
+    async def previous_agent_id(self, customer_id: str, excluding: str | None = None) -> str | None:
+        """The agent who last helped this customer: a returning customer goes to them first."""
+        query = select(Conversation.agent_id).where(
+            Conversation.customer_id == customer_id, Conversation.agent_id.is_not(None)
+        )
+        if excluding is not None:
+            query = query.where(Conversation.id != excluding)
+        async with self._sessions() as session:
+            result = await session.execute(query.order_by(Conversation.created_at.desc()).limit(1))
+            return result.scalar_one_or_none()
+
+    async def earlier(self, customer_id: str, limit: int = 5) -> list[dict[str, Any]]:
+        """A customer's closed conversations, newest first, with who helped and the last words."""
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Conversation)
+                .where(Conversation.customer_id == customer_id, Conversation.status == ConversationStatus.closed.value)
+                .order_by(Conversation.created_at.desc())
+                .limit(limit)
+            )
+            conversations = list(result.scalars())
+            items = []
+            for conversation in conversations:
+                last = (
+                    await session.execute(
+                        select(Message.body)
+                        .where(
+                            Message.conversation_id == conversation.id,
+                            Message.private.is_(False),
+                            Message.author_kind != AuthorKind.system.value,
+                        )
+                        .order_by(Message.seq.desc())
+                        .limit(1)
+                    )
+                ).scalar_one_or_none()
+                rating = await session.get(Rating, conversation.id)
+                items.append(
+                    {
+                        "id": conversation.id,
+                        "agent": await self._directory.card(conversation.agent_id) if conversation.agent_id else None,
+                        "created_at": iso(conversation.created_at),
+                        "closed_at": iso(conversation.closed_at),
+                        "last_message": (last or "")[:200],
+                        "rating": rating.score if rating else None,
+                    }
+                )
+        return items
+
+    async def summary(self, conversation: Conversation) -> dict[str, Any]:
+        """A conversation as the console lists it."""
+        async with self._sessions() as session:
+            customer = await session.get(Customer, conversation.customer_id)
+        agent = await self._directory.card(conversation.agent_id) if conversation.agent_id else None
+        previous_id = await self.previous_agent_id(conversation.customer_id, excluding=conversation.id)
+        return {
+            "id": conversation.id,
+            "previous_agent": await self._directory.card(previous_id) if previous_id else None,
+            "status": conversation.status,
+            "team_id": conversation.team_id,
+            "customer": customer_card(customer) if customer else None,
+            "agent": agent,
+            "created_at": iso(conversation.created_at),
+            "assigned_at": iso(conversation.assigned_at),
+            "closed_at": iso(conversation.closed_at),
+            "last_seq": conversation.last_seq,
+            "visitor_read_seq": conversation.visitor_read_seq,
+            "agent_read_seq": conversation.agent_read_seq,
+        }
+
+    async def history(
+        self, conversation_id: str, after_seq: int = 0, include_private: bool = False
+    ) -> list[dict[str, Any]]:
+        """Message frames with seq > after_seq, in order: the replay a reconnecting client receives."""
+        query = select(Message).where(Message.conversation_id == conversation_id, Message.seq > after_seq)
+        if not include_private:
+            query = query.where(Message.private.is_(False))
+        async with self._sessions() as session:
+            messages = list((await session.execute(query.order_by(Message.seq))).scalars())
+            conversation = await session.get(Conversation, conversation_id)
+            customer = await session.get(Customer, conversation.customer_id) if conversation else None
+        visitor = self.visitor_author(customer)
+        frames = []
+        for message in messages:
+            frames.append(message_frame(message, await self._author(message.author_kind, message.agent_id, visitor)))
+        return frames
+
+    async def _author(self, kind: str, agent_id: str | None, visitor: dict[str, Any]) -> dict[str, Any]:
+        if kind == AuthorKind.agent.value and agent_id:
+            return {"kind": kind, **(await self._directory.card(agent_id))}
+        if kind == AuthorKind.visitor.value:
+            return visitor
+        return {"kind": kind}
+
+    @staticmethod
+    def visitor_author(customer: Customer | CustomerView | None) -> dict[str, Any]:
+        return {"kind": VISITOR_AUTHOR_KIND, "name": display_name(customer) if customer else "Visitor"}
+
+    # -- writing -------------------------------------------------------------------------------------
+    def clean_body(self, body: str) -> str:
+        cleaned = body.strip()
+        if not cleaned:
+            raise NameplateError("empty", "a message needs some text")
+        if len(cleaned) > self._max_chars:
+            raise NameplateError("too_large", f"messages are limited to {self._max_chars} characters")
+        return cleaned
+
+    async def start(self, site_id: str, customer_id: str, team_id: str | None = None) -> Conversation:
+        conversation = Conversation(site_id=site_id, customer_id=customer_id, team_id=team_id)
+        async with self._sessions() as session:
+            session.add(conversation)
+            await session.commit()
+        await self._broker.publish(
+            channels.customer(customer_id), {"type": "conversation", "conversation_id": conversation.id}
+        )
+        summary = await self.announce(conversation)
+        await self._webhooks.emit(site_id, "conversation.created", summary)
+        return conversation
+
+    async def announce(self, conversation: Conversation) -> dict[str, Any]:
+        """Tell the site's live board (inboxes, supervisors) what a conversation looks like now."""
+        summary = await self.summary(conversation)
+        await self._broker.publish(
+            channels.site(conversation.site_id), {"type": "conversation", "conversation": summary}
+        )
+        return summary
+
+    async def post(self, message: NewMessage, author: dict[str, Any], site_id: str | None = None) -> StoredMessage:
+        """Store, then publish (see `publish`)."""
+        stored = await self.store(message)
+        await self.publish(stored, author, site_id)
+        return stored
+
+    async def store(self, message: NewMessage) -> StoredMessage:
+        """Store only; returns once committed. A sender's socket publishes with its own frames corked."""
+        return await self._log.append(message)
+
+    async def publish(self, stored: StoredMessage, author: dict[str, Any], site_id: str | None = None) -> None:
+        """Send a stored message to whoever follows it (see `deliver`); with `site_id`, public messages also
+        go to the site's webhooks."""
+        frame = self.deliver(stored, author)
+        if frame is not None and site_id is not None:
+            await self.tell_webhooks(site_id, stored, frame)
+
+    def deliver(self, stored: StoredMessage, author: dict[str, Any]) -> dict[str, Any] | None:
+        """Send a stored message to whoever follows its conversation: this process's sockets at once, the
+        other processes' through the broker without waiting for it, so a sender's ack can follow at once.
+        Returns the frame, or None for a duplicate client_id (a retried send), which goes to nobody."""
+        if stored.duplicate:
+            return None
+        frame = message_frame(stored, author)
+        channel = channels.staff if stored.private else channels.conversation
+        self._broker.publish_soon(channel(stored.conversation_id), frame)
+        return frame
+
+    async def tell_webhooks(self, site_id: str, stored: StoredMessage, frame: dict[str, Any]) -> None:
+        """Record `message.created` for the site's webhooks; private notes stay inside."""
+        if not stored.private:
+            await self._webhooks.emit(site_id, "message.created", {k: v for k, v in frame.items() if k != "type"})
+
+    async def system_line(self, conversation_id: str, body: str, private: bool = False) -> StoredMessage:
+        return await self.post(
+            NewMessage(conversation_id, AuthorKind.system.value, body, private=private, allow_closed=True),
+            {"kind": AuthorKind.system.value},
+        )
+
+    async def mark_read(self, conversation_id: str, by: str, seq: int) -> None:
+        """`by` ("visitor" or "agent") has read up to `seq`. Capped at the conversation's last message as
+        stored now — a session's copy of the conversation is as old as the session — and published only
+        when it moves the mark forward."""
+        column = Conversation.visitor_read_seq if by == "visitor" else Conversation.agent_read_seq
+        upto = case((Conversation.last_seq < seq, Conversation.last_seq), else_=seq)
+        async with self._sessions() as session:
+            result = await session.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation_id, column < upto)
+                .values({column: upto})
+                .returning(column)
+            )
+            moved = result.scalar_one_or_none()
+            await session.commit()
+        if moved is not None:
+            await self._broker.publish(
+                channels.conversation(conversation_id),
+                {"type": "read", "conversation_id": conversation_id, "by": by, "seq": moved},
+            )
+
+    async def typing(self, conversation_id: str, by: str, on: bool, name: str | None = None) -> None:
+        await self._broker.publish(
+            channels.conversation(conversation_id),
+            {"type": "typing", "conversation_id": conversation_id, "by": by, "name": name, "on": on},
+        )
+
+    async def mark_assigned(self, conversation_id: str, agent_id: str) -> Conversation | None:
+        """queued → active with this agent. None if it is no longer queued (closed meanwhile)."""
+        async with self._sessions() as session:
+            result = await session.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation_id, Conversation.status == ConversationStatus.queued.value)
+                .values(status=ConversationStatus.active.value, agent_id=agent_id, assigned_at=utcnow())
+            )
+            await session.commit()
+            if result.rowcount != 1:
+                return None
+            return await session.get(Conversation, conversation_id)
+
+    async def mark_requeued(self, conversation_id: str, team_id: str | None = None) -> bool:
+        values: dict[str, Any] = {"status": ConversationStatus.queued.value, "agent_id": None}
+        if team_id is not None:
+            values["team_id"] = team_id
+        async with self._sessions() as session:
+            result = await session.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation_id, Conversation.status == ConversationStatus.active.value)
+                .values(**values)
+            )
+            await session.commit()
+            return result.rowcount == 1
+
+    async def hand_over(self, conversation_id: str, from_agent: str, to_agent: str) -> bool:
+        async with self._sessions() as session:
+            result = await session.execute(
+                update(Conversation)
+                .where(
+                    Conversation.id == conversation_id,
+                    Conversation.agent_id == from_agent,
+                    Conversation.status == ConversationStatus.active.value,
+                )
+                .values(agent_id=to_agent, assigned_at=utcnow())
+            )
+            await session.commit()
+            return result.rowcount == 1
+
+    async def close(self, conversation: Conversation, closed_by: str) -> bool:
+        """Close for good; a later visitor message starts a new conversation. False if already closed."""
+        async with self._sessions() as session:
+            result = await session.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation.id, Conversation.status != ConversationStatus.closed.value)
+                .values(status=ConversationStatus.closed.value, closed_at=utcnow())
+            )
+            await session.commit()
+        if result.rowcount != 1:
+            return False
+        await self.system_line(conversation.id, f"{closed_by} closed the conversation.")
+        await self._broker.publish(
+            channels.conversation(conversation.id),
+            {"type": "closed", "conversation_id": conversation.id, "by": closed_by},
+        )
+        closed = await self.get(conversation.id)
+        if closed is not None:
+            summary = await self.announce(closed)
+            await self._webhooks.emit(closed.site_id, "conversation.closed", summary)
+        return True
+
+    async def set_offline_email(self, conversation_id: str, email: str) -> None:
+        async with self._sessions() as session:
+            await session.execute(
+                update(Conversation).where(Conversation.id == conversation_id).values(offline_email=email)
+            )
+            await session.commit()
+
+    async def rate(self, conversation: Conversation | ConversationView, score: int, comment: str) -> None:
+        if conversation.status != ConversationStatus.closed.value:
+            raise Forbidden("a conversation can be rated once it is closed")
+        async with self._sessions() as session:
+            existing = await session.get(Rating, conversation.id)
+            if existing is None:
+                session.add(Rating(conversation_id=conversation.id, score=score, comment=comment.strip()))
+            else:
+                existing.score, existing.comment = score, comment.strip()
+            await session.commit()
+        await self._broker.publish(
+            channels.staff(conversation.id),
+            {"type": "rating", "conversation_id": conversation.id, "score": score, "comment": comment},
+        )

@@ -1,0 +1,525 @@
+"""Transcripts for supervisors: find conversations, read them whole, export them.
+
+Reading only; nothing here changes a conversation. Every query is scoped to one site, and every id that
+comes from a client goes through `visible`, which answers "not found" for another site's conversation and
+for a conversation an agent did not work on, so ids never leak across sites or agents.
+
+Exports of a date range stream from a server-side cursor in batches: a year of messages never sits in
+memory at once. Queries are plain SQL that SQLite and PostgreSQL both run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, exists, func, or_, select
+
+from nameplate.errors import NameplateError, NotFound
+from nameplate.people.customers import customer_card
+from nameplate.people.directory import agent_card
+from nameplate.store.engine import Sessions
+from nameplate.store.models import (
+    Agent,
+    AuthorKind,
+    Conversation,
+    ConversationStatus,
+    Customer,
+    Message,
+    Rating,
+    Role,
+    Site,
+    Team,
+    iso,
+)
+
+PAGE_SIZE = 50
+# Rows fetched from the cursor per round trip and written to the response per chunk: large enough that
+# the round trips do not dominate, small enough that a chunk stays a few hundred kilobytes.
+EXPORT_BATCH = 500
+# A search term longer than this is not a search a person typed.
+MAX_SEARCH_CHARS = 200
+SYSTEM_AUTHOR_NAME = "System"
+VISITOR_FALLBACK_NAME = "Visitor"
+STAFF_ROLES = frozenset({Role.supervisor.value, Role.admin.value})
+
+
+def as_utc(moment: datetime) -> datetime:
+    """The store keeps UTC; SQLite hands it back without a zone. Either way the answer is aware UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def utc_iso(moment: datetime | None) -> str | None:
+    return iso(as_utc(moment)) if moment is not None else None
+
+
+def format_time(moment: datetime | None, seconds: bool = False) -> str:
+    if moment is None:
+        return ""
+    return as_utc(moment).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
+
+
+def format_duration(seconds: float | None) -> str:
+    """45 s, 12 min, 1 h 05 min, 2 d 3 h: the precision a person reads at a glance."""
+    if seconds is None:
+        return ""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes = whole // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+def parse_day(value: str | None, name: str) -> date | None:
+    """A YYYY-MM-DD query parameter (empty means "not given")."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise NameplateError("invalid", f"{name} must be a date like 2024-05-31") from exc
+
+
+def day_bounds(first: date | None, last: date | None) -> tuple[datetime | None, datetime | None]:
+    """[start of `first`, start of the day after `last`) in UTC: both days are included."""
+    if first is not None and last is not None and first > last:
+        raise NameplateError("invalid", "the start date is after the end date")
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC) if first else None
+    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1) if last else None
+    return start, end
+
+
+def author_name(kind: str, given: str | None, family: str | None, customer_name: str | None) -> str:
+    if kind == AuthorKind.agent.value:
+        return f"{given} {family}" if given is not None else "Former agent"
+    if kind == AuthorKind.visitor.value:
+        return customer_name or VISITOR_FALLBACK_NAME
+    return SYSTEM_AUTHOR_NAME
+
+
+@dataclass(frozen=True)
+class ConversationQuery:
+    site_id: str
+    first_day: date | None = None
+    last_day: date | None = None
+    agent_id: str | None = None
+    status: str | None = None
+    team_id: str | None = None
+    text: str = ""
+    # Private notes are searched for supervisors; they are staff-only, never shown to visitors.
+    include_private: bool = True
+    page: int = 1
+
+
+@dataclass(frozen=True)
+class ConversationRow:
+    id: str
+    status: str
+    customer_name: str
+    customer_email: str | None
+    agent_id: str | None
+    agent_name: str | None
+    team_name: str | None
+    created_at: datetime
+    assigned_at: datetime | None
+    closed_at: datetime | None
+    rating_score: int | None
+    rating_comment: str | None
+
+    def duration_seconds(self, now: datetime | None = None) -> float:
+        """How long the conversation lasted, or has lasted so far if it is still open."""
+        end = self.closed_at or now or datetime.now(UTC)
+        return max(0.0, (as_utc(end) - as_utc(self.created_at)).total_seconds())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "customer": {"name": self.customer_name, "email": self.customer_email},
+            "agent": {"id": self.agent_id, "name": self.agent_name} if self.agent_id else None,
+            "team": self.team_name,
+            "started_at": utc_iso(self.created_at),
+            "assigned_at": utc_iso(self.assigned_at),
+            "closed_at": utc_iso(self.closed_at),
+            "duration_s": round(self.duration_seconds()) if self.closed_at else None,
+            "rating": (
+                {"score": self.rating_score, "comment": self.rating_comment}
+                if self.rating_score is not None else None
+            ),
+        }
+
+
+@dataclass(frozen=True)
+class Snippet:
+    """Where a search matched: the words around the first match, and the match itself to highlight."""
+
+    before: str
+    match: str
+    after: str
+    private: bool
+
+
+# Characters shown on each side of a match: about one line of context in the list.
+SNIPPET_CONTEXT = 60
+
+
+def snippet(body: str, text: str, private: bool) -> Snippet | None:
+    flat = " ".join(body.split())
+    at = flat.lower().find(text.lower())
+    if at < 0:
+        return None
+    start, end = max(0, at - SNIPPET_CONTEXT), min(len(flat), at + len(text) + SNIPPET_CONTEXT)
+    before = ("…" if start > 0 else "") + flat[start:at]
+    after = flat[at + len(text):end] + ("…" if end < len(flat) else "")
+    return Snippet(before, flat[at:at + len(text)], after, private)
+
+
+@dataclass(frozen=True)
+class ConversationPage:
+    rows: list[ConversationRow]
+    page: int
+    total: int
+    page_size: int = PAGE_SIZE
+    # conversation id → where the search text was found (only when searching)
+    snippets: dict[str, Snippet] = field(default_factory=dict)
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.page_size))
+
+
+@dataclass(frozen=True)
+class Line:
+    """One stored message as transcripts and exports show it."""
+
+    conversation_id: str
+    seq: int
+    sent_at: datetime
+    author_kind: str
+    author_name: str
+    private: bool
+    body: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "conversation_id": self.conversation_id,
+            "seq": self.seq,
+            "sent_at": utc_iso(self.sent_at),
+            "author_kind": self.author_kind,
+            "author_name": self.author_name,
+            "private": self.private,
+            "body": self.body,
+        }
+
+
+@dataclass(frozen=True)
+class Transcript:
+    site_name: str
+    conversation: ConversationRow
+    lines: list[Line]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "site": self.site_name,
+            "conversation": self.conversation.as_dict(),
+            "messages": [line.as_dict() for line in self.lines],
+        }
+
+
+def _row_columns() -> tuple[Any, ...]:
+    return (
+        Conversation,
+        Customer.name,
+        Customer.email,
+        Agent.given_name,
+        Agent.family_name,
+        Team.name,
+        Rating.score,
+        Rating.comment,
+    )
+
+
+def _row_query(*conditions: ColumnElement[bool]) -> Any:
+    return (
+        select(*_row_columns())
+        .join(Customer, Customer.id == Conversation.customer_id)
+        .outerjoin(Agent, Agent.id == Conversation.agent_id)
+        .outerjoin(Team, Team.id == Conversation.team_id)
+        .outerjoin(Rating, Rating.conversation_id == Conversation.id)
+        .where(*conditions)
+    )
+
+
+def _to_row(record: Any) -> ConversationRow:
+    conversation, customer_name, customer_email, given, family, team_name, score, comment = record
+    return ConversationRow(
+        id=conversation.id,
+        status=conversation.status,
+        customer_name=customer_name or VISITOR_FALLBACK_NAME,
+        customer_email=customer_email,
+        agent_id=conversation.agent_id,
+        agent_name=f"{given} {family}" if given is not None else None,
+        team_name=team_name,
+        created_at=conversation.created_at,
+        assigned_at=conversation.assigned_at,
+        closed_at=conversation.closed_at,
+        rating_score=score,
+        rating_comment=comment,
+    )
+
+
+def _line_query() -> Any:
+    return (
+        select(
+            Message.conversation_id,
+            Message.seq,
+            Message.created_at,
+            Message.author_kind,
+            Message.private,
+            Message.body,
+            Agent.given_name,
+            Agent.family_name,
+            Customer.name,
+        )
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .join(Customer, Customer.id == Conversation.customer_id)
+        .outerjoin(Agent, Agent.id == Message.agent_id)
+    )
+
+
+def _to_line(record: Any) -> Line:
+    conversation_id, seq, sent_at, kind, private, body, given, family, customer_name = record
+    return Line(conversation_id, seq, sent_at, kind, author_name(kind, given, family, customer_name),
+                bool(private), body)
+
+
+def worked_on(agent_id: str) -> ColumnElement[bool]:
+    """The agent holds the conversation now, or wrote in it (so held it once, before a transfer)."""
+    wrote = exists().where(Message.conversation_id == Conversation.id, Message.agent_id == agent_id)
+    return or_(Conversation.agent_id == agent_id, wrote)
+
+
+class Transcripts:
+    def __init__(self, sessions: Sessions) -> None:
+        self._sessions = sessions
+
+    # -- finding -------------------------------------------------------------------------------------
+    async def search(self, query: ConversationQuery) -> ConversationPage:
+        """One page of the site's conversations matching the filters, newest first (ties by id: stable)."""
+        conditions: list[ColumnElement[bool]] = [Conversation.site_id == query.site_id]
+        start, end = day_bounds(query.first_day, query.last_day)
+        if start is not None:
+            conditions.append(Conversation.created_at >= start)
+        if end is not None:
+            conditions.append(Conversation.created_at < end)
+        if query.agent_id:
+            conditions.append(worked_on(query.agent_id))
+        if query.status:
+            if query.status not in {s.value for s in ConversationStatus}:
+                raise NameplateError("invalid", "status must be queued, active or closed")
+            conditions.append(Conversation.status == query.status)
+        if query.team_id:
+            conditions.append(Conversation.team_id == query.team_id)
+        text = " ".join(query.text.split())[:MAX_SEARCH_CHARS]
+        # icontains(autoescape=True) escapes % and _ so they match themselves; ILIKE on PostgreSQL,
+        # lower() LIKE lower() on SQLite: case-insensitive on both.
+        message_matches = [Message.body.icontains(text, autoescape=True)]
+        if not query.include_private:
+            message_matches.append(Message.private.is_(False))
+        if text:
+            conditions.append(exists().where(Message.conversation_id == Conversation.id, *message_matches))
+        async with self._sessions() as session:
+            total = (
+                await session.execute(select(func.count()).select_from(Conversation).where(*conditions))
+            ).scalar_one()
+            pages = max(1, -(-total // PAGE_SIZE))
+            page = min(max(1, query.page), pages)
+            result = await session.execute(
+                _row_query(*conditions)
+                .order_by(Conversation.created_at.desc(), Conversation.id.desc())
+                .limit(PAGE_SIZE)
+                .offset((page - 1) * PAGE_SIZE)
+            )
+            rows = [_to_row(record) for record in result]
+            snippets: dict[str, Snippet] = {}
+            if text and rows:
+                first = (
+                    select(Message.conversation_id, func.min(Message.seq).label("seq"))
+                    .where(Message.conversation_id.in_([row.id for row in rows]), *message_matches)
+                    .group_by(Message.conversation_id)
+                    .subquery()
+                )
+                found = await session.execute(
+                    select(Message.conversation_id, Message.body, Message.private).join(
+                        first, (Message.conversation_id == first.c.conversation_id) & (Message.seq == first.c.seq)
+                    )
+                )
+                for conversation_id, body, private in found:
+                    excerpt = snippet(body, text, bool(private))
+                    if excerpt is not None:
+                        snippets[conversation_id] = excerpt
+        return ConversationPage(rows, page, total, snippets=snippets)
+
+    async def visible(self, viewer: Agent, conversation_id: str) -> ConversationRow:
+        """The conversation if `viewer` may read it: supervisors and admins see their whole site, agents
+        what they worked on. Anything else is "not found", exactly like an id that does not exist."""
+        conditions = [Conversation.id == conversation_id[:64], Conversation.site_id == viewer.site_id]
+        if viewer.role not in STAFF_ROLES:
+            conditions.append(worked_on(viewer.id))
+        async with self._sessions() as session:
+            record = (await session.execute(_row_query(*conditions))).first()
+        if record is None:
+            raise NotFound("no such conversation")
+        return _to_row(record)
+
+    async def transcript(self, conversation: ConversationRow, site_id: str) -> Transcript:
+        """Every message of a conversation (private notes and system lines included), in order."""
+        async with self._sessions() as session:
+            site = await session.get(Site, site_id)
+            result = await session.execute(
+                _line_query().where(Message.conversation_id == conversation.id).order_by(Message.seq)
+            )
+            lines = [_to_line(record) for record in result]
+        return Transcript(site.name if site else "", conversation, lines)
+
+    # -- exporting -----------------------------------------------------------------------------------
+    async def stream_lines(
+        self, site_id: str, first_day: date, last_day: date, batch: int | None = None
+    ) -> AsyncIterator[list[Line]]:
+        """Every message of the conversations started in [first_day, last_day], in batches, from a
+        server-side cursor. Whole conversations, never cut at midnight; ordered by start, then seq."""
+        batch = batch or EXPORT_BATCH
+        start, end = day_bounds(first_day, last_day)
+        query = (
+            _line_query()
+            .where(Conversation.site_id == site_id, Conversation.created_at >= start, Conversation.created_at < end)
+            .order_by(Conversation.created_at, Conversation.id, Message.seq)
+            .execution_options(yield_per=batch)
+        )
+        async with self._sessions() as session:
+            result = await session.stream(query)
+            try:
+                async for partition in result.partitions(batch):
+                    yield [_to_line(record) for record in partition]
+            finally:
+                await result.close()
+
+    # -- live ----------------------------------------------------------------------------------------
+    async def live(self, site_id: str) -> list[dict[str, Any]]:
+        """The site's queued and active conversations, in the shape of `Conversations.summary`, from one
+        query: the live board's starting point before the site channel's updates."""
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Conversation, Customer, Agent)
+                .join(Customer, Customer.id == Conversation.customer_id)
+                .outerjoin(Agent, Agent.id == Conversation.agent_id)
+                .where(
+                    Conversation.site_id == site_id,
+                    Conversation.status.in_([ConversationStatus.queued.value, ConversationStatus.active.value]),
+                )
+                .order_by(Conversation.created_at, Conversation.id)
+            )
+            records = list(result)
+        return [
+            {
+                "id": conversation.id,
+                "status": conversation.status,
+                "team_id": conversation.team_id,
+                "customer": customer_card(customer),
+                "agent": agent_card(agent) if agent is not None else None,
+                "created_at": utc_iso(conversation.created_at),
+                "assigned_at": utc_iso(conversation.assigned_at),
+                "closed_at": utc_iso(conversation.closed_at),
+                "last_seq": conversation.last_seq,
+                "visitor_read_seq": conversation.visitor_read_seq,
+                "agent_read_seq": conversation.agent_read_seq,
+            }
+            for conversation, customer, agent in records
+        ]
+
+
+# -- export formats ----------------------------------------------------------------------------------------
+CSV_COLUMNS = ("conversation_id", "seq", "sent_at", "author_kind", "author_name", "private", "body")
+# A spreadsheet treats a cell starting with one of these as a formula (tab and CR too, in some programs).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: str) -> str:
+    """Text people typed, made inert for spreadsheets: a leading quote keeps a would-be formula as text."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
+def csv_record(line: Line) -> list[str]:
+    # Ids, times, kinds and flags are generated by the server; names and bodies were typed by people.
+    return [
+        line.conversation_id,
+        str(line.seq),
+        utc_iso(line.sent_at) or "",
+        line.author_kind,
+        csv_safe(line.author_name),
+        "true" if line.private else "false",
+        csv_safe(line.body),
+    ]
+
+
+def csv_text(records: Iterable[list[str] | tuple[str, ...]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(records)
+    return buffer.getvalue()
+
+
+async def csv_chunks(batches: AsyncIterator[list[Line]]) -> AsyncIterator[str]:
+    """The CSV document, one chunk per batch of lines."""
+    yield csv_text([CSV_COLUMNS])
+    async for batch in batches:
+        yield csv_text(csv_record(line) for line in batch)
+
+
+async def json_chunks(batches: AsyncIterator[list[Line]], header: dict[str, Any]) -> AsyncIterator[str]:
+    """`{...header, "messages": [...]}`, written as the lines arrive."""
+    opening = json.dumps(header, ensure_ascii=False)[:-1]
+    yield (opening + ", " if header else "{") + '"messages": ['
+    first = True
+    async for batch in batches:
+        parts = [json.dumps(line.as_dict(), ensure_ascii=False) for line in batch]
+        if parts:
+            yield ("\n" if first else ",\n") + ",\n".join(parts)
+            first = False
+    yield "\n]}\n"
+
+
+def transcript_text(transcript: Transcript) -> str:
+    """A transcript as plain text: a header of facts, then one entry per message."""
+    c = transcript.conversation
+    facts = [
+        ("Site", transcript.site_name),
+        ("Conversation", c.id),
+        ("Customer", f"{c.customer_name} <{c.customer_email}>" if c.customer_email else c.customer_name),
+        ("Agent", c.agent_name or "none"),
+        ("Team", c.team_name or "none"),
+        ("Status", c.status),
+        ("Started", format_time(c.created_at, seconds=True)),
+        ("Closed", format_time(c.closed_at, seconds=True) or "not yet"),
+        ("Duration", format_duration(c.duration_seconds()) if c.closed_at else "ongoing"),
+    ]
+    if c.rating_score is not None:
+        comment = f' ("{c.rating_comment}")' if c.rating_comment else ""
+        facts.append(("Rating", f"{c.rating_score}/5{comment}"))
+    out = [f"{label}: {value}" for label, value in facts]
+    out.append("")
+    for line in transcript.lines:
+        label = line.author_kind + (", private note" if line.private else "")
+        body = line.body.replace("\r\n", "\n").replace("\n", "\n    ")
+        out.append(f"[{format_time(line.sent_at, seconds=True)}] {line.author_name} ({label}): {body}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,260 @@
+"""Every websocket frame as a typed model; parsing and validation happen here and nowhere else.
+
+Client frames are JSON text objects with a "type". `parse_visitor_frame` / `parse_agent_frame` turn text
+into a model or raise `ProtocolError` with a code for the `error` frame. Server frames are built by the
+small functions at the bottom so their shape is written down once.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from nameplate.errors import NameplateError
+
+# Frames larger than this are refused before JSON parsing: a message body is capped far below it.
+MAX_FRAME_BYTES = 64 * 1024
+
+ClientId = Annotated[str, Field(min_length=1, max_length=64)]
+ConversationId = Annotated[str, Field(min_length=1, max_length=32)]
+
+
+class ProtocolError(NameplateError):
+    """A frame the server cannot act on. `code` goes on the wire in the `error` frame."""
+
+
+class Frame(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# -- visitor → server ----------------------------------------------------------------------------------
+class IdentifyFields(Frame):
+    """What `Nameplate.identify(...)` passes: user_hash = HMAC-SHA256(site secret, user_id), hex."""
+
+    user_id: str | None = Field(default=None, max_length=200)
+    user_hash: str | None = Field(default=None, max_length=128)
+    name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=254)
+    attributes: dict[str, Any] | None = None
+
+
+class VisitorHello(Frame):
+    type: Literal["hello"]
+    site: str = Field(min_length=1, max_length=64)
+    token: str = Field(min_length=1, max_length=512)
+    conversation_id: ConversationId | None = None
+    resume_after: int = Field(default=0, ge=0)
+    # The visitor's locale and time zone, from the browser, shown to the agent.
+    locale: str | None = Field(default=None, max_length=35)
+    timezone: str | None = Field(default=None, max_length=64)
+    identify: IdentifyFields | None = None
+
+
+class Identify(IdentifyFields):
+    """Sign in mid-visit: the same fields as hello's `identify`."""
+
+    type: Literal["identify"]
+
+
+class Choose(Frame):
+    """Answer to an `offer`: wait for the previous agent, or take the next available person."""
+
+    type: Literal["choose"]
+    wait: bool
+
+
+class History(Frame):
+    """A verified customer asks for one of their earlier conversations."""
+
+    type: Literal["history"]
+    conversation_id: ConversationId
+
+
+class SendMessage(Frame):
+    type: Literal["message"]
+    client_id: ClientId
+    body: str
+    # Agents name the conversation; a visitor's message goes to their current conversation.
+    conversation_id: ConversationId | None = None
+    team_id: str | None = Field(default=None, max_length=32)
+
+
+class Typing(Frame):
+    type: Literal["typing"]
+    on: bool
+    conversation_id: ConversationId | None = None
+
+
+class Read(Frame):
+    type: Literal["read"]
+    seq: int = Field(ge=0)
+    conversation_id: ConversationId | None = None
+
+
+class Page(Frame):
+    type: Literal["page"]
+    url: str = Field(max_length=2000)
+    title: str = Field(default="", max_length=300)
+
+
+class Rate(Frame):
+    type: Literal["rate"]
+    score: int = Field(ge=1, le=5)
+    comment: str = Field(default="", max_length=2000)
+    conversation_id: ConversationId | None = None
+
+
+class OfflineEmail(Frame):
+    """No agent online: where the reply should go."""
+
+    type: Literal["email"]
+    email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class Ping(Frame):
+    type: Literal["ping"]
+
+
+# -- agent → server ------------------------------------------------------------------------------------
+class AgentHello(Frame):
+    type: Literal["hello"]
+    # conversation_id → last seq the console has; conversations not named get their full history.
+    resume_after: dict[str, int] = Field(default_factory=dict)
+    # Supervisors watching the live view: not online for routing, read-only.
+    observe: bool = False
+
+
+class AgentSend(SendMessage):
+    conversation_id: ConversationId
+
+
+class AgentTyping(Typing):
+    conversation_id: ConversationId
+
+
+class AgentRead(Read):
+    conversation_id: ConversationId
+
+
+class Status(Frame):
+    type: Literal["status"]
+    status: Literal["available", "away"]
+
+
+class Note(Frame):
+    type: Literal["note"]
+    conversation_id: ConversationId
+    body: str
+    client_id: ClientId | None = None
+
+
+class Transfer(Frame):
+    type: Literal["transfer"]
+    conversation_id: ConversationId
+    to_agent: str | None = Field(default=None, max_length=32)
+    to_team: str | None = Field(default=None, max_length=32)
+    note: str = Field(default="", max_length=2000)
+
+
+class Close(Frame):
+    type: Literal["close"]
+    conversation_id: ConversationId
+
+
+class Watch(Frame):
+    """Open a conversation read-only (supervisors) or stop watching it; replies with its history."""
+
+    type: Literal["watch"]
+    conversation_id: ConversationId
+    on: bool = True
+
+
+VisitorFrame = Annotated[
+    SendMessage | Typing | Read | Page | Rate | OfflineEmail | Identify | Choose | History | Ping,
+    Field(discriminator="type"),
+]
+AgentFrame = Annotated[
+    AgentSend | AgentTyping | AgentRead | Status | Note | Transfer | Close | Watch | Ping,
+    Field(discriminator="type"),
+]
+_visitor_hello = TypeAdapter(VisitorHello)
+_agent_hello = TypeAdapter(AgentHello)
+_visitor_frames: TypeAdapter[Any] = TypeAdapter(VisitorFrame)
+_agent_frames: TypeAdapter[Any] = TypeAdapter(AgentFrame)
+
+
+def reject_nul(text: str | bytes) -> None:
+    """PostgreSQL text cannot hold U+0000: refuse it at the door rather than fail a whole write."""
+    raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    if "\x00" in raw or "\\u0000" in raw:
+        raise ProtocolError("bad_frame", "NUL characters (U+0000) are not allowed")
+
+
+def _load(text: str | bytes) -> dict[str, Any]:
+    if len(text) > MAX_FRAME_BYTES:
+        raise ProtocolError("too_large", f"frames are limited to {MAX_FRAME_BYTES} bytes")
+    reject_nul(text)
+    try:
+        data = json.loads(text)
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError("bad_json", "frames must be JSON objects") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        raise ProtocolError("bad_frame", 'frames must be JSON objects with a "type"')
+    return data
+
+
+def _validate(adapter: TypeAdapter[Any], data: dict[str, Any]) -> Any:
+    try:
+        return adapter.validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "union_tag_invalid":
+            raise ProtocolError("unknown_type", f"unknown frame type {data['type'][:40]!r}") from exc
+        where = ".".join(str(part) for part in first["loc"][1:] or first["loc"])
+        raise ProtocolError("bad_frame", f"{data['type'][:40]}: {where}: {first['msg']}") from exc
+
+
+def parse_visitor_hello(text: str | bytes) -> VisitorHello:
+    data = _load(text)
+    if data["type"] != "hello":
+        raise ProtocolError("hello_required", "the first frame must be hello")
+    return _validate(_visitor_hello, data)
+
+
+def parse_agent_hello(text: str | bytes) -> AgentHello:
+    data = _load(text)
+    if data["type"] != "hello":
+        raise ProtocolError("hello_required", "the first frame must be hello")
+    return _validate(_agent_hello, data)
+
+
+def parse_visitor_frame(text: str | bytes) -> Any:
+    return _validate(_visitor_frames, _load(text))
+
+
+def parse_agent_frame(text: str | bytes) -> Any:
+    return _validate(_agent_frames, _load(text))
+
+
+# -- server → client -----------------------------------------------------------------------------------
+def error_frame(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message, **extra}
+
+
+def ack_frame(client_id: str, seq: int, conversation_id: str) -> dict[str, Any]:
+    return {"type": "ack", "client_id": client_id, "seq": seq, "conversation_id": conversation_id}
+
+
+def queue_frame(conversation_id: str, position: int, expected_wait_s: int) -> dict[str, Any]:
+    return {
+        "type": "queue",
+        "conversation_id": conversation_id,
+        "position": position,
+        "expected_wait_s": expected_wait_s,
+    }
+
+
+def encode(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,439 @@
+"""The routing service: queue conversations, pair them with agents, hand them over, requeue them.
+
+The pairing rules are in routing_plan (pure); the atomic step is the broker's `assign`; this module
+keeps the store in step and tells everyone: the agent (`assigned`), the visitor (`agent_joined`,
+`queue`), and the site's live board.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from nameplate.broker.base import Broker
+from nameplate.chat.conversations import Conversations
+from nameplate.errors import NameplateError, NotFound
+from nameplate.integrations.webhooks import Webhooks
+from nameplate.people.directory import Directory
+from nameplate.protocol import channels
+from nameplate.protocol.frames import queue_frame
+from nameplate.routing.plan import QueueEntry
+from nameplate.routing.wait_time import expected_wait_seconds, mean_handle_seconds
+from nameplate.store.engine import Sessions
+from nameplate.store.models import Agent, Conversation, ConversationStatus, utcnow
+from nameplate.store.views import ConversationView
+
+log = logging.getLogger("nameplate.routing")
+
+# Queue changes arriving together (a burst of visitors) are published once: a fifth of a second is
+# invisible to a person waiting in line and spares a round of frames to everyone per arrival.
+QUEUE_COALESCE_SECONDS = 0.2
+# Handling times move slowly; recomputing them once a minute is plenty.
+HANDLE_TIME_TTL_SECONDS = 60.0
+HANDLE_TIME_SAMPLE = 50
+
+
+class Router:
+    def __init__(
+        self,
+        sessions: Sessions,
+        broker: Broker,
+        conversations: Conversations,
+        directory: Directory,
+        webhooks: Webhooks,
+    ) -> None:
+        self._webhooks = webhooks
+        self._sessions = sessions
+        self._broker = broker
+        self._conversations = conversations
+        self._directory = directory
+        self._dirty: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._handle_times: dict[str, tuple[float, float]] = {}
+        # What this process last told each queued conversation, so an unchanged position is not resent.
+        self._told: dict[str, dict[str, tuple[int, int | None, int]]] = {}
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- queue ---------------------------------------------------------------------------------------
+    async def enqueue(self, conversation: Conversation, front: bool = False) -> None:
+        """Queue a new conversation. A returning customer's previous agent is preferred ("personal
+        concierge"); if that agent is on duty but full, the visitor is offered the choice to wait for
+        them or take the next available person, and waits for them until they choose."""
+        preferred = await self._conversations.previous_agent_id(conversation.customer_id, excluding=conversation.id)
+        only_preferred = False
+        offer: dict[str, Any] | None = None
+        if preferred is not None:
+            agents = {a.agent_id: a for a in await self._broker.agents(conversation.site_id)}
+            state = agents.get(preferred)
+            if state is not None and state.status == "available" and not state.has_room:
+                only_preferred = True
+                handle = await self.handle_seconds(conversation.site_id)
+                offer = {
+                    "type": "offer",
+                    "conversation_id": conversation.id,
+                    "agent": await self._directory.card(preferred),
+                    # About one chat of theirs has to finish first; they run `capacity` at once.
+                    "expected_wait_s": round(handle / max(1, state.capacity)),
+                }
+        entry = QueueEntry(
+            conversation.id,
+            conversation.created_at.timestamp(),
+            team_id=conversation.team_id,
+            preferred_agent_id=preferred,
+            only_preferred=only_preferred,
+        )
+        await self._broker.enqueue(conversation.site_id, entry, front=front)
+        if offer is not None:
+            await self._broker.publish(channels.conversation(conversation.id), offer)
+        await self.drain(conversation.site_id)
+
+    async def choose(self, conversation: Conversation | ConversationView, wait_for_preferred: bool) -> None:
+        """The visitor's answer to an offer: keep waiting for their previous agent, or take anyone."""
+        for entry in await self._broker.queue(conversation.site_id):
+            if entry.conversation_id != conversation.id:
+                continue
+            updated = QueueEntry(
+                entry.conversation_id,
+                entry.score,
+                team_id=entry.team_id,
+                preferred_agent_id=entry.preferred_agent_id if wait_for_preferred else None,
+                only_preferred=wait_for_preferred and entry.preferred_agent_id is not None,
+            )
+            await self._broker.enqueue(conversation.site_id, updated)
+            await self.drain(conversation.site_id)
+            return
+        raise NameplateError("not_queued", "this conversation is no longer waiting")
+
+    async def drain(self, site_id: str) -> None:
+        """Give every queued conversation that can be served now to an agent."""
+        pairs = await self._broker.assign(site_id, time.time())
+        for conversation_id, agent_id in pairs:
+            conversation = await self._conversations.mark_assigned(conversation_id, agent_id)
+            if conversation is None:
+                # Closed (or abandoned) while it waited: give the agent their slot back.
+                await self._broker.detach(site_id, agent_id, conversation_id)
+                continue
+            await self._announce_assignment(conversation, agent_id, note=None)
+        self.queue_changed(site_id)
+
+    async def _announce_assignment(self, conversation: Conversation, agent_id: str, note: str | None) -> None:
+        card = await self._directory.card(agent_id)
+        await self._broker.publish(
+            channels.conversation(conversation.id),
+            {"type": "agent_joined", "conversation_id": conversation.id, "agent": card},
+        )
+        await self._conversations.system_line(conversation.id, f"{card['name']} joined the conversation.")
+        summary = await self._conversations.summary(conversation)
+        await self._broker.publish(
+            channels.agent(agent_id), {"type": "assigned", "conversation": summary, "note": note}
+        )
+        await self._broker.publish(
+            channels.site(conversation.site_id), {"type": "conversation", "conversation": summary}
+        )
+        await self._webhooks.emit(
+            conversation.site_id, "conversation.transferred" if note is not None else "conversation.assigned", summary
+        )
+
+    def queue_changed(self, site_id: str) -> None:
+        if site_id in self._dirty:
+            return
+        self._dirty.add(site_id)
+        self._spawn(self._publish_queue_soon(site_id))
+
+    async def _publish_queue_soon(self, site_id: str) -> None:
+        await asyncio.sleep(QUEUE_COALESCE_SECONDS)
+        self._dirty.discard(site_id)
+        try:
+            await self.publish_queue(site_id)
+        except Exception:
+            log.exception("publishing the queue of site %s failed", site_id)
+
+    async def publish_queue(self, site_id: str) -> None:
+        """Fresh `queue` frames to every queued visitor, and the board to the site's consoles."""
+        queue = await self._broker.queue(site_id)
+        agents = await self._broker.agents(site_id)
+        online = sum(1 for a in agents if a.status != "offline")
+        handle = await self.handle_seconds(site_id)
+        told = self._told.setdefault(site_id, {})
+        now_told: dict[str, tuple[int, int | None, int]] = {}
+        updates: list[tuple[str, dict[str, Any]]] = []
+        for position, entry in enumerate(queue, start=1):
+            wait = self._wait_for(entry, position, agents, handle)
+            now_told[entry.conversation_id] = (position, wait, online)
+            if told.get(entry.conversation_id) == now_told[entry.conversation_id]:
+                continue
+            frame = queue_frame(entry.conversation_id, position, wait)
+            frame["agents_online"] = online
+            updates.append((channels.conversation(entry.conversation_id), frame))
+        self._told[site_id] = now_told
+        updates.append((channels.site(site_id), self._board(queue, agents, handle)))
+        await self._broker.publish_many(updates)
+
+    @staticmethod
+    def _wait_for(entry: QueueEntry, position: int, agents: list[Any], handle: float) -> int | None:
+        """A visitor holding out for one agent waits for that agent alone, not for whoever is free."""
+        if entry.only_preferred and entry.preferred_agent_id:
+            mine = [a for a in agents if a.agent_id == entry.preferred_agent_id]
+            return expected_wait_seconds(1 if mine and not mine[0].has_room else 0, mine, handle)
+        return expected_wait_seconds(position, agents, handle)
+
+    async def offer_for(self, site_id: str, conversation_id: str) -> dict[str, Any] | None:
+        """The pending offer to wait for the previous agent, for a visitor who (re)connects meanwhile."""
+        for entry in await self._broker.queue(site_id):
+            if entry.conversation_id == conversation_id and entry.only_preferred and entry.preferred_agent_id:
+                state = next(
+                    (a for a in await self._broker.agents(site_id) if a.agent_id == entry.preferred_agent_id), None
+                )
+                capacity = state.capacity if state else 1
+                return {
+                    "type": "offer",
+                    "conversation_id": conversation_id,
+                    "agent": await self._directory.card(entry.preferred_agent_id),
+                    "expected_wait_s": round(await self.handle_seconds(site_id) / max(1, capacity)),
+                }
+        return None
+
+    async def board(self, site_id: str) -> dict[str, Any]:
+        """The site's live board: the queue with expected waits, and every agent's status and load."""
+        queue = await self._broker.queue(site_id)
+        agents = await self._broker.agents(site_id)
+        return self._board(queue, agents, await self.handle_seconds(site_id))
+
+    @staticmethod
+    def _board(queue: list[QueueEntry], agents: list[Any], handle: float) -> dict[str, Any]:
+        return {
+            "type": "board",
+            "queue": [
+                {
+                    "conversation_id": e.conversation_id,
+                    "position": n,
+                    "expected_wait_s": expected_wait_seconds(n, agents, handle),
+                }
+                for n, e in enumerate(queue, start=1)
+            ],
+            "agents": [{"id": a.agent_id, "status": a.status, "load": a.load, "capacity": a.capacity} for a in agents],
+        }
+
+    async def position(self, site_id: str, conversation_id: str) -> dict[str, Any] | None:
+        """The `queue` frame for one conversation, or None if it is not queued."""
+        queue = await self._broker.queue(site_id)
+        for position, entry in enumerate(queue, start=1):
+            if entry.conversation_id == conversation_id:
+                agents = await self._broker.agents(site_id)
+                frame = queue_frame(
+                    conversation_id,
+                    position,
+                    self._wait_for(entry, position, agents, await self.handle_seconds(site_id)),
+                )
+                frame["agents_online"] = sum(1 for a in agents if a.status != "offline")
+                return frame
+        return None
+
+    async def handle_seconds(self, site_id: str) -> float:
+        cached = self._handle_times.get(site_id)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(Conversation.assigned_at, Conversation.closed_at)
+                .where(
+                    Conversation.site_id == site_id,
+                    Conversation.status == ConversationStatus.closed.value,
+                    Conversation.assigned_at.is_not(None),
+                    Conversation.closed_at > utcnow() - timedelta(days=1),
+                )
+                .order_by(Conversation.closed_at.desc())
+                .limit(HANDLE_TIME_SAMPLE)
+            )
+            durations = [(closed - assigned).total_seconds() for assigned, closed in rows]
+        value = mean_handle_seconds(durations)
+        self._handle_times[site_id] = (time.monotonic() + HANDLE_TIME_TTL_SECONDS, value)
+        return value
+
+    # -- agents --------------------------------------------------------------------------------------
+    async def set_status(self, agent: Agent, status: str) -> None:
+        teams = await self._directory.agent_teams(agent.id)
+        await self._broker.set_agent_status(agent.site_id, agent.id, status, agent.capacity, teams)
+        await self.publish_load(agent.site_id, agent.id)
+        await self.publish_availability(agent.site_id)
+        if status == "available":
+            await self.drain(agent.site_id)
+        else:
+            self.queue_changed(agent.site_id)
+
+    async def publish_availability(self, site_id: str) -> None:
+        """Tell the site's visitors how many agents are online, so "no one is online" never goes stale."""
+        online = sum(1 for a in await self._broker.agents(site_id) if a.status != "offline")
+        await self._broker.publish(channels.visitors(site_id), {"type": "agents_online", "count": online})
+
+    async def publish_load(self, site_id: str, agent_id: str) -> None:
+        for state in await self._broker.agents(site_id):
+            if state.agent_id == agent_id:
+                await self._broker.publish(
+                    channels.agent(agent_id),
+                    {"type": "status", "status": state.status, "load": state.load, "capacity": state.capacity},
+                )
+
+    async def agent_gone(self, site_id: str, agent_id: str) -> None:
+        """The agent's grace period ran out: their chats go back to the front of the queue."""
+        card = await self._directory.card(agent_id)
+        for conversation in await self._conversations.for_agent(agent_id):
+            if not await self._conversations.mark_requeued(conversation.id):
+                continue
+            await self._broker.detach(site_id, agent_id, conversation.id)
+            await self._broker.enqueue(
+                site_id,
+                QueueEntry(conversation.id, conversation.created_at.timestamp(), team_id=conversation.team_id),
+                front=True,
+            )
+            await self._broker.publish(
+                channels.conversation(conversation.id),
+                {"type": "agent_left", "conversation_id": conversation.id, "agent": card},
+            )
+            await self._conversations.system_line(
+                conversation.id,
+                f"{card['name']} is no longer available. You are first in line for the next person.",
+            )
+            await self._broker.publish(
+                channels.agent(agent_id),
+                {"type": "unassigned", "conversation_id": conversation.id, "reason": "offline"},
+            )
+            requeued = await self._conversations.get(conversation.id)
+            if requeued is not None:
+                await self._conversations.announce(requeued)
+        await self.publish_availability(site_id)
+        await self.drain(site_id)
+
+    async def release(self, conversation: Conversation) -> None:
+        """The agent's slot is free again (closed conversation): give it to whoever waits."""
+        if conversation.agent_id:
+            await self._broker.detach(conversation.site_id, conversation.agent_id, conversation.id)
+            await self.publish_load(conversation.site_id, conversation.agent_id)
+        else:
+            await self._broker.dequeue(conversation.site_id, conversation.id)
+        await self.drain(conversation.site_id)
+
+    async def transfer(
+        self,
+        conversation: Conversation,
+        from_agent: Agent,
+        to_agent_id: str | None,
+        to_team_id: str | None,
+        note: str,
+    ) -> None:
+        if bool(to_agent_id) == bool(to_team_id):
+            raise NameplateError("invalid", "transfer to exactly one of to_agent or to_team")
+        from_name = from_agent.full_name
+        note = note.strip()[:2000]
+        if to_agent_id:
+            target = await self._directory.agent(to_agent_id)
+            if target is None or target.site_id != conversation.site_id or not target.active:
+                raise NotFound("no such colleague")
+            if target.id == from_agent.id:
+                raise NameplateError("invalid", "this conversation is already yours")
+            if not await self._conversations.hand_over(conversation.id, from_agent.id, target.id):
+                raise NameplateError("conflict", "the conversation changed hands meanwhile", 409)
+            await self._broker.detach(conversation.site_id, from_agent.id, conversation.id)
+            await self._broker.attach(conversation.site_id, target.id, conversation.id)
+            if note:
+                await self._conversations.system_line(
+                    conversation.id, f"Hand-off note from {from_name}: {note}", private=True
+                )
+            await self._broker.publish(
+                channels.conversation(conversation.id),
+                {
+                    "type": "transferred",
+                    "conversation_id": conversation.id,
+                    "from": from_name,
+                    "to_agent": target.full_name,
+                },
+            )
+            await self._broker.publish(
+                channels.agent(from_agent.id),
+                {"type": "unassigned", "conversation_id": conversation.id, "reason": "transferred"},
+            )
+            moved = await self._conversations.get(conversation.id)
+            assert moved is not None
+            await self._announce_assignment(moved, target.id, note=note or None)
+            await self.publish_load(conversation.site_id, from_agent.id)
+            await self.publish_load(conversation.site_id, target.id)
+            return
+        teams = {team.id: team for team in await self._directory.teams(conversation.site_id)}
+        team = teams.get(to_team_id or "")
+        if team is None:
+            raise NotFound("no such team")
+        if not await self._conversations.mark_requeued(conversation.id, team_id=team.id):
+            raise NameplateError("conflict", "the conversation changed hands meanwhile", 409)
+        await self._broker.detach(conversation.site_id, from_agent.id, conversation.id)
+        requeued = await self._conversations.get(conversation.id)
+        if requeued is not None:
+            await self._conversations.announce(requeued)
+        if note:
+            await self._conversations.system_line(
+                conversation.id, f"Hand-off note from {from_name} to {team.name}: {note}", private=True
+            )
+        await self._conversations.system_line(
+            conversation.id, f"{from_name} is transferring you to {team.name}. You are first in line."
+        )
+        await self._broker.publish(
+            channels.conversation(conversation.id),
+            {"type": "transferred", "conversation_id": conversation.id, "from": from_name, "to_team": team.name},
+        )
+        await self._broker.publish(
+            channels.agent(from_agent.id),
+            {"type": "unassigned", "conversation_id": conversation.id, "reason": "transferred"},
+        )
+        await self._broker.enqueue(
+            conversation.site_id,
+            QueueEntry(conversation.id, conversation.created_at.timestamp(), team_id=team.id),
+            front=True,
+        )
+        await self.publish_load(conversation.site_id, from_agent.id)
+        await self.drain(conversation.site_id)
+
+    # -- recovery ------------------------------------------------------------------------------------
+    async def rebuild(self) -> None:
+        """After the broker lost its state: queue and agent loads again, from the store (the truth)."""
+        open_conversations = await self._conversations.with_status(ConversationStatus.queued)
+        active = await self._conversations.with_status(ConversationStatus.active)
+        sites = {c.site_id for c in open_conversations} | {c.site_id for c in active}
+        for site_id in sites:
+            queue = [
+                QueueEntry(c.id, c.created_at.timestamp(), team_id=c.team_id)
+                for c in open_conversations
+                if c.site_id == site_id
+            ]
+            # Every agent of the site is named, so one who holds nothing now is cleared of stale chats.
+            by_agent: dict[str, set[str]] = {a.id: set() for a in await self._directory.agents(site_id)}
+            for c in active:
+                if c.site_id == site_id and c.agent_id:
+                    by_agent.setdefault(c.agent_id, set()).add(c.id)
+            await self._broker.replace_site_state(site_id, queue, by_agent)
+        log.info("routing state rebuilt from the store for %d site(s)", len(sites))
+
+    async def drain_all(self) -> None:
+        async with self._sessions() as session:
+            site_ids = set(
+                (
+                    await session.execute(
+                        select(Conversation.site_id).where(Conversation.status == ConversationStatus.queued.value)
+                    )
+                ).scalars()
+            )
+        for site_id in site_ids:
+            await self.drain(site_id)
+            self.queue_changed(site_id)

@@ -1,0 +1,105 @@
+"""The running server's parts, built once per process and shared by every endpoint."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from nameplate.broker import make_broker
+from nameplate.broker.base import Broker
+from nameplate.chat.conversations import Conversations
+from nameplate.config import Settings
+from nameplate.integrations.api_keys import ApiKeys
+from nameplate.integrations.webhooks import Webhooks
+from nameplate.people.credentials import VisitorTokens
+from nameplate.people.customers import Customers
+from nameplate.people.directory import Directory
+from nameplate.people.identity import Identity
+from nameplate.people.timeline import Timeline
+from nameplate.routing.presence import Presence
+from nameplate.routing.router import Router
+from nameplate.store.engine import Sessions, make_engine, make_sessions
+from nameplate.store.message_log.log import MessageLog
+from nameplate.store.migrate import prepare_schema
+
+log = logging.getLogger("nameplate")
+
+
+@dataclass
+class Nameplate:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: Sessions
+    broker: Broker
+    log: MessageLog
+    tokens: VisitorTokens
+    directory: Directory
+    customers: Customers
+    conversations: Conversations
+    router: Router
+    presence: Presence
+    identity: Identity
+    webhooks: Webhooks
+    api_keys: ApiKeys
+    timeline: Timeline
+
+    @classmethod
+    def build(cls, settings: Settings) -> Nameplate:
+        engine = make_engine(settings.database_url, settings.database_pool_size)
+        sessions = make_sessions(engine)
+        broker = make_broker(settings.redis_url, settings.redis_prefix)
+        message_log = MessageLog(engine)
+        tokens = VisitorTokens(settings.secret_key)
+        directory = Directory(sessions, settings.agent_default_capacity)
+        customers = Customers(sessions, tokens)
+        webhooks = Webhooks(sessions)
+        conversations = Conversations(
+            sessions, message_log, broker, directory, settings.max_message_chars, webhooks
+        )
+        router = Router(sessions, broker, conversations, directory, webhooks)
+        presence = Presence(
+            broker, router, settings.agent_grace_seconds, settings.presence_interval_seconds
+        )
+        return cls(settings, engine, sessions, broker, message_log, tokens, directory, customers,
+                   conversations, router, presence, Identity(sessions, tokens), webhooks, ApiKeys(sessions),
+                   Timeline(sessions))
+
+    async def start(self) -> None:
+        # SQLite (embedded) migrates itself; PostgreSQL is migrated by `nameplate migrate` (the release phase)
+        # and a process refuses to start on a schema that is not at head.
+        await prepare_schema(self.engine)
+        await self.broker.connect()
+        self.broker.on_reset(self.recover_broker_state)
+        self.log.start()
+        # The broker may be new (memory) or shared (Redis): make sure it reflects the store.
+        await self.router.rebuild()
+        self.presence.start()
+        self.webhooks.start()
+        await self.router.drain_all()
+
+    async def recover_broker_state(self) -> None:
+        """Redis was flushed or restarted: rebuild queue and loads from the store, presence from sockets."""
+        log.warning("the broker lost its state; rebuilding it from the store and live sockets")
+        await self.router.rebuild()
+        await self.presence.reregister()
+        await self.router.drain_all()
+
+    async def stop(self) -> None:
+        await self.webhooks.stop()
+        await self.presence.stop()
+        await self.router.stop()
+        await self.log.stop()
+        await self.broker.disconnect()
+        await self.engine.dispose()
+
+    async def store_ready(self) -> bool:
+        try:
+            async with self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            log.exception("store check failed")
+            return False
