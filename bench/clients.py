@@ -88,8 +88,9 @@ class Workers:
         self.procs: list[Any] = []
         for index in range(count):
             parent, child = context.Pipe()
-            proc = context.Process(target=worker_entry, args=(child, kind, index), daemon=True,
-                                   name=f"bench-{kind}-{index}")
+            proc = context.Process(
+                target=worker_entry, args=(child, kind, index), daemon=True, name=f"bench-{kind}-{index}"
+            )
             proc.start()
             child.close()
             self.conns.append(parent)
@@ -137,8 +138,9 @@ def _dumps(frame: dict[str, Any]) -> str:
     return json.dumps(frame, separators=(",", ":"))
 
 
-async def _recv_until(ws: ClientConnection, wanted: Callable[[dict[str, Any]], bool], timeout: float,
-                      seen: Counter[str]) -> dict[str, Any]:
+async def _recv_until(
+    ws: ClientConnection, wanted: Callable[[dict[str, Any]], bool], timeout: float, seen: Counter[str]
+) -> dict[str, Any]:
     """Read frames until one matches; an `error` frame on the way is a failed setup."""
     async with asyncio.timeout(timeout):
         while True:
@@ -199,8 +201,9 @@ class IdleWorker:
         async def one(base: str, site: str, number: int) -> None:
             async with gate:
                 try:
-                    ws = await self._open_one(clients[base], base.replace("http://", "ws://"), site,
-                                              f"{label}.{self.index}.{number}")
+                    ws = await self._open_one(
+                        clients[base], base.replace("http://", "ws://"), site, f"{label}.{self.index}.{number}"
+                    )
                 except Exception as exc:  # noqa: BLE001 - counted and reported
                     failures[f"{type(exc).__name__}: {str(exc)[:80]}"] += 1
                     return
@@ -210,8 +213,7 @@ class IdleWorker:
                 self.readers.add(reader)
                 reader.add_done_callback(self.readers.discard)
 
-        jobs = [asyncio.create_task(one(t["base"], t["site"], n))
-                for t in targets for n in range(t["count"])]
+        jobs = [asyncio.create_task(one(t["base"], t["site"], n)) for t in targets for n in range(t["count"])]
         done, pending = await asyncio.wait(jobs, timeout=timeout)
         for job in pending:
             job.cancel()
@@ -220,8 +222,13 @@ class IdleWorker:
             await asyncio.gather(*pending, return_exceptions=True)
         for client in clients.values():
             await client.aclose()
-        return {"opened": len(self.sockets), "opened_by_base": dict(opened), "failed": sum(failures.values()),
-                "failures": dict(failures), "seconds": time.perf_counter() - started}
+        return {
+            "opened": len(self.sockets),
+            "opened_by_base": dict(opened),
+            "failed": sum(failures.values()),
+            "failures": dict(failures),
+            "seconds": time.perf_counter() - started,
+        }
 
     async def _open_one(self, http: httpx.AsyncClient, ws_base: str, site: str, client_id: str) -> ClientConnection:
         token = await visitor_token(http, site)
@@ -230,8 +237,7 @@ class IdleWorker:
             await ws.send(_dumps({"type": "hello", "site": site, "token": token}))
             await _recv_until(ws, lambda f: f.get("type") == "welcome", 60, self.frames)
             await ws.send(_dumps({"type": "message", "client_id": client_id, "body": FIRST_MESSAGE}))
-            await _recv_until(ws, lambda f: f.get("type") == "ack" and f.get("client_id") == client_id, 60,
-                              self.frames)
+            await _recv_until(ws, lambda f: f.get("type") == "ack" and f.get("client_id") == client_id, 60, self.frames)
         except BaseException:
             await ws.close()
             raise
@@ -290,8 +296,19 @@ class Peer:
 
 
 class Sent:
-    __slots__ = ("t", "sender", "receiver", "ack_t", "seq", "conversation_id", "delivered_t", "acks",
-                 "deliveries", "echoes", "check")
+    __slots__ = (
+        "t",
+        "sender",
+        "receiver",
+        "ack_t",
+        "seq",
+        "conversation_id",
+        "delivered_t",
+        "acks",
+        "deliveries",
+        "echoes",
+        "check",
+    )
 
     def __init__(self, t: float, sender: Peer, receiver: Peer, check: bool) -> None:
         self.t = t
@@ -402,10 +419,12 @@ class PairWorker:
 
         try:
             async with self.engine.connect() as connection:
-                found = (await connection.execute(
-                    text("SELECT COUNT(*) FROM message WHERE conversation_id = :c AND client_id = :k"),
-                    {"c": conversation_id, "k": client_id},
-                )).scalar_one()
+                found = (
+                    await connection.execute(
+                        text("SELECT COUNT(*) FROM message WHERE conversation_id = :c AND client_id = :k"),
+                        {"c": conversation_id, "k": client_id},
+                    )
+                ).scalar_one()
             self.store_checked += 1
             if found != 1:
                 self.store_missing += 1
@@ -413,9 +432,18 @@ class PairWorker:
             self.store_check_errors += 1
 
     # -- set-up ----------------------------------------------------------------------------------------
-    async def setup(self, mode: str, visitor_base: str, agent_base: str, sites: list[dict[str, Any]],
-                    count: int, concurrency: int, timeout: float, database_url: str | None,
-                    settle: float = 1.0) -> dict[str, Any]:
+    async def setup(
+        self,
+        mode: str,
+        visitor_base: str,
+        agent_base: str,
+        sites: list[dict[str, Any]],
+        count: int,
+        concurrency: int,
+        timeout: float,
+        database_url: str | None,
+        settle: float = 1.0,
+    ) -> dict[str, Any]:
         """Relay: `count` pairs. Nameplate: for each site {site, cookies}, its agents (one per cookie, each with
         room for one conversation) come online, then as many visitors each start a conversation; the router
         gives each visitor one agent, and that is a pair."""
@@ -434,8 +462,12 @@ class PairWorker:
         # Let the set-up's fan-out (queue, board, assignment frames) settle before anything is measured.
         await asyncio.sleep(settle)
         self._check_open("after set-up")
-        return {"pairs": len(self.pairs), "seconds": time.perf_counter() - started,
-                "errors": dict(self.errors), "frames": dict(self.frames)}
+        return {
+            "pairs": len(self.pairs),
+            "seconds": time.perf_counter() - started,
+            "errors": dict(self.errors),
+            "frames": dict(self.frames),
+        }
 
     def _check_open(self, when: str) -> None:
         closed = [peer for peer in self.peers if peer.closed]
@@ -462,8 +494,9 @@ class PairWorker:
 
         self.pairs = list(await asyncio.gather(*(pair(n) for n in range(count))))
 
-    async def _setup_nameplate(self, visitor_base: str, agent_base: str, sites: list[dict[str, Any]],
-                               concurrency: int) -> None:
+    async def _setup_nameplate(
+        self, visitor_base: str, agent_base: str, sites: list[dict[str, Any]], concurrency: int
+    ) -> None:
         gate = asyncio.Semaphore(concurrency)
         agent_ws = agent_base.replace("http://", "ws://") + "/ws/agent"
         visitor_ws = visitor_base.replace("http://", "ws://") + "/ws/visitor"
@@ -511,17 +544,16 @@ class PairWorker:
         while True:
             self._check_open("while waiting for every visitor to be assigned an agent")
             ready = [
-                (v, self.assigned[v.conversation_id]) for v, client_id in visitors
-                if v.conversation_id in self.assigned
-                and client_id in self.assigned[v.conversation_id].setup_seen
+                (v, self.assigned[v.conversation_id])
+                for v, client_id in visitors
+                if v.conversation_id in self.assigned and client_id in self.assigned[v.conversation_id].setup_seen
             ]
             if len(ready) == len(visitors):
                 break
             await asyncio.sleep(0.05)
         for visitor_peer, agent_peer in ready:
             agent_peer.conversation_id = visitor_peer.conversation_id
-            agent_peer.prefix = (f'{{"type":"message","conversation_id":"{visitor_peer.conversation_id}",'
-                                 f'"client_id":"')
+            agent_peer.prefix = f'{{"type":"message","conversation_id":"{visitor_peer.conversation_id}","client_id":"'
             self.pairs.append((visitor_peer, agent_peer))
         for peer in self.peers:
             peer.setup_seen.clear()
@@ -541,9 +573,18 @@ class PairWorker:
             if enabled:
                 gc.enable()
 
-    async def _run_load(self, run_id: str, pairs: int, rate: float, duration: float, start_at: float,
-                        drain: float, check_every: int, body_chars: int,
-                        backlog_seconds: float = 3.0) -> dict[str, Any]:
+    async def _run_load(
+        self,
+        run_id: str,
+        pairs: int,
+        rate: float,
+        duration: float,
+        start_at: float,
+        drain: float,
+        check_every: int,
+        body_chars: int,
+        backlog_seconds: float = 3.0,
+    ) -> dict[str, Any]:
         """Send `rate` messages a second for `duration` seconds over the first `pairs` pairs: message k goes
         to pair k % P, visitor→agent on even rounds and agent→visitor on odd ones, on a fixed schedule
         (each sender every 2P/rate seconds). Then wait up to `drain` seconds for the last acks and deliveries.

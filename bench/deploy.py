@@ -40,8 +40,9 @@ class ConfigSpec:
 CONFIGS: dict[str, ConfigSpec] = {
     "embedded": ConfigSpec("embedded", False, False, 1, "SQLite (WAL) + in-process broker, 1 process"),
     "pg-redis": ConfigSpec("pg-redis", True, True, 1, "PostgreSQL + Redis broker, 1 process"),
-    "pg-redis-2": ConfigSpec("pg-redis-2", True, True, 2,
-                             "PostgreSQL + Redis broker, 2 processes (visitor on A, agent on B)"),
+    "pg-redis-2": ConfigSpec(
+        "pg-redis-2", True, True, 2, "PostgreSQL + Redis broker, 2 processes (visitor on A, agent on B)"
+    ),
 }
 
 
@@ -125,7 +126,11 @@ class Deployment:
         """`nameplate migrate`, as the release phase runs it. (SQLite migrates itself at start-up: the seeding
         step does that, through the same `prepare_schema` the server and the CLI call.)"""
         result = subprocess.run(
-            [sys.executable, "-m", "nameplate", "migrate"], cwd=REPO, env=self.env(), capture_output=True, text=True,
+            [sys.executable, "-m", "nameplate", "migrate"],
+            cwd=REPO,
+            env=self.env(),
+            capture_output=True,
+            text=True,
             timeout=MIGRATE_TIMEOUT_SECONDS,
         )
         if result.returncode != 0:
@@ -196,14 +201,16 @@ class Deployment:
 
         from nameplate.app import SESSION_COOKIE
 
-        response = httpx.post(f"{server.base_url}/login", json={"email": agent.email, "password": AGENT_PASSWORD},
-                              timeout=30)
+        response = httpx.post(
+            f"{server.base_url}/login", json={"email": agent.email, "password": AGENT_PASSWORD}, timeout=30
+        )
         if response.status_code != 200:
             raise RuntimeError(f"POST /login failed: {response.status_code} {response.text[:300]}")
         raw = response.cookies[SESSION_COOKIE]
         real = json.loads(b64decode(TimestampSigner(self.secret_key).unsign(raw)))
-        forged = json.loads(b64decode(TimestampSigner(self.secret_key).unsign(
-            self.session_cookie(agent).split("=", 1)[1])))
+        forged = json.loads(
+            b64decode(TimestampSigner(self.secret_key).unsign(self.session_cookie(agent).split("=", 1)[1]))
+        )
         if any(real.get(key) != value for key, value in forged.items()):
             raise RuntimeError(f"the server's session {real} does not contain the bench's session {forged}")
 
@@ -213,8 +220,9 @@ class Deployment:
         if self._pg_name is None:
             return None
         try:
-            return int(asyncio.run(_pg_admin(
-                f"SELECT sessions FROM pg_stat_database WHERE datname = '{self._pg_name}'")) or 0)
+            return int(
+                asyncio.run(_pg_admin(f"SELECT sessions FROM pg_stat_database WHERE datname = '{self._pg_name}'")) or 0
+            )
         except Exception:  # noqa: BLE001 - a figure we can do without
             return None
 
@@ -242,39 +250,50 @@ async def _seed(database_url: str, secret_key: str, sites: list[SiteSeed]) -> di
     """Sites and agents through the server's own Directory; agents after the first reuse its password hash
     (argon2 costs ~0.17 s per hash, and the bench seeds hundreds of agents)."""
     from nameplate.config import Settings
-    from nameplate.services import Nameplate
+    from nameplate.services import Services
     from nameplate.store.models import Agent
 
-    nameplate = Nameplate.build(Settings.from_env({"DATABASE_URL": database_url, "SECRET_KEY": secret_key}))
+    services = Services.build(Settings.from_env({"DATABASE_URL": database_url, "SECRET_KEY": secret_key}))
     seeded: dict[str, list[SeededAgent]] = {}
     password_hash: str | None = None
     try:
-        await _prepare_schema(nameplate.engine)
+        await _prepare_schema(services.engine)
         for spec in sites:
-            site = await nameplate.directory.create_site(f"Bench {spec.key}", allowed_origins="*",
-                                                         public_key=spec.key)
+            site = await services.directory.create_site(f"Bench {spec.key}", allowed_origins="*", public_key=spec.key)
             agents: list[Any] = []
             unsaved: list[Any] = []
             for index in range(spec.agents):
                 email = f"agent{index}@{spec.key}.bench.example"
                 if password_hash is None:
-                    agent = await nameplate.directory.create_agent(
-                        site.id, given_name="Bench", family_name=f"Agent {index}", email=email,
-                        password=AGENT_PASSWORD, title="Bench agent", capacity=spec.capacity,
+                    agent = await services.directory.create_agent(
+                        site.id,
+                        given_name="Bench",
+                        family_name=f"Agent {index}",
+                        email=email,
+                        password=AGENT_PASSWORD,
+                        title="Bench agent",
+                        capacity=spec.capacity,
                     )
                     password_hash = agent.password_hash
                 else:
-                    agent = Agent(site_id=site.id, given_name="Bench", family_name=f"Agent {index}", email=email,
-                                  password_hash=password_hash, title="Bench agent", capacity=spec.capacity)
+                    agent = Agent(
+                        site_id=site.id,
+                        given_name="Bench",
+                        family_name=f"Agent {index}",
+                        email=email,
+                        password_hash=password_hash,
+                        title="Bench agent",
+                        capacity=spec.capacity,
+                    )
                     unsaved.append(agent)
                 agents.append(agent)
             if unsaved:
-                async with nameplate.sessions() as session:
+                async with services.sessions() as session:
                     session.add_all(unsaved)
                     await session.commit()
             seeded[spec.key] = [SeededAgent(a.id, a.email, a.session_version) for a in agents]
     finally:
-        await nameplate.engine.dispose()
+        await services.engine.dispose()
     return seeded
 
 
@@ -313,18 +332,21 @@ async def _sequence_problems(database_url: str) -> list[str]:
     engine = make_engine(database_url)
     try:
         async with engine.connect() as connection:
-            rows = await connection.execute(text(
-                "SELECT c.id, c.last_seq, COUNT(m.id), COUNT(DISTINCT m.seq), MIN(m.seq), MAX(m.seq) "
-                "FROM conversation c LEFT JOIN message m ON m.conversation_id = c.id "
-                "GROUP BY c.id, c.last_seq"
-            ))
+            rows = await connection.execute(
+                text(
+                    "SELECT c.id, c.last_seq, COUNT(m.id), COUNT(DISTINCT m.seq), MIN(m.seq), MAX(m.seq) "
+                    "FROM conversation c LEFT JOIN message m ON m.conversation_id = c.id "
+                    "GROUP BY c.id, c.last_seq"
+                )
+            )
             problems = []
             for conversation_id, last_seq, count, distinct, low, high in rows:
                 if count == 0 and last_seq == 0:
                     continue
                 if not (count == distinct == last_seq == high and low == 1):
-                    problems.append(f"{conversation_id}: last_seq={last_seq} rows={count} distinct={distinct} "
-                                    f"min={low} max={high}")
+                    problems.append(
+                        f"{conversation_id}: last_seq={last_seq} rows={count} distinct={distinct} min={low} max={high}"
+                    )
             return problems
     finally:
         await engine.dispose()

@@ -13,8 +13,21 @@ from typing import Any
 
 from bench.procs import REPO
 
-PACKAGES = ("websockets", "uvicorn", "starlette", "uvloop", "httptools", "sqlalchemy", "sqlmodel", "aiosqlite",
-            "asyncpg", "redis", "pydantic", "pydantic-core", "alembic")
+PACKAGES = (
+    "websockets",
+    "uvicorn",
+    "starlette",
+    "uvloop",
+    "httptools",
+    "sqlalchemy",
+    "sqlmodel",
+    "aiosqlite",
+    "asyncpg",
+    "redis",
+    "pydantic",
+    "pydantic-core",
+    "alembic",
+)
 
 
 def cpu_model() -> str:

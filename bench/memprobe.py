@@ -81,8 +81,13 @@ def main() -> None:
         snapshot_path = deployment._workdir / "snapshot.bin"
         env = {**deployment.env(), SNAPSHOT_ENV: str(snapshot_path)}
         port = free_port()
-        server = spawn("memprobe", [sys.executable, "-m", "bench.memprobe", "--serve", str(port), "--frames",
-                                     str(args.frames)], env, deployment._workdir / "logs", port)
+        server = spawn(
+            "memprobe",
+            [sys.executable, "-m", "bench.memprobe", "--serve", str(port), "--frames", str(args.frames)],
+            env,
+            deployment._workdir / "logs",
+            port,
+        )
         deadline = time.monotonic() + 120
         import httpx
 
@@ -95,18 +100,30 @@ def main() -> None:
             if time.monotonic() > deadline or not server.alive():
                 raise RuntimeError(f"server did not start:\n{server.log_tail()}")
             time.sleep(0.2)
-        targets = [{"base": server.base_url, "site": site.key,
-                    "count": min(args.per_site, args.connections - i * args.per_site)} for i, site in enumerate(sites)]
-        before, after, rss_before, rss_after, n = asyncio.run(_measure(server.base_url, server.pid, snapshot_path,
-                                                                       targets))
+        targets = [
+            {
+                "base": server.base_url,
+                "site": site.key,
+                "count": min(args.per_site, args.connections - i * args.per_site),
+            }
+            for i, site in enumerate(sites)
+        ]
+        before, after, rss_before, rss_after, n = asyncio.run(
+            _measure(server.base_url, server.pid, snapshot_path, targets)
+        )
         stats = after.compare_to(before, args.group)
         traced = sum(s.size_diff for s in stats)
-        print(f"{n} idle visitor sockets ({args.config}); RSS grew {(rss_after - rss_before) / n:.1f} KiB/socket "
-              f"(under tracemalloc), traced Python allocations {traced / 1024 / n:.1f} KiB/socket\n")
+        print(
+            f"{n} idle visitor sockets ({args.config}); RSS grew {(rss_after - rss_before) / n:.1f} KiB/socket "
+            f"(under tracemalloc), traced Python allocations {traced / 1024 / n:.1f} KiB/socket\n"
+        )
         print(f"{'KiB/socket':>10} {'blocks/socket':>13}  where")
         for stat in stats[: args.top]:
-            where = stat.traceback.format()[-1].strip() if args.group != "traceback" else " <- ".join(
-                line.strip() for line in stat.traceback.format()[::-1] if not line.startswith("    "))
+            where = (
+                stat.traceback.format()[-1].strip()
+                if args.group != "traceback"
+                else " <- ".join(line.strip() for line in stat.traceback.format()[::-1] if not line.startswith("    "))
+            )
             where = where.replace(str(REPO) + "/", "").replace(sys.prefix + "/lib/python3.11/site-packages/", "")
             print(f"{stat.size_diff / 1024 / n:10.2f} {stat.count_diff / n:13.1f}  {where}")
     finally:
@@ -115,8 +132,9 @@ def main() -> None:
         deployment.teardown()
 
 
-async def _measure(base: str, pid: int, path: Path, targets: list[dict[str, object]]
-                   ) -> tuple[tracemalloc.Snapshot, tracemalloc.Snapshot, int, int, int]:
+async def _measure(
+    base: str, pid: int, path: Path, targets: list[dict[str, object]]
+) -> tuple[tracemalloc.Snapshot, tracemalloc.Snapshot, int, int, int]:
     """Warm up, snapshot, open the visitors, snapshot — all in one event loop, so the sockets stay open."""
     warm = IdleWorker(1)
     await warm.open([{"base": base, "site": "bench-warmup", "count": 20}], 20, 120, "warm")

@@ -183,8 +183,9 @@ def start_servers(names: list[str], env: dict[str, str], log_dir: Path) -> list[
         if time.monotonic() > deadline:
             for other in procs:
                 other.stop()
-            raise RuntimeError(f"server {proc.name} did not answer /healthz within {START_TIMEOUT_SECONDS:.0f}s:\n"
-                               f"{proc.log_tail()}")
+            raise RuntimeError(
+                f"server {proc.name} did not answer /healthz within {START_TIMEOUT_SECONDS:.0f}s:\n{proc.log_tail()}"
+            )
         time.sleep(0.1)
     return procs
 

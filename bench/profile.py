@@ -18,9 +18,23 @@ from typing import Any
 SAMPLES_PER_SECOND = 100
 # Frames that say nothing about where the time goes (the loop itself, the coroutine trampolines).
 NOISE = (
-    "<module>", "run (asyncio/runners.py)", "run_until_complete (", "run_forever (", "_run_once (", "_run (asyncio",
-    "serve (uvicorn", "_serve (uvicorn", "run (uvicorn", "main (", "_run_code (", "_run_module_as_main (",
-    "run_server (server/cli.py)", "cmd_serve (server/cli.py)", "Runner.run (", "Server.serve (", "Server._serve (",
+    "<module>",
+    "run (asyncio/runners.py)",
+    "run_until_complete (",
+    "run_forever (",
+    "_run_once (",
+    "_run (asyncio",
+    "serve (uvicorn",
+    "_serve (uvicorn",
+    "run (uvicorn",
+    "main (",
+    "_run_code (",
+    "_run_module_as_main (",
+    "run_server (server/cli.py)",
+    "cmd_serve (server/cli.py)",
+    "Runner.run (",
+    "Server.serve (",
+    "Server._serve (",
 )
 
 
@@ -56,15 +70,30 @@ def start(targets: list[tuple[str, int]], seconds: float, folder: Path) -> list[
     recorders = []
     for name, pid in targets:
         output = folder / f"{name}.txt"
-        argv = [executable, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
-                "--rate", str(SAMPLES_PER_SECOND), "--format", "raw", "--nolineno", "--nonblocking", "--threads",
-                "--output", str(output)]
+        argv = [
+            executable,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(max(1, int(seconds))),
+            "--rate",
+            str(SAMPLES_PER_SECOND),
+            "--format",
+            "raw",
+            "--nolineno",
+            "--nonblocking",
+            "--threads",
+            "--output",
+            str(output),
+        ]
         recorders.append((output, subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
     return recorders
 
 
-def finish(recorders: list[tuple[Path, subprocess.Popen[bytes]]], seconds: float, timeout: float = 60
-           ) -> dict[str, Any]:
+def finish(
+    recorders: list[tuple[Path, subprocess.Popen[bytes]]], seconds: float, timeout: float = 60
+) -> dict[str, Any]:
     summaries = {}
     for output, recorder in recorders:
         try:
@@ -105,8 +134,10 @@ def summarize(path: Path, seconds: float, top: int = 20) -> dict[str, Any]:
         if not frames or any(entry in frames[-1] for entry in LOOP_ENTRY):
             category = LOOP_C
         else:
-            category = next((label for label, markers in CATEGORIES if any(m in joined for m in markers)),
-                            "asyncio, uvicorn, other Python")
+            category = next(
+                (label for label, markers in CATEGORIES if any(m in joined for m in markers)),
+                "asyncio, uvicorn, other Python",
+            )
         categories[category] += count
         if frames:
             own[frames[-1]] += count

@@ -63,8 +63,11 @@ def render(data: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in machine["packages"].items()),
         "- Services: " + (", ".join(f"{k} {v}" for k, v in machine["services"].items()) or "none used"),
         f"- Code: commit {machine['git_commit'] or '?'}"
-        + (f", with uncommitted changes in {len(machine['server_files_uncommitted'])} server file(s)"
-           if machine["server_files_uncommitted"] else ", server/ clean"),
+        + (
+            f", with uncommitted changes in {len(machine['server_files_uncommitted'])} server file(s)"
+            if machine["server_files_uncommitted"]
+            else ", server/ clean"
+        ),
         "- Clients and servers (and PostgreSQL and Redis) share this machine; client CPU is shown where measured, "
         "and *machine busy %* (all cores, every process, from /proc/stat) shows anything else competing. "
         f"Load average (1/5/15 min) at start {_loads(data.get('load_average_start'))}, "
@@ -139,8 +142,10 @@ def _targets(configs: dict[str, Any], relay: dict[str, Any] | None) -> list[str]
         if not result:
             return "—"
         value = result["kib_per_connection"]
-        return (f"{num(value)} KiB: {verdict(value <= TARGET_KIB_PER_SOCKET)}"
-                f" (stretch {STRETCH_KIB_PER_SOCKET:.0f}: {verdict(value <= STRETCH_KIB_PER_SOCKET)})")
+        return (
+            f"{num(value)} KiB: {verdict(value <= TARGET_KIB_PER_SOCKET)}"
+            f" (stretch {STRETCH_KIB_PER_SOCKET:.0f}: {verdict(value <= STRETCH_KIB_PER_SOCKET)})"
+        )
 
     def p50_cell(config: dict[str, Any]) -> str:
         result = latency(config)
@@ -170,8 +175,10 @@ def _targets(configs: dict[str, Any], relay: dict[str, Any] | None) -> list[str]
             return "—"
         value = result["stored_per_process"]
         stretch = value is not None and value >= STRETCH_STORED_PER_PROCESS
-        return (f"{num(value, 0)} msg/s: {verdict(value is not None and value >= TARGET_STORED_PER_PROCESS)}"
-                f" (stretch {STRETCH_STORED_PER_PROCESS:,.0f}: {verdict(stretch)})")
+        return (
+            f"{num(value, 0)} msg/s: {verdict(value is not None and value >= TARGET_STORED_PER_PROCESS)}"
+            f" (stretch {STRETCH_STORED_PER_PROCESS:,.0f}: {verdict(stretch)})"
+        )
 
     def ratio_cell(config: dict[str, Any]) -> str:
         result = latency(config)
@@ -187,8 +194,7 @@ def _targets(configs: dict[str, Any], relay: dict[str, Any] | None) -> list[str]
     row("zero lost / duplicated (latency + throughput, checked against the store)", lost_cell)
     row(f"≥ {TARGET_STORED_PER_PROCESS:,.0f} stored msg/s per process (p99 < 50 ms)", throughput_cell)
     row(f"p50 send→delivered ≤ {TARGET_RELAY_RATIO_P50:.0f}× the bare relay", ratio_cell)
-    out = ["## Against the targets", "", "| target | " + " | ".join(names) + " |",
-           "|---|" + "---|" * len(names)]
+    out = ["## Against the targets", "", "| target | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     out += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
     return [*out, ""]
 
@@ -269,9 +275,11 @@ def _latency(configs: dict[str, Any], relay: dict[str, Any] | None) -> list[str]
                 f"{store['stored_twice']} twice, {store['wrong_seq']} wrong seq; stored-before-ack probes "
                 f"{result['stored_before_ack_checked']} checked, {result['stored_before_ack_missing']} missing"
             )
-    churn = [f"{name}: {num(config['pairs']['latency']['new_db_connections'], 0)}"
-             for name, config in configs.items()
-             if ((config.get("pairs") or {}).get("latency") or {}).get("new_db_connections") is not None]
+    churn = [
+        f"{name}: {num(config['pairs']['latency']['new_db_connections'], 0)}"
+        for name, config in configs.items()
+        if ((config.get("pairs") or {}).get("latency") or {}).get("new_db_connections") is not None
+    ]
     return [
         "## 2. Delivery latency",
         "",
@@ -287,8 +295,16 @@ def _latency(configs: dict[str, Any], relay: dict[str, Any] | None) -> list[str]
         *rows,
         "",
         *(["Store check: " + "; ".join(store_notes) + ".", ""] if store_notes else []),
-        *(["New PostgreSQL connections opened by the server(s) during the load (a steady pool opens none): "
-           + "; ".join(churn) + ".", ""] if churn else []),
+        *(
+            [
+                "New PostgreSQL connections opened by the server(s) during the load (a steady pool opens none): "
+                + "; ".join(churn)
+                + ".",
+                "",
+            ]
+            if churn
+            else []
+        ),
     ]
 
 
@@ -318,9 +334,11 @@ def _throughput(configs: dict[str, Any]) -> list[str]:
                 f"{num(step.get('new_db_connections'))} | "
                 f"{_passed(step)} |"
             )
-        best.append(f"**{name}**: {num(result['max_rate_p99_under_limit'], 0)} msg/s in total, "
-                    f"{num(result['stored_per_process'], 0)} stored msg/s per process (highest rate sustained "
-                    f"whatever the latency: {num(result.get('max_rate_sustained'), 0)} msg/s)")
+        best.append(
+            f"**{name}**: {num(result['max_rate_p99_under_limit'], 0)} msg/s in total, "
+            f"{num(result['stored_per_process'], 0)} stored msg/s per process (highest rate sustained "
+            f"whatever the latency: {num(result.get('max_rate_sustained'), 0)} msg/s)"
+        )
     if not rows:
         return []
     first = next(c["pairs"]["throughput"] for c in configs.values() if (c.get("pairs") or {}).get("throughput"))
@@ -345,11 +363,18 @@ def _throughput(configs: dict[str, Any]) -> list[str]:
 def _profiles(configs: dict[str, Any], top: int = 12) -> list[str]:
     out = []
     for config in configs.values():
-        profiles = {**(((config.get("pairs") or {}).get("latency") or {}).get("profile") or {}),
-                    **((config.get("idle") or {}).get("ramp_profile") or {})}
+        profiles = {
+            **(((config.get("pairs") or {}).get("latency") or {}).get("profile") or {}),
+            **((config.get("idle") or {}).get("ramp_profile") or {}),
+        }
         for process, found in profiles.items():
-            during = ("the idle ramp (first 20 s)" if "-ramp-" in process
-                      else "the idle hold" if "-hold-" in process else "the latency load")
+            during = (
+                "the idle ramp (first 20 s)"
+                if "-ramp-" in process
+                else "the idle hold"
+                if "-hold-" in process
+                else "the latency load"
+            )
             if not found.get("samples"):
                 out += [f"**{process}**: no samples ({found.get('error', '?')[:200]})", ""]
                 continue
@@ -359,8 +384,9 @@ def _profiles(configs: dict[str, Any], top: int = 12) -> list[str]:
                 f"{during} ({found['samples']:,} samples at 100/s); other threads busy: {others}. "
                 f"Percentages below are of the event loop's samples. Raw stacks: `{found['file']}`.",
                 "",
-                "Event loop samples by kind of work: " + "; ".join(f"{label} {pct} %" for label, pct in
-                                                                 found.get("categories", [])) + ".",
+                "Event loop samples by kind of work: "
+                + "; ".join(f"{label} {pct} %" for label, pct in found.get("categories", []))
+                + ".",
                 "",
                 "| inclusive % | function (file) | | self % | function (file) |",
                 "|---|---|---|---|---|",

@@ -124,14 +124,19 @@ def run_idle(spec: ConfigSpec, options: Options, deployment: Deployment) -> dict
         meter = CpuMeter([s.pid for s in servers])
         workers.send(
             "open",
-            [{"targets": targets, "concurrency": options.setup_concurrency, "timeout": ramp_limit, "label": "idle"}
-             for targets in plan],
+            [
+                {"targets": targets, "concurrency": options.setup_concurrency, "timeout": ramp_limit, "label": "idle"}
+                for targets in plan
+            ],
         )
         recorders = None
         if options.profile is not None:
             # The ramp (hello + first message for every visitor, as after a deploy's reconnect storm).
-            recorders = profile.start([(f"{spec.name}-ramp-{s.name.rsplit('-', 1)[-1]}", s.pid) for s in servers],
-                                      PROFILE_RAMP_SECONDS, options.profile)
+            recorders = profile.start(
+                [(f"{spec.name}-ramp-{s.name.rsplit('-', 1)[-1]}", s.pid) for s in servers],
+                PROFILE_RAMP_SECONDS,
+                options.profile,
+            )
         opened = workers.collect("open", timeout=ramp_limit + 60)
         ramp_cpu = meter.percent()
         ramp_profile = profile.finish(recorders, PROFILE_RAMP_SECONDS) if recorders else None
@@ -143,13 +148,17 @@ def run_idle(spec: ConfigSpec, options: Options, deployment: Deployment) -> dict
         for result in opened:
             for base, count in result["opened_by_base"].items():
                 per_server[base] += count
-        _log(f"idle/{spec.name}: {sum(per_server.values())} open after {ramp_seconds:.1f}s; "
-             f"holding {options.hold:.0f}s")
+        _log(
+            f"idle/{spec.name}: {sum(per_server.values())} open after {ramp_seconds:.1f}s; holding {options.hold:.0f}s"
+        )
         meter = CpuMeter([s.pid for s in servers] + workers.pids)
         hold_recorders = None
         if options.profile is not None:
-            hold_recorders = profile.start([(f"{spec.name}-hold-{s.name.rsplit('-', 1)[-1]}", s.pid) for s in servers],
-                                           options.hold, options.profile)
+            hold_recorders = profile.start(
+                [(f"{spec.name}-hold-{s.name.rsplit('-', 1)[-1]}", s.pid) for s in servers],
+                options.hold,
+                options.profile,
+            )
         time.sleep(options.hold)
         hold_cpu = meter.percent()
         hold_machine = meter.machine_percent()
@@ -166,18 +175,20 @@ def run_idle(spec: ConfigSpec, options: Options, deployment: Deployment) -> dict
         for server in servers:
             connections = per_server.get(server.base_url, 0)
             grown = rss_after[server.name] - rss_before[server.name]
-            processes.append({
-                "name": server.name,
-                "connections": connections,
-                "rss_before_mib": rss_before[server.name] / 1024,
-                "rss_after_ramp_mib": rss_ramp[server.name] / 1024,
-                "rss_after_hold_mib": rss_after[server.name] / 1024,
-                "peak_rss_mib": hwm[server.name] / 1024,
-                "kib_per_connection": grown / connections if connections else None,
-                "cpu_idle_pct": hold_cpu[server.pid],
-                "cpu_ramp_pct": ramp_cpu[server.pid],
-                "open_fds": fds[server.name],
-            })
+            processes.append(
+                {
+                    "name": server.name,
+                    "connections": connections,
+                    "rss_before_mib": rss_before[server.name] / 1024,
+                    "rss_after_ramp_mib": rss_ramp[server.name] / 1024,
+                    "rss_after_hold_mib": rss_after[server.name] / 1024,
+                    "peak_rss_mib": hwm[server.name] / 1024,
+                    "kib_per_connection": grown / connections if connections else None,
+                    "cpu_idle_pct": hold_cpu[server.pid],
+                    "cpu_ramp_pct": ramp_cpu[server.pid],
+                    "open_fds": fds[server.name],
+                }
+            )
         frames_ramp = _merge_counters(r["frames"] for r in ramp_frames)
         frames_hold = _merge_counters(r["frames"] for r in held)
         opened_total = sum(per_server.values())
@@ -253,8 +264,15 @@ def pair_plan(options: Options, latency: bool, throughput: bool) -> PairPlan:
     return PairPlan(needed, clients, per_worker, sites, worker_sites)
 
 
-def run_pairs(spec: ConfigSpec, options: Options, deployment: Deployment, seeded: dict[str, list[SeededAgent]],
-              plan: PairPlan, latency: bool, throughput: bool) -> dict[str, Any]:
+def run_pairs(
+    spec: ConfigSpec,
+    options: Options,
+    deployment: Deployment,
+    seeded: dict[str, list[SeededAgent]],
+    plan: PairPlan,
+    latency: bool,
+    throughput: bool,
+) -> dict[str, Any]:
     """Latency runs, then throughput steps, with visitor–agent pairs set up once."""
     needed, clients, per_worker = plan.needed, plan.clients, plan.per_worker
     servers = deployment.servers
@@ -264,18 +282,34 @@ def run_pairs(spec: ConfigSpec, options: Options, deployment: Deployment, seeded
         deployment.check_login(agent_server, seeded[plan.sites[0].key][0])
         _log(f"pairs/{spec.name}: setting up {needed} visitor–agent pairs from {clients} client processes")
         workers = Workers("pairs", clients)
-        setup = workers.call("setup", [
-            {"mode": "nameplate", "visitor_base": visitor_server.base_url, "agent_base": agent_server.base_url,
-             "sites": [{"site": site.key, "cookies": [deployment.session_cookie(a) for a in seeded[site.key]]}
-                       for site in group],
-             "count": sum(site.agents for site in group), "concurrency": 20, "timeout": 600.0,
-             "database_url": deployment.database_url, "settle": options.settle}
-            for group in plan.worker_sites
-        ], timeout=630)
+        setup = workers.call(
+            "setup",
+            [
+                {
+                    "mode": "nameplate",
+                    "visitor_base": visitor_server.base_url,
+                    "agent_base": agent_server.base_url,
+                    "sites": [
+                        {"site": site.key, "cookies": [deployment.session_cookie(a) for a in seeded[site.key]]}
+                        for site in group
+                    ],
+                    "count": sum(site.agents for site in group),
+                    "concurrency": 20,
+                    "timeout": 600.0,
+                    "database_url": deployment.database_url,
+                    "settle": options.settle,
+                }
+                for group in plan.worker_sites
+            ],
+            timeout=630,
+        )
         result: dict[str, Any] = {
-            "config": spec.name, "pairs_set_up": sum(s["pairs"] for s in setup),
-            "setup_seconds": max(s["seconds"] for s in setup), "client_processes": clients,
-            "sites": len(plan.sites), "agents_per_site": options.agents_per_site,
+            "config": spec.name,
+            "pairs_set_up": sum(s["pairs"] for s in setup),
+            "setup_seconds": max(s["seconds"] for s in setup),
+            "client_processes": clients,
+            "sites": len(plan.sites),
+            "agents_per_site": options.agents_per_site,
         }
         counter = 0
 
@@ -288,17 +322,31 @@ def run_pairs(spec: ConfigSpec, options: Options, deployment: Deployment, seeded
             pairs = max(options.pairs, pairs_for_rate(options.rate))
             runs = []
             for attempt in range(options.repeat):
-                _log(f"latency/{spec.name}: {pairs} pairs, {options.rate:.0f} msg/s for {options.duration:.0f}s"
-                     f" (run {attempt + 1}/{options.repeat})")
-                runs.append(run_load(workers, servers, deployment, run_id(), split(pairs, clients), options.rate,
-                                     options.duration, options, profile_as=spec.name if attempt == 0 else None))
+                _log(
+                    f"latency/{spec.name}: {pairs} pairs, {options.rate:.0f} msg/s for {options.duration:.0f}s"
+                    f" (run {attempt + 1}/{options.repeat})"
+                )
+                runs.append(
+                    run_load(
+                        workers,
+                        servers,
+                        deployment,
+                        run_id(),
+                        split(pairs, clients),
+                        options.rate,
+                        options.duration,
+                        options,
+                        profile_as=spec.name if attempt == 0 else None,
+                    )
+                )
             result["latency"] = combine_runs(runs)
         if throughput:
             steps: list[dict[str, Any]] = []
             for rate in options.steps:
                 _log(f"throughput/{spec.name}: {rate:.0f} msg/s for {options.step_duration:.0f}s over {needed} pairs")
-                step = run_load(workers, servers, deployment, run_id(), per_worker, rate, options.step_duration,
-                                options)
+                step = run_load(
+                    workers, servers, deployment, run_id(), per_worker, rate, options.step_duration, options
+                )
                 step["passed"] = step_passed(step)
                 steps.append(step)
                 # Stop once the server is overloaded (it fell behind and sending stopped), or after two failed
@@ -307,8 +355,11 @@ def run_pairs(spec: ConfigSpec, options: Options, deployment: Deployment, seeded
                 if not options.all_steps and (step["aborted_at_s"] is not None or two_failed):
                     break
             passed = [s["target_rate"] for s in steps if s["passed"]]
-            sustained = [s["target_rate"] for s in steps if s["aborted_at_s"] is None and s["lost"] == 0
-                         and s["achieved_rate"] >= 0.95 * s["target_rate"]]
+            sustained = [
+                s["target_rate"]
+                for s in steps
+                if s["aborted_at_s"] is None and s["lost"] == 0 and s["achieved_rate"] >= 0.95 * s["target_rate"]
+            ]
             result["throughput"] = {
                 "steps": steps,
                 "max_rate_p99_under_limit": max(passed) if passed else None,
@@ -325,8 +376,9 @@ def run_pairs(spec: ConfigSpec, options: Options, deployment: Deployment, seeded
 
 
 @contextlib.contextmanager
-def deployed(spec: ConfigSpec, label: str, sites: list[SiteSeed], options: Options
-             ) -> Iterator[tuple[Deployment, dict[str, list[SeededAgent]]]]:
+def deployed(
+    spec: ConfigSpec, label: str, sites: list[SiteSeed], options: Options
+) -> Iterator[tuple[Deployment, dict[str, list[SeededAgent]]]]:
     """A fresh store (and Redis prefix), seeded, with the configuration's server processes running."""
     deployment = Deployment(spec, label)
     try:
@@ -349,8 +401,9 @@ def run_config(spec: ConfigSpec, options: Options, scenarios: set[str]) -> dict[
     if options.share and len(groups) > 1:
         groups = [["idle", "pairs"]]
     for group in groups:
-        sites = ((idle_sites(spec, options) if "idle" in group else [])
-                 + (plan.sites if plan and "pairs" in group else []))
+        sites = (idle_sites(spec, options) if "idle" in group else []) + (
+            plan.sites if plan and "pairs" in group else []
+        )
         try:
             with deployed(spec, "+".join(group), sites, options) as (deployment, seeded):
                 if "idle" in group:
@@ -375,29 +428,54 @@ def run_config(spec: ConfigSpec, options: Options, scenarios: set[str]) -> dict[
 
 def step_passed(step: dict[str, Any]) -> bool:
     p99 = step["delivered"]["p99"]
-    return (p99 is not None and p99 < THROUGHPUT_P99_LIMIT_MS and step["lost"] == 0 and step["duplicated"] == 0
-            and step["achieved_rate"] >= 0.95 * step["target_rate"] and step["aborted_at_s"] is None)
+    return (
+        p99 is not None
+        and p99 < THROUGHPUT_P99_LIMIT_MS
+        and step["lost"] == 0
+        and step["duplicated"] == 0
+        and step["achieved_rate"] >= 0.95 * step["target_rate"]
+        and step["aborted_at_s"] is None
+    )
 
 
-def run_load(workers: Workers, servers: list[Proc], deployment: Deployment | None, run_id: str,
-             pairs_per_worker: list[int], rate: float, duration: float, options: Options,
-             profile_as: str | None = None) -> dict[str, Any]:
+def run_load(
+    workers: Workers,
+    servers: list[Proc],
+    deployment: Deployment | None,
+    run_id: str,
+    pairs_per_worker: list[int],
+    rate: float,
+    duration: float,
+    options: Options,
+    profile_as: str | None = None,
+) -> dict[str, Any]:
     """One bounded load: `rate` msg/s in total for `duration` s, spread over the workers by their pairs."""
     total_pairs = sum(pairs_per_worker)
     quiet = wait_for_quiet(options.wait_quiet) if options.wait_quiet > 0 else None
     start_at = time.time() + 1.0
-    workers.send("run", [
-        {"run_id": run_id, "pairs": pairs, "rate": rate * pairs / total_pairs, "duration": duration,
-         "start_at": start_at, "drain": options.drain, "check_every": options.check_every if deployment else 0,
-         "body_chars": options.body_chars}
-        for pairs in pairs_per_worker
-    ])
+    workers.send(
+        "run",
+        [
+            {
+                "run_id": run_id,
+                "pairs": pairs,
+                "rate": rate * pairs / total_pairs,
+                "duration": duration,
+                "start_at": start_at,
+                "drain": options.drain,
+                "check_every": options.check_every if deployment else 0,
+                "body_chars": options.body_chars,
+            }
+            for pairs in pairs_per_worker
+        ],
+    )
     time.sleep(max(0.0, start_at - time.time()))
     sessions_before = deployment.database_sessions() if deployment else None
     recorders = None
     if profile_as and options.profile is not None:
-        recorders = profile.start([(f"{profile_as}-{s.name.rsplit('-', 1)[-1]}", s.pid) for s in servers],
-                                  duration, options.profile)
+        recorders = profile.start(
+            [(f"{profile_as}-{s.name.rsplit('-', 1)[-1]}", s.pid) for s in servers], duration, options.profile
+        )
     meter = CpuMeter([s.pid for s in servers] + workers.pids)
     time.sleep(duration)
     cpu = meter.percent()
@@ -454,8 +532,9 @@ def run_load(workers: Workers, servers: list[Proc], deployment: Deployment | Non
         "machine_busy_pct": machine,
         "quiet_wait": quiet,
         # PostgreSQL: connections the server processes opened during the load (a steady pool opens none).
-        "new_db_connections": (sessions_after - sessions_before) if sessions_before is not None
-        and sessions_after is not None else None,
+        "new_db_connections": (sessions_after - sessions_before)
+        if sessions_before is not None and sessions_after is not None
+        else None,
         "server_rss_mib": rss,
         **({"profile": profiles} if profiles else {}),
     }
@@ -493,8 +572,18 @@ def combine_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
         combined[part] = {key: median_of([r[part] for r in runs], key) for key in ("count", "p50", "p90", "p99", "max")}
     for key in ("achieved_rate", "client_cpu_pct", "machine_busy_pct", "max_schedule_lag_ms", "new_db_connections"):
         combined[key] = median_of(runs, key)
-    for key in ("sent", "lost", "duplicated", "missing_acks", "missing_deliveries", "duplicate_acks",
-                "duplicate_deliveries", "dropped", "stored_before_ack_checked", "stored_before_ack_missing"):
+    for key in (
+        "sent",
+        "lost",
+        "duplicated",
+        "missing_acks",
+        "missing_deliveries",
+        "duplicate_acks",
+        "duplicate_deliveries",
+        "dropped",
+        "stored_before_ack_checked",
+        "stored_before_ack_missing",
+    ):
         combined[key] = sum(r[key] for r in runs)
     combined["server_cpu_pct"] = {
         name: median_of([r["server_cpu_pct"] for r in runs], name) for name in runs[0]["server_cpu_pct"]
@@ -519,14 +608,28 @@ def run_relay(options: Options) -> dict[str, Any]:
     try:
         _log(f"relay: {pairs} pairs, {options.rate:.0f} msg/s for {options.duration:.0f}s")
         workers = Workers("pairs", clients)
-        workers.call("setup", [
-            {"mode": "relay", "visitor_base": relay.base_url, "agent_base": relay.base_url, "sites": [],
-             "count": count, "concurrency": 50, "timeout": 120.0, "database_url": None,
-             "settle": options.settle}
-            for count in per_worker
-        ], timeout=150)
-        runs = [run_load(workers, [relay], None, f"relay{i}", per_worker, options.rate, options.duration, options)
-                for i in range(options.repeat)]
+        workers.call(
+            "setup",
+            [
+                {
+                    "mode": "relay",
+                    "visitor_base": relay.base_url,
+                    "agent_base": relay.base_url,
+                    "sites": [],
+                    "count": count,
+                    "concurrency": 50,
+                    "timeout": 120.0,
+                    "database_url": None,
+                    "settle": options.settle,
+                }
+                for count in per_worker
+            ],
+            timeout=150,
+        )
+        runs = [
+            run_load(workers, [relay], None, f"relay{i}", per_worker, options.rate, options.duration, options)
+            for i in range(options.repeat)
+        ]
         return {"config": "relay", **combine_runs(runs)}
     finally:
         if workers is not None:

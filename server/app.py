@@ -21,7 +21,7 @@ from nameplate.config import Settings
 from nameplate.errors import NameplateError
 from nameplate.realtime.agent import agent_endpoint
 from nameplate.realtime.visitor import visitor_endpoint
-from nameplate.services import Nameplate
+from nameplate.services import Services
 from nameplate.web import api, console, customers_api, integrations, login, supervisor, widget
 from nameplate.web.responses import nameplate_error_handler
 
@@ -59,11 +59,11 @@ def create_app(
     someone's message; and hand the GIL over every 0.5 ms instead of 5, so the SQLite writer thread is not
     kept waiting by a busy event loop."""
     settings = settings or Settings.from_env()
-    nameplate = Nameplate.build(settings)
+    services = Services.build(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await nameplate.start()
+        await services.start()
         if tune_process:
             gc.collect()
             gc.freeze()
@@ -71,7 +71,7 @@ def create_app(
         try:
             yield
         finally:
-            await nameplate.stop()
+            await services.stop()
 
     routes: list[BaseRoute] = [
         # Served by NameplateApp directly; the route stays so that the URL is listed with the others.
@@ -103,7 +103,7 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={NameplateError: nameplate_error_handler},
     )
-    app.state.nameplate = nameplate
+    app.state.services = services
     app.state.settings = settings
     logging.getLogger("nameplate").setLevel(settings.log_level.upper())
     return app

@@ -35,19 +35,19 @@ def run_server(settings: Settings, host: str, port: int) -> None:
 
 
 async def _with_nameplate(settings: Settings, work) -> object:  # noqa: ANN001
-    from nameplate.services import Nameplate
+    from nameplate.services import Services
     from nameplate.store.migrate import SchemaOutOfDate, prepare_schema
 
-    nameplate = Nameplate.build(settings)
+    services = Services.build(settings)
     try:
         # As at start-up: SQLite migrates itself, PostgreSQL must already be at head (`nameplate migrate`).
-        await prepare_schema(nameplate.engine)
-        return await work(nameplate)
+        await prepare_schema(services.engine)
+        return await work(services)
     except SchemaOutOfDate as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     finally:
-        await nameplate.engine.dispose()
+        await services.engine.dispose()
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -66,7 +66,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     settings = Settings.from_env(env)
     base = f"http://{args.host}:{args.port}"
     origins = f"{base} http://localhost:{args.port} http://127.0.0.1:{args.port}"
-    people = asyncio.run(_with_nameplate(settings, lambda np: seed_demo(np, origins)))
+    people = asyncio.run(_with_nameplate(settings, lambda services: seed_demo(services, origins)))
     print(f"\nNameplate demo — database {database}\n")
     print(f"  Shop page (visitor):   {base}/demo")
     print(f"  Agent console:         {base}/login")
@@ -92,8 +92,8 @@ def cmd_migrate(_args: argparse.Namespace) -> None:
 def cmd_site_create(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
 
-    async def work(np):  # noqa: ANN001, ANN202
-        return await np.directory.create_site(args.name, allowed_origins=" ".join(args.origin or []))
+    async def work(services):  # noqa: ANN001, ANN202
+        return await services.directory.create_site(args.name, allowed_origins=" ".join(args.origin or []))
 
     site = asyncio.run(_with_nameplate(settings, work))
     print(f"site created: {site.name}")  # type: ignore[attr-defined]
@@ -109,16 +109,23 @@ def cmd_agent_create(args: argparse.Namespace) -> None:
     password = os.environ.get("NAMEPLATE_AGENT_PASSWORD") or getpass.getpass("Password for the new agent: ")
     photo = Path(args.photo).read_bytes() if args.photo else None
 
-    async def work(np):  # noqa: ANN001, ANN202
-        site = await np.directory.site_by_key(args.site)
+    async def work(services):  # noqa: ANN001, ANN202
+        site = await services.directory.site_by_key(args.site)
         if site is None:
             raise NameplateError("not_found", f"no site with key {args.site!r}")
-        agent = await np.directory.create_agent(
-            site.id, given_name=args.given_name, family_name=args.family_name, email=args.email,
-            password=password, title=args.title, intro=args.intro, role=args.role, capacity=args.capacity,
+        agent = await services.directory.create_agent(
+            site.id,
+            given_name=args.given_name,
+            family_name=args.family_name,
+            email=args.email,
+            password=password,
+            title=args.title,
+            intro=args.intro,
+            role=args.role,
+            capacity=args.capacity,
         )
         if photo is not None:
-            await store_photo(np.sessions, agent.id, photo)
+            await store_photo(services.sessions, agent.id, photo)
         return agent
 
     try:
@@ -132,20 +139,21 @@ def cmd_agent_create(args: argparse.Namespace) -> None:
 def cmd_apikey(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
 
-    async def work(np):  # noqa: ANN001, ANN202
-        site = await np.directory.site_by_key(args.site)
+    async def work(services):  # noqa: ANN001, ANN202
+        site = await services.directory.site_by_key(args.site)
         if site is None:
             raise SystemExit(f"error: no site with key {args.site!r}")
         if args.action == "create":
-            record, key = await np.api_keys.create(site.id, args.name)
+            record, key = await services.api_keys.create(site.id, args.name)
             return f"API key {record.name!r} (id {record.id}) — shown once, keep it secret:\n{key}"
         if args.action == "revoke":
-            await np.api_keys.revoke(site.id, args.id)
+            await services.api_keys.revoke(site.id, args.id)
             return f"revoked {args.id}"
-        rows = await np.api_keys.list(site.id)
-        return "\n".join(
-            f"{k.id}  {k.prefix}…  {k.name}  {'revoked' if k.revoked_at else 'active'}" for k in rows
-        ) or "no keys"
+        rows = await services.api_keys.list(site.id)
+        return (
+            "\n".join(f"{k.id}  {k.prefix}…  {k.name}  {'revoked' if k.revoked_at else 'active'}" for k in rows)
+            or "no keys"
+        )
 
     print(asyncio.run(_with_nameplate(settings, work)))
 
@@ -157,14 +165,16 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     settings = Settings.from_env()
 
-    async def work(np):  # noqa: ANN001, ANN202
-        site = await np.directory.site_by_key(args.site)
+    async def work(services):  # noqa: ANN001, ANN202
+        site = await services.directory.site_by_key(args.site)
         if site is None:
             raise SystemExit(f"error: no site with key {args.site!r}")
         first, last = parse_day(args.date_from, "from"), parse_day(args.date_to, "to")
-        batches = Transcripts(np.sessions).stream_lines(site.id, first, last)
-        chunks = csv_chunks(batches) if args.format == "csv" else json_chunks(
-            batches, {"site": site.public_key, "from": args.date_from, "to": args.date_to}
+        batches = Transcripts(services.sessions).stream_lines(site.id, first, last)
+        chunks = (
+            csv_chunks(batches)
+            if args.format == "csv"
+            else json_chunks(batches, {"site": site.public_key, "from": args.date_from, "to": args.date_to})
         )
         # A command-line tool writing its own output file: blocking writes are what we want here.
         out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115, ASYNC230
@@ -203,8 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     site_create.set_defaults(func=cmd_site_create)
 
     agent = commands.add_parser("agent", help="manage agents").add_subparsers(dest="action", required=True)
-    agent_create = agent.add_parser("create", help="create an agent (password from NAMEPLATE_AGENT_PASSWORD "
-                                                    "or asked for)")
+    agent_create = agent.add_parser(
+        "create", help="create an agent (password from NAMEPLATE_AGENT_PASSWORD or asked for)"
+    )
     agent_create.add_argument("--site", required=True, help="the site's public key")
     agent_create.add_argument("--given-name", required=True)
     agent_create.add_argument("--family-name", required=True)

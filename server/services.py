@@ -29,12 +29,12 @@ log = logging.getLogger("nameplate")
 
 
 @dataclass
-class Nameplate:
+class Services:
     settings: Settings
     engine: AsyncEngine
     sessions: Sessions
     broker: Broker
-    log: MessageLog
+    message_log: MessageLog
     tokens: VisitorTokens
     directory: Directory
     customers: Customers
@@ -47,7 +47,7 @@ class Nameplate:
     timeline: Timeline
 
     @classmethod
-    def build(cls, settings: Settings) -> Nameplate:
+    def build(cls, settings: Settings) -> Services:
         engine = make_engine(settings.database_url, settings.database_pool_size)
         sessions = make_sessions(engine)
         broker = make_broker(settings.redis_url, settings.redis_prefix)
@@ -56,16 +56,26 @@ class Nameplate:
         directory = Directory(sessions, settings.agent_default_capacity)
         customers = Customers(sessions, tokens)
         webhooks = Webhooks(sessions)
-        conversations = Conversations(
-            sessions, message_log, broker, directory, settings.max_message_chars, webhooks
-        )
+        conversations = Conversations(sessions, message_log, broker, directory, settings.max_message_chars, webhooks)
         router = Router(sessions, broker, conversations, directory, webhooks)
-        presence = Presence(
-            broker, router, settings.agent_grace_seconds, settings.presence_interval_seconds
+        presence = Presence(broker, router, settings.agent_grace_seconds, settings.presence_interval_seconds)
+        return cls(
+            settings,
+            engine,
+            sessions,
+            broker,
+            message_log,
+            tokens,
+            directory,
+            customers,
+            conversations,
+            router,
+            presence,
+            Identity(sessions, tokens),
+            webhooks,
+            ApiKeys(sessions),
+            Timeline(sessions),
         )
-        return cls(settings, engine, sessions, broker, message_log, tokens, directory, customers,
-                   conversations, router, presence, Identity(sessions, tokens), webhooks, ApiKeys(sessions),
-                   Timeline(sessions))
 
     async def start(self) -> None:
         # SQLite (embedded) migrates itself; PostgreSQL is migrated by `nameplate migrate` (the release phase)
@@ -73,7 +83,7 @@ class Nameplate:
         await prepare_schema(self.engine)
         await self.broker.connect()
         self.broker.on_reset(self.recover_broker_state)
-        self.log.start()
+        self.message_log.start()
         # The broker may be new (memory) or shared (Redis): make sure it reflects the store.
         await self.router.rebuild()
         self.presence.start()
@@ -91,7 +101,7 @@ class Nameplate:
         await self.webhooks.stop()
         await self.presence.stop()
         await self.router.stop()
-        await self.log.stop()
+        await self.message_log.stop()
         await self.broker.disconnect()
         await self.engine.dispose()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from nameplate.config import Settings
-from nameplate.services import Nameplate
+from nameplate.services import Services
 from nameplate.store.migrate import upgrade_to_head
 from tests.harness import free_port
 from tests.services import create_postgres_database, drop_postgres_database, require_redis, unique_prefix
@@ -43,7 +43,10 @@ class ServerProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "nameplate", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
@@ -80,7 +83,7 @@ class ServerProcess:
 class Cluster:
     servers: list[ServerProcess]
     settings: Settings
-    nameplate: Nameplate
+    services: Services
     redis_url: str
     prefix: str
     extra: dict[str, object] = field(default_factory=dict)
@@ -112,16 +115,16 @@ async def cluster(
         **env_overrides,
     }
     settings = Settings.from_env(env)
-    nameplate = Nameplate.build(settings)
-    await nameplate.broker.connect()
+    services = Services.build(settings)
+    await services.broker.connect()
     servers = [ServerProcess(free_port(), env, tmp_path / f"server-{n}.log") for n in range(processes)]
     try:
-        yield Cluster(servers, settings, nameplate, redis_url, prefix)
+        yield Cluster(servers, settings, services, redis_url, prefix)
     finally:
         for server in servers:
             server.stop()
-        await nameplate.broker.disconnect()
-        await nameplate.engine.dispose()
+        await services.broker.disconnect()
+        await services.engine.dispose()
         await _delete_prefix(redis_url, prefix)
         await drop_postgres_database(database_url)
 

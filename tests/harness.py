@@ -23,7 +23,7 @@ from nameplate.app import create_app
 from nameplate.config import Settings
 from nameplate.demo.seed import seed_demo
 from nameplate.realtime.lean_protocol import LeanWebSocketProtocol
-from nameplate.services import Nameplate
+from nameplate.services import Services
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -48,7 +48,7 @@ def test_settings(tmp_path: Path, **overrides: Any) -> Settings:
 class RunningServer:
     base_url: str
     ws_url: str
-    nameplate: Nameplate
+    services: Services
     server: uvicorn.Server
     task: asyncio.Task[Any]
     port: int
@@ -80,7 +80,7 @@ async def start_server(settings: Settings, port: int | None = None) -> RunningSe
         if time.monotonic() > deadline:
             raise TimeoutError("server did not start")
         await asyncio.sleep(0.01)
-    return RunningServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", app.state.nameplate, server, task, port)
+    return RunningServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", app.state.services, server, task, port)
 
 
 @contextlib.asynccontextmanager
@@ -92,8 +92,8 @@ async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
         await running.stop()
 
 
-async def seed(nameplate: Nameplate, origins: str = "*") -> None:
-    await seed_demo(nameplate, origins)
+async def seed(services: Services, origins: str = "*") -> None:
+    await seed_demo(services, origins)
 
 
 _template: Path | None = None
@@ -110,7 +110,7 @@ async def seeded_settings(tmp_path: Path, **overrides: Any) -> Settings:
         folder = Path(tempfile.mkdtemp(prefix="nameplate-template-"))
         running = await start_server(test_settings(folder))
         try:
-            await seed(running.nameplate)
+            await seed(running.services)
         finally:
             await running.stop()
         _template = folder / "nameplate.db"

@@ -44,8 +44,19 @@ def private_redis_command(port: int, directory: Path) -> list[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         _missing("the redis-server binary is not installed")
-    return [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(directory)]
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+    ]
 
 
 def require_redis() -> str:

@@ -145,17 +145,13 @@ class MemoryBroker(Broker):
         async with self._lock:
             self._queues[site_id].pop(conversation_id, None)
             state = self._agents[site_id].get(agent_id) or AgentState(agent_id, "offline", 0)
-            self._agents[site_id][agent_id] = replace(
-                state, conversations=state.conversations | {conversation_id}
-            )
+            self._agents[site_id][agent_id] = replace(state, conversations=state.conversations | {conversation_id})
 
     async def detach(self, site_id: str, agent_id: str, conversation_id: str) -> None:
         async with self._lock:
             state = self._agents[site_id].get(agent_id)
             if state is not None:
-                self._agents[site_id][agent_id] = replace(
-                    state, conversations=state.conversations - {conversation_id}
-                )
+                self._agents[site_id][agent_id] = replace(state, conversations=state.conversations - {conversation_id})
 
     async def replace_site_state(
         self, site_id: str, queue: list[QueueEntry], conversations_by_agent: dict[str, set[str]]

@@ -434,9 +434,7 @@ class RedisBroker(Broker):
         self._reset_callbacks.append(callback)
 
     async def _ensure_epoch(self) -> str:
-        epoch = await self._epoch_script(
-            keys=[self._key("epoch")], args=[uuid.uuid4().hex], client=self._sub_client
-        )
+        epoch = await self._epoch_script(keys=[self._key("epoch")], args=[uuid.uuid4().hex], client=self._sub_client)
         return str(epoch)
 
     def _note_failure(self) -> None:
@@ -482,9 +480,7 @@ class RedisBroker(Broker):
             self._force_resubscribe = True
         try:
             async with asyncio.timeout(2 * SUBSCRIBE_CONFIRM_TIMEOUT), self._sub_changed:
-                await self._sub_changed.wait_for(
-                    lambda: self._pubsub is not None and self._sub_connected_at > since
-                )
+                await self._sub_changed.wait_for(lambda: self._pubsub is not None and self._sub_connected_at > since)
         except TimeoutError:
             log.warning("the broker subscriber is not back yet; running reset callbacks anyway")
 
@@ -545,8 +541,12 @@ class RedisBroker(Broker):
                     else:
                         future.set_exception(error)
                 if error is not None and unawaited:
-                    log.warning("%d events published without waiting did not reach Redis (%s); other processes'"
-                                " sockets get those messages from the store when they resume", unawaited, error)
+                    log.warning(
+                        "%d events published without waiting did not reach Redis (%s); other processes'"
+                        " sockets get those messages from the store when they resume",
+                        unawaited,
+                        error,
+                    )
         except asyncio.CancelledError:
             # Shutting down mid-flight: nobody may wait forever for a publish that will not happen.
             for _, _, future in [*batch, *self._outgoing]:
@@ -742,9 +742,7 @@ class RedisBroker(Broker):
 
     # -- presence ----------------------------------------------------------------------------------
     async def agent_connected(self, site_id: str, agent_id: str, connection_id: str, ttl: float) -> None:
-        await self._connect_script(
-            keys=[self._agent_key(site_id, agent_id, "connections")], args=[connection_id, ttl]
-        )
+        await self._connect_script(keys=[self._agent_key(site_id, agent_id, "connections")], args=[connection_id, ttl])
 
     async def agent_disconnected(self, site_id: str, agent_id: str, connection_id: str) -> None:
         await self._disconnect_script(
@@ -798,9 +796,7 @@ class RedisBroker(Broker):
         return [candidate for candidate, result in zip(candidates, won, strict=True) if int(result) == 1]
 
     # -- routing state -----------------------------------------------------------------------------
-    async def _transact(
-        self, site_id: str, plan: Callable[[Pipeline], Awaitable[tuple[T, Write | None]]]
-    ) -> T:
+    async def _transact(self, site_id: str, plan: Callable[[Pipeline], Awaitable[tuple[T, Write | None]]]) -> T:
         """Optimistic transaction on the site's version. `plan` reads through the given pipeline (WATCH
         mode: commands run at once, on the WATCHing connection, so a transaction never holds two pooled
         connections) and returns its result plus the writes to apply, or None when there is nothing to
@@ -844,9 +840,7 @@ class RedisBroker(Broker):
             parts,
         )
         snapshot = json.loads(reply)
-        queue = [
-            _entry_from_redis(cid, float(score), fields) for cid, score, fields in snapshot.get("queue") or []
-        ]
+        queue = [_entry_from_redis(cid, float(score), fields) for cid, score, fields in snapshot.get("queue") or []]
         agents = []
         for agent_id, state, conversations in snapshot.get("agents") or []:
             agent = _agent_from_redis(agent_id, _pairs(state), set(conversations or []))
@@ -981,7 +975,5 @@ class RedisBroker(Broker):
 
     # -- counters ----------------------------------------------------------------------------------
     async def hit(self, key: str, limit: int, window: float, cost: int = 1) -> tuple[bool, float]:
-        count, ttl_ms = await self._hit_script(
-            keys=[self._key("hit", key)], args=[max(1, round(window * 1000)), cost]
-        )
+        count, ttl_ms = await self._hit_script(keys=[self._key("hit", key)], args=[max(1, round(window * 1000)), cost])
         return int(count) <= limit, max(0.0, int(ttl_ms) / 1000)

@@ -48,7 +48,12 @@ VISITOR_AUTHOR_KIND = AuthorKind.visitor.value
 
 class Conversations:
     def __init__(
-        self, sessions: Sessions, log: MessageLog, broker: Broker, directory: Directory, max_chars: int,
+        self,
+        sessions: Sessions,
+        log: MessageLog,
+        broker: Broker,
+        directory: Directory,
+        max_chars: int,
         webhooks: Webhooks,
     ) -> None:
         self._webhooks = webhooks

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nameplate.people.photos import store_photo
-from nameplate.services import Nameplate
+from nameplate.services import Services
 from nameplate.store.models import Role
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -27,20 +27,41 @@ class DemoAgent:
 
 
 DEMO_AGENTS = (
-    DemoAgent("Jane", "Chang-Katzenberg", "Customer Care",
-              "Eight years of helping hikers find gear that fits. Ask me anything.",
-              "jane@acme.example", Role.agent.value, "jane.png", ("Support",)),
-    DemoAgent("Tomás", "Okafor-Lindqvist", "Orders & Returns",
-              "I look after orders, deliveries and returns — and the people waiting for them.",
-              "tomas@acme.example", Role.supervisor.value, "tomas.png", ("Support", "Sales")),
-    DemoAgent("Priya", "Ramanathan", "Gear Specialist",
-              "Former mountain guide. I'll tell you honestly what you need and what you don't.",
-              "priya@acme.example", Role.admin.value, "priya.png", ("Sales",)),
+    DemoAgent(
+        "Jane",
+        "Chang-Katzenberg",
+        "Customer Care",
+        "Eight years of helping hikers find gear that fits. Ask me anything.",
+        "jane@acme.example",
+        Role.agent.value,
+        "jane.png",
+        ("Support",),
+    ),
+    DemoAgent(
+        "Tomás",
+        "Okafor-Lindqvist",
+        "Orders & Returns",
+        "I look after orders, deliveries and returns — and the people waiting for them.",
+        "tomas@acme.example",
+        Role.supervisor.value,
+        "tomas.png",
+        ("Support", "Sales"),
+    ),
+    DemoAgent(
+        "Priya",
+        "Ramanathan",
+        "Gear Specialist",
+        "Former mountain guide. I'll tell you honestly what you need and what you don't.",
+        "priya@acme.example",
+        Role.admin.value,
+        "priya.png",
+        ("Sales",),
+    ),
 )
 
 
-async def seed_demo(nameplate: Nameplate, origins: str) -> list[DemoAgent]:
-    directory = nameplate.directory
+async def seed_demo(services: Services, origins: str) -> list[DemoAgent]:
+    directory = services.directory
     site = await directory.create_site("Acme Outdoor", allowed_origins=origins, public_key=DEMO_SITE_KEY)
     teams = {name: await directory.create_team(site.id, name) for name in ("Sales", "Support")}
     for person in DEMO_AGENTS:
@@ -54,7 +75,7 @@ async def seed_demo(nameplate: Nameplate, origins: str) -> list[DemoAgent]:
             intro=person.intro,
             role=person.role,
         )
-        await store_photo(nameplate.sessions, agent.id, (ASSETS / person.portrait).read_bytes())
+        await store_photo(services.sessions, agent.id, (ASSETS / person.portrait).read_bytes())
         for team in person.teams:
             await directory.join_team(agent.id, teams[team].id)
     return list(DEMO_AGENTS)

@@ -55,8 +55,11 @@ class ConsoleQueries:
             "pages": await self._customers.recent_pages(customer.id),
             "conversations": await self._conversations_of(customer.id),
             # Calls, store visits, e-mails posted through the events API: shown beside the chats.
-            "events": [item for item in await self._timeline.items(customer.id, limit=TIMELINE_EVENTS)
-                       if item["kind"] == "event"],
+            "events": [
+                item
+                for item in await self._timeline.items(customer.id, limit=TIMELINE_EVENTS)
+                if item["kind"] == "event"
+            ],
         }
 
     async def _conversations_of(self, customer_id: str) -> list[dict[str, Any]]:

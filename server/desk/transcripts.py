@@ -154,8 +154,7 @@ class ConversationRow:
             "closed_at": utc_iso(self.closed_at),
             "duration_s": round(self.duration_seconds()) if self.closed_at else None,
             "rating": (
-                {"score": self.rating_score, "comment": self.rating_comment}
-                if self.rating_score is not None else None
+                {"score": self.rating_score, "comment": self.rating_comment} if self.rating_score is not None else None
             ),
         }
 
@@ -181,8 +180,8 @@ def snippet(body: str, text: str, private: bool) -> Snippet | None:
         return None
     start, end = max(0, at - SNIPPET_CONTEXT), min(len(flat), at + len(text) + SNIPPET_CONTEXT)
     before = ("…" if start > 0 else "") + flat[start:at]
-    after = flat[at + len(text):end] + ("…" if end < len(flat) else "")
-    return Snippet(before, flat[at:at + len(text)], after, private)
+    after = flat[at + len(text) : end] + ("…" if end < len(flat) else "")
+    return Snippet(before, flat[at : at + len(text)], after, private)
 
 
 @dataclass(frozen=True)
@@ -300,8 +299,9 @@ def _line_query() -> Any:
 
 def _to_line(record: Any) -> Line:
     conversation_id, seq, sent_at, kind, private, body, given, family, customer_name = record
-    return Line(conversation_id, seq, sent_at, kind, author_name(kind, given, family, customer_name),
-                bool(private), body)
+    return Line(
+        conversation_id, seq, sent_at, kind, author_name(kind, given, family, customer_name), bool(private), body
+    )
 
 
 def worked_on(agent_id: str) -> ColumnElement[bool]:

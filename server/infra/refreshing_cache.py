@@ -33,9 +33,14 @@ V = TypeVar("V")
 
 
 class RefreshingCache(Generic[K, V]):
-    def __init__(self, name: str, lifetime: Callable[[], float], load: Callable[[K], Awaitable[V]],
-                 keep: Callable[[V], bool] = lambda _value: True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        name: str,
+        lifetime: Callable[[], float],
+        load: Callable[[K], Awaitable[V]],
+        keep: Callable[[V], bool] = lambda _value: True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """`lifetime` is read at each fetch, so a setting (or a test) can change it; `keep` says whether a
         loaded value is cached at all (a site not found yet may be created in a moment)."""
         self._name = name

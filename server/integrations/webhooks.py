@@ -187,8 +187,11 @@ class Webhooks:
             for delivery_id, due_at in due:
                 lease = await session.execute(
                     update(WebhookDelivery)
-                    .where(WebhookDelivery.id == delivery_id, WebhookDelivery.next_attempt_at == due_at,
-                           WebhookDelivery.status == "pending")
+                    .where(
+                        WebhookDelivery.id == delivery_id,
+                        WebhookDelivery.next_attempt_at == due_at,
+                        WebhookDelivery.status == "pending",
+                    )
                     .values(next_attempt_at=now + timedelta(seconds=LEASE_SECONDS))
                 )
                 if lease.rowcount == 1:

@@ -47,8 +47,9 @@ class Directory:
         self._default_capacity = default_capacity
         self._cards = RefreshingCache("agent card", lambda: CARD_TTL_SECONDS, self._load_card)
         # A key not found is not kept: the site may be created in a moment.
-        self._sites = RefreshingCache("site with key", lambda: CARD_TTL_SECONDS, self._load_site,
-                                      keep=lambda site: site is not None)
+        self._sites = RefreshingCache(
+            "site with key", lambda: CARD_TTL_SECONDS, self._load_site, keep=lambda site: site is not None
+        )
 
     # -- sites ---------------------------------------------------------------------------------------
     async def create_site(self, name: str, allowed_origins: str = "", public_key: str | None = None) -> Site:

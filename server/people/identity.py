@@ -102,16 +102,19 @@ class Identity:
         user_id = (request.user_id or "").strip()[:200] or None
         verified = bool(user_id) and identity_verified(site.secret, user_id or "", request.user_hash)
         if not verified and site.require_verification:
-            raise NameplateError(
-                "verification_required", "this site only accepts verified identities (user_hash)", 403
-            )
+            raise NameplateError("verification_required", "this site only accepts verified identities (user_hash)", 403)
         if verified:
             assert user_id is not None
             return await self._verified(site, current, user_id, name, email, request.attributes)
         return await self._unverified(site, current, name, email, request.attributes)
 
     async def _verified(
-        self, site: Site, current: Customer | CustomerView, user_id: str, name: str | None, email: str | None,
+        self,
+        site: Site,
+        current: Customer | CustomerView,
+        user_id: str,
+        name: str | None,
+        email: str | None,
         attributes: dict[str, Any] | None,
     ) -> IdentifyResult:
         async with self._sessions() as session:
@@ -145,7 +148,11 @@ class Identity:
         return IdentifyResult(target, self._tokens.issue(site.id, target.id) if changed else None, True)
 
     async def _unverified(
-        self, site: Site, current: Customer | CustomerView, name: str | None, email: str | None,
+        self,
+        site: Site,
+        current: Customer | CustomerView,
+        name: str | None,
+        email: str | None,
         attributes: dict[str, Any] | None,
     ) -> IdentifyResult:
         async with self._sessions() as session:

@@ -58,7 +58,5 @@ async def store_photo(sessions: Sessions, agent_id: str, data: bytes) -> None:
             session.add(AgentPhoto(agent_id=agent_id, content_type="image/jpeg", data=jpeg))
         else:
             photo.data, photo.content_type, photo.updated_at = jpeg, "image/jpeg", utcnow()
-        await session.execute(
-            update(Agent).where(Agent.id == agent_id).values(photo_version=Agent.photo_version + 1)
-        )
+        await session.execute(update(Agent).where(Agent.id == agent_id).values(photo_version=Agent.photo_version + 1))
         await session.commit()

@@ -99,8 +99,9 @@ class Staff:
     async def reactivate(self, site_id: str, agent_id: str) -> Agent:
         await self.get(site_id, agent_id)
         async with self._sessions() as session:
-            await session.execute(update(Agent).where(Agent.id == agent_id, Agent.site_id == site_id)
-                                  .values(active=True))
+            await session.execute(
+                update(Agent).where(Agent.id == agent_id, Agent.site_id == site_id).values(active=True)
+            )
             await session.commit()
         self._directory.forget_card(agent_id)
         return await self.get(site_id, agent_id)

@@ -31,7 +31,7 @@ from nameplate.protocol.frames import (
 )
 from nameplate.realtime.common import FrameLoop, Subscriptions, receive_hello, refuse
 from nameplate.realtime.connection import CLOSE_UNAUTHORIZED, Connection
-from nameplate.services import Nameplate
+from nameplate.services import Services
 from nameplate.store.message_log.log import ConversationClosed, NewMessage, NotAssigned
 from nameplate.store.models import Agent, AuthorKind, Conversation, ConversationStatus, Role
 
@@ -52,32 +52,32 @@ def same_origin(websocket: WebSocket, public_url: str | None) -> bool:
     return origin.rstrip("/") in allowed
 
 
-async def session_agent(nameplate: Nameplate, session: dict[str, Any]) -> Agent | None:
+async def session_agent(services: Services, session: dict[str, Any]) -> Agent | None:
     """The agent behind a console session, if the session is still valid (active, not revoked)."""
     agent_id = session.get(SESSION_AGENT)
     if not isinstance(agent_id, str):
         return None
-    agent = await nameplate.directory.agent(agent_id)
+    agent = await services.directory.agent(agent_id)
     if agent is None or not agent.active or session.get(SESSION_VERSION) != agent.session_version:
         return None
     return agent
 
 
 async def agent_endpoint(websocket: WebSocket) -> None:
-    nameplate: Nameplate = websocket.app.state.nameplate
+    services: Services = websocket.app.state.services
     await websocket.accept()
-    agent = await session_agent(nameplate, websocket.session)
+    agent = await session_agent(services, websocket.session)
     if agent is None:
         await refuse(websocket, "unauthorized", "log in to the console first")
         return
-    if not same_origin(websocket, nameplate.settings.public_url):
+    if not same_origin(websocket, services.settings.public_url):
         await refuse(websocket, "origin", "the console socket only serves its own pages")
         return
     hello = await receive_hello(websocket, parse_agent_hello)
     if hello is None:
         return
     connection = Connection(websocket)
-    session = AgentSession(nameplate, connection, agent)
+    session = AgentSession(services, connection, agent)
     try:
         await session.start(hello)
         await FrameLoop(websocket, connection).run(parse_agent_frame, session.handle)
@@ -87,12 +87,12 @@ async def agent_endpoint(websocket: WebSocket) -> None:
 
 
 class AgentSession:
-    def __init__(self, nameplate: Nameplate, connection: Connection, agent: Agent) -> None:
-        self.np = nameplate
+    def __init__(self, services: Services, connection: Connection, agent: Agent) -> None:
+        self.services = services
         self.connection = connection
         self.agent = agent
         self.connection_id = secrets.token_hex(8)
-        self._subscriptions = Subscriptions(nameplate.broker)
+        self._subscriptions = Subscriptions(services.broker)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._messages = TokenBucket(30, 10)
         self._chatter = TokenBucket(20, 5)
@@ -113,17 +113,17 @@ class AgentSession:
         await self._subscriptions.add(channels.agent(agent.id), self._on_agent_event)
         await self._subscriptions.add(channels.site(agent.site_id), self.connection.send)
         if not self.observing:
-            await self.np.presence.connected(agent.site_id, agent.id, self.connection_id)
-        mine = [] if self.observing else await self.np.conversations.for_agent(agent.id)
+            await self.services.presence.connected(agent.site_id, agent.id, self.connection_id)
+        mine = [] if self.observing else await self.services.conversations.for_agent(agent.id)
         for conversation in mine:
             self._mine_cache.add(conversation.id)
             await self._watch(conversation.id)
             self.connection.hold(conversation.id)
-        state = next((a for a in await self.np.broker.agents(agent.site_id) if a.agent_id == agent.id), None)
+        state = next((a for a in await self.services.broker.agents(agent.site_id) if a.agent_id == agent.id), None)
         # Back within the grace period: keep the status they had; otherwise they arrive available.
         status = state.status if state is not None and state.status != "offline" else "available"
-        queued = await self.np.broker.queue(agent.site_id)
-        queued_conversations = [await self.np.conversations.get(e.conversation_id) for e in queued]
+        queued = await self.services.broker.queue(agent.site_id)
+        queued_conversations = [await self.services.conversations.get(e.conversation_id) for e in queued]
         self.connection.send(
             {
                 "type": "welcome",
@@ -131,11 +131,12 @@ class AgentSession:
                 "agent": {**agent_card(agent), "role": agent.role, "email": agent.email},
                 "status": status,
                 "capacity": agent.capacity,
-                "conversations": [await self.np.conversations.summary(c) for c in mine],
-                "queue": [await self.np.conversations.summary(c) for c in queued_conversations if c],
-                "teams": [{"id": t.id, "name": t.name} for t in await self.np.directory.teams(agent.site_id)],
+                "conversations": [await self.services.conversations.summary(c) for c in mine],
+                "queue": [await self.services.conversations.summary(c) for c in queued_conversations if c],
+                "teams": [{"id": t.id, "name": t.name} for t in await self.services.directory.teams(agent.site_id)],
                 "colleagues": [
-                    agent_card(a) for a in await self.np.directory.agents(agent.site_id)
+                    agent_card(a)
+                    for a in await self.services.directory.agents(agent.site_id)
                     if a.active and a.id != agent.id
                 ],
             }
@@ -143,14 +144,14 @@ class AgentSession:
         for conversation in mine:
             await self._replay(conversation.id, hello.resume_after.get(conversation.id, 0))
         if self.observing:
-            self.connection.send(await self.np.router.board(agent.site_id))
+            self.connection.send(await self.services.router.board(agent.site_id))
             return
-        await self.np.presence.set_status(agent, status)
+        await self.services.presence.set_status(agent, status)
 
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        await self.np.presence.disconnected(self.connection_id)
+        await self.services.presence.disconnected(self.connection_id)
         await self._subscriptions.clear()
 
     async def _watch(self, conversation_id: str) -> None:
@@ -159,7 +160,7 @@ class AgentSession:
 
     async def _replay(self, conversation_id: str, after: int) -> None:
         last = after
-        for frame in await self.np.conversations.history(conversation_id, after, include_private=True):
+        for frame in await self.services.conversations.history(conversation_id, after, include_private=True):
             self.connection.send(frame, replayed=True)
             last = frame["seq"]
         self.connection.release(conversation_id, last)
@@ -198,7 +199,7 @@ class AgentSession:
     # -- client frames -------------------------------------------------------------------------------
     async def _mine(self, conversation_id: str) -> Conversation:
         """A conversation this agent may write into: same site, assigned to them, open."""
-        conversation = await self.np.conversations.get_in_site(conversation_id, self.agent.site_id)
+        conversation = await self.services.conversations.get_in_site(conversation_id, self.agent.site_id)
         if conversation.agent_id != self.agent.id or conversation.status != ConversationStatus.active.value:
             self._mine_cache.discard(conversation_id)
             raise Forbidden("this conversation is not assigned to you")
@@ -212,58 +213,65 @@ class AgentSession:
         cached conversation stands in for a query per message."""
         if conversation_id not in self._mine_cache:
             await self._mine(conversation_id)
-        author = {"kind": AuthorKind.agent.value, **(await self.np.directory.card(self.agent.id))}
-        message = NewMessage(conversation_id, AuthorKind.agent.value, body, agent_id=self.agent.id,
-                             client_id=client_id, private=private, assigned_to=self.agent.id)
+        author = {"kind": AuthorKind.agent.value, **(await self.services.directory.card(self.agent.id))}
+        message = NewMessage(
+            conversation_id,
+            AuthorKind.agent.value,
+            body,
+            agent_id=self.agent.id,
+            client_id=client_id,
+            private=private,
+            assigned_to=self.agent.id,
+        )
         try:
-            stored = await self.np.conversations.store(message)
+            stored = await self.services.conversations.store(message)
         except (NotAssigned, ConversationClosed):
             self._mine_cache.discard(conversation_id)
             raise Forbidden("this conversation is not assigned to you") from None
         # The visitor's copy first; this console's own copy and its ack after it, in one write. Webhooks wait.
         with self.connection.corked():
-            delivered = self.np.conversations.deliver(stored, author)
+            delivered = self.services.conversations.deliver(stored, author)
             if client_id:
                 self.connection.send(ack_frame(client_id, stored.seq, conversation_id))
         if delivered is not None:
             # Every conversation assigned to an agent is in the agent's site.
-            await self.np.conversations.tell_webhooks(self.agent.site_id, stored, delivered)
+            await self.services.conversations.tell_webhooks(self.agent.site_id, stored, delivered)
 
     async def handle(self, frame: Any) -> None:
         if self.observing and not isinstance(frame, Watch | Ping):
             raise Forbidden("this console is observing: open the inbox to take part")
         if isinstance(frame, AgentSend):
-            body = self.np.conversations.clean_body(frame.body)
+            body = self.services.conversations.clean_body(frame.body)
             if not self._messages.take():
                 raise NameplateError("rate_limited", "sending too quickly")
             await self._post_as_agent(frame.conversation_id, body, frame.client_id, private=False)
         elif isinstance(frame, Note):
-            body = self.np.conversations.clean_body(frame.body)
+            body = self.services.conversations.clean_body(frame.body)
             await self._post_as_agent(frame.conversation_id, body, frame.client_id, private=True)
         elif isinstance(frame, AgentTyping):
             if self._chatter.take():
                 conversation = await self._mine(frame.conversation_id)
-                await self.np.conversations.typing(conversation.id, "agent", frame.on, self.agent.given_name)
+                await self.services.conversations.typing(conversation.id, "agent", frame.on, self.agent.given_name)
         elif isinstance(frame, AgentRead):
             conversation = await self._mine(frame.conversation_id)
-            await self.np.conversations.mark_read(conversation.id, "agent", frame.seq)
+            await self.services.conversations.mark_read(conversation.id, "agent", frame.seq)
         elif isinstance(frame, Status):
-            await self.np.presence.set_status(self.agent, frame.status)
+            await self.services.presence.set_status(self.agent, frame.status)
         elif isinstance(frame, Close):
             conversation = await self._mine(frame.conversation_id)
             self._mine_cache.discard(conversation.id)
-            if await self.np.conversations.close(conversation, self.agent.full_name):
-                await self.np.router.release(conversation)
+            if await self.services.conversations.close(conversation, self.agent.full_name):
+                await self.services.router.release(conversation)
         elif isinstance(frame, Transfer):
             conversation = await self._mine(frame.conversation_id)
-            await self.np.router.transfer(conversation, self.agent, frame.to_agent, frame.to_team, frame.note)
+            await self.services.router.transfer(conversation, self.agent, frame.to_agent, frame.to_team, frame.note)
         elif isinstance(frame, Watch):
             await self._watch_request(frame)
         elif isinstance(frame, Ping):
             self.connection.send({"type": "pong"})
 
     async def _watch_request(self, frame: Watch) -> None:
-        conversation = await self.np.conversations.get_in_site(frame.conversation_id, self.agent.site_id)
+        conversation = await self.services.conversations.get_in_site(frame.conversation_id, self.agent.site_id)
         if not self.is_supervisor and conversation.agent_id != self.agent.id:
             raise Forbidden("only supervisors can open other agents' conversations")
         if not frame.on:
@@ -271,7 +279,9 @@ class AgentSession:
                 await self._subscriptions.remove(channels.conversation(conversation.id), self.connection.send)
                 await self._subscriptions.remove(channels.staff(conversation.id), self.connection.send)
             return
-        self.connection.send({"type": "watching", "conversation": await self.np.conversations.summary(conversation)})
+        self.connection.send(
+            {"type": "watching", "conversation": await self.services.conversations.summary(conversation)}
+        )
         self.connection.hold(conversation.id)
         await self._watch(conversation.id)
         await self._replay(conversation.id, 0)

@@ -152,8 +152,12 @@ class Subscriptions:
         try:
             await asyncio.shield(pending)
         finally:
-            if pending.done() and not pending.cancelled() and pending.exception() is None \
-                    and self._live.get(key) is pending:
+            if (
+                pending.done()
+                and not pending.cancelled()
+                and pending.exception() is None
+                and self._live.get(key) is pending
+            ):
                 self._live[key] = None
 
     def has(self, channel: str, handler: Handler) -> bool:

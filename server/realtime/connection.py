@@ -55,8 +55,8 @@ class Connection:
         # The server's synchronous write, when it offers one (see lean_protocol): used while nothing is
         # queued, so frames still go out in order, and a socket that stops reading still fills the
         # bounded outbox (the transport refuses once its buffer is full).
-        self._send_now: Callable[[Sequence[str]], bool] | None = (
-            (websocket.scope.get("extensions") or {}).get(SEND_TEXTS_NOW)
+        self._send_now: Callable[[Sequence[str]], bool] | None = (websocket.scope.get("extensions") or {}).get(
+            SEND_TEXTS_NOW
         )
         # Created when there is something to send, dropped when drained: an empty deque is ~600 bytes,
         # and most sockets are idle most of the time.
@@ -91,8 +91,12 @@ class Connection:
 
     def _write_now(self, frames: Sequence[dict[str, Any]]) -> bool:
         """The synchronous write, when nothing is queued ahead of these frames and the transport takes them."""
-        return (self._outbox is None and self._drainer is None and self._send_now is not None
-                and self._send_now([encode(frame) for frame in frames]))
+        return (
+            self._outbox is None
+            and self._drainer is None
+            and self._send_now is not None
+            and self._send_now([encode(frame) for frame in frames])
+        )
 
     @contextmanager
     def corked(self) -> Iterator[None]:

@@ -32,32 +32,32 @@ from nameplate.protocol.frames import (
 )
 from nameplate.realtime.common import FrameLoop, Subscriptions, receive_hello, refuse, take_origin
 from nameplate.realtime.connection import Connection
-from nameplate.services import Nameplate
+from nameplate.services import Services
 from nameplate.store.message_log.log import ConversationClosed, NewMessage
 from nameplate.store.models import AuthorKind, Conversation, ConversationStatus, Customer, Site, iso
 from nameplate.store.views import ConversationView, CustomerView
 
 
 async def visitor_endpoint(websocket: WebSocket) -> None:
-    nameplate: Nameplate = websocket.app.state.nameplate
+    services: Services = websocket.app.state.services
     origin = take_origin(websocket)
     await websocket.accept()
     hello = await receive_hello(websocket, parse_visitor_hello)
     if hello is None:
         return
-    site = await nameplate.directory.site_by_key(hello.site)
+    site = await services.directory.site_by_key(hello.site)
     if site is None:
         await refuse(websocket, "unknown_site", "unknown site key")
         return
     if not site.origin_allowed(origin):
         await refuse(websocket, "origin", "this page's origin may not use this site's chat")
         return
-    customer = await nameplate.customers.from_token(site, hello.token)
+    customer = await services.customers.from_token(site, hello.token)
     if customer is None:
         await refuse(websocket, "bad_token", "visitor token is not valid; ask for a new one")
         return
     connection = Connection(websocket)
-    session = VisitorSession(nameplate, connection, site, customer)
+    session = VisitorSession(services, connection, site, customer)
     try:
         await session.start(hello)
         del hello, customer  # the session has what it needs; this frame lives as long as the socket
@@ -69,19 +69,29 @@ async def visitor_endpoint(websocket: WebSocket) -> None:
 
 class VisitorSession:
     # One per open visitor socket, and most of them sit idle for minutes: no per-instance dict.
-    __slots__ = ("np", "connection", "site", "customer", "conversation", "_subscriptions", "_tasks",
-                 "_agents_online_sent", "_messages", "_chatter")
+    __slots__ = (
+        "np",
+        "connection",
+        "site",
+        "customer",
+        "conversation",
+        "_subscriptions",
+        "_tasks",
+        "_agents_online_sent",
+        "_messages",
+        "_chatter",
+    )
 
-    def __init__(self, nameplate: Nameplate, connection: Connection, site: Site, customer: Customer) -> None:
-        self.np = nameplate
+    def __init__(self, services: Services, connection: Connection, site: Site, customer: Customer) -> None:
+        self.services = services
         self.connection = connection
         self.site = site  # one object, cached by the directory, shared by every socket of the site
         self.customer = CustomerView.of(customer)
         self.conversation: ConversationView | None = None
-        self._subscriptions = Subscriptions(nameplate.broker)
+        self._subscriptions = Subscriptions(services.broker)
         self._tasks: set[asyncio.Task[Any]] | None = None  # made when first needed: most sessions never do
         self._agents_online_sent: int | None = None
-        settings = nameplate.settings
+        settings = services.settings
         self._messages = TokenBucket(settings.message_burst, settings.message_refill_per_second)
         # Typing and page frames are cheap but fan out: a few a second is all a person produces.
         self._chatter = TokenBucket(10, 3)
@@ -95,16 +105,16 @@ class VisitorSession:
             except NameplateError as exc:
                 # Refused identify (e.g. verification required): continue as the anonymous visitor.
                 self.connection.send(error_frame(exc.code, exc.message))
-        await self.np.customers.seen(self.customer.id, hello.locale, hello.timezone)
+        await self.services.customers.seen(self.customer.id, hello.locale, hello.timezone)
         await self._subscriptions.add(channels.customer(self.customer.id), self._on_customer_event)
         await self._subscriptions.add(channels.visitors(self.site.id), self._on_site_event)
         conversation = None
         if hello.conversation_id:
-            conversation = await self.np.conversations.get(hello.conversation_id)
+            conversation = await self.services.conversations.get(hello.conversation_id)
             if conversation is not None and conversation.customer_id != self.customer.id:
                 conversation = None  # someone else's id: behave as if it did not exist
         if conversation is None:
-            conversation = await self.np.conversations.open_for_customer(self.customer.id)
+            conversation = await self.services.conversations.open_for_customer(self.customer.id)
         resume_after = hello.resume_after if hello.conversation_id and conversation else 0
         if conversation is not None and conversation.id != hello.conversation_id:
             resume_after = 0
@@ -131,13 +141,13 @@ class VisitorSession:
             "customer": self._customer_frame(),
             "conversation": None,
             "agents_online": await self._agents_online(),
-            "teams": [{"id": t.id, "name": t.name} for t in await self.np.directory.teams(self.site.id)],
+            "teams": [{"id": t.id, "name": t.name} for t in await self.services.directory.teams(self.site.id)],
             # Only a verified customer sees their earlier conversations: an anonymous token proves
             # nothing about who is at the keyboard beyond this browser.
-            "earlier": await self.np.conversations.earlier(self.customer.id) if self.customer.verified else [],
+            "earlier": await self.services.conversations.earlier(self.customer.id) if self.customer.verified else [],
         }
         if conversation is not None:
-            agent = await self.np.directory.card(conversation.agent_id) if conversation.agent_id else None
+            agent = await self.services.directory.card(conversation.agent_id) if conversation.agent_id else None
             frame["conversation"] = {
                 "id": conversation.id,
                 "status": conversation.status,
@@ -153,7 +163,7 @@ class VisitorSession:
 
     async def _identify(self, fields: IdentifyFields, subscribed: bool = True) -> str | None:
         """Apply an identify; returns the new token when the visitor now is another customer record."""
-        result = await self.np.identity.identify(
+        result = await self.services.identity.identify(
             self.site,
             self.customer,
             IdentifyRequest(fields.user_id, fields.user_hash, fields.name, fields.email, fields.attributes),
@@ -170,27 +180,27 @@ class VisitorSession:
                 self.conversation = None
             elif current is not None:
                 current.customer_id = result.customer.id
-        await self.np.webhooks.emit(self.site.id, "customer.updated", customer_card(result.customer))
+        await self.services.webhooks.emit(self.site.id, "customer.updated", customer_card(result.customer))
         return result.new_token
 
     async def _agents_online(self) -> int:
-        return sum(1 for a in await self.np.broker.agents(self.site.id) if a.status != "offline")
+        return sum(1 for a in await self.services.broker.agents(self.site.id) if a.status != "offline")
 
     async def _subscribe(self, conversation_id: str) -> None:
         await self._subscriptions.add(channels.conversation(conversation_id), self._on_event)
 
     async def _replay(self, conversation_id: str, after: int) -> None:
-        frames = await self.np.conversations.history(conversation_id, after_seq=after)
+        frames = await self.services.conversations.history(conversation_id, after_seq=after)
         last = after
         for frame in frames:
             self.connection.send(frame, replayed=True)
             last = frame["seq"]
         self.connection.release(conversation_id, last)
         if self.conversation is not None and self.conversation.status == ConversationStatus.queued.value:
-            position = await self.np.router.position(self.site.id, conversation_id)
+            position = await self.services.router.position(self.site.id, conversation_id)
             if position is not None:
                 self.connection.send(position)
-            offer = await self.np.router.offer_for(self.site.id, conversation_id)
+            offer = await self.services.router.offer_for(self.site.id, conversation_id)
             if offer is not None:
                 self.connection.send(offer)
 
@@ -232,7 +242,7 @@ class VisitorSession:
     async def _follow(self, conversation_id: str) -> None:
         if self.conversation is not None and self.conversation.id == conversation_id:
             return
-        conversation = await self.np.conversations.get(conversation_id)
+        conversation = await self.services.conversations.get(conversation_id)
         if conversation is None or conversation.customer_id != self.customer.id:
             return
         self.conversation = ConversationView.of(conversation)
@@ -244,12 +254,12 @@ class VisitorSession:
             await self._message(frame)
         elif isinstance(frame, Typing):
             if self._chatter.take() and self.conversation is not None:
-                await self.np.conversations.typing(
+                await self.services.conversations.typing(
                     self.conversation.id, "visitor", frame.on, display_name(self.customer)
                 )
         elif isinstance(frame, Read):
             if self.conversation is not None:
-                await self.np.conversations.mark_read(self.conversation.id, "visitor", frame.seq)
+                await self.services.conversations.mark_read(self.conversation.id, "visitor", frame.seq)
         elif isinstance(frame, Page):
             await self._page(frame)
         elif isinstance(frame, Rate):
@@ -257,51 +267,54 @@ class VisitorSession:
         elif isinstance(frame, OfflineEmail):
             if self.conversation is None:
                 raise NameplateError("no_conversation", "send a message first, then leave your e-mail")
-            await self.np.conversations.set_offline_email(self.conversation.id, frame.email)
+            await self.services.conversations.set_offline_email(self.conversation.id, frame.email)
             self.connection.send({"type": "email_saved", "email": frame.email})
         elif isinstance(frame, Identify):
             token = await self._identify(frame)
             adopted = None
             if self.conversation is None and self.customer.verified:
                 # Signed in on a second device: carry on in the conversation already open elsewhere.
-                adopted = await self.np.conversations.open_for_customer(self.customer.id)
+                adopted = await self.services.conversations.open_for_customer(self.customer.id)
                 if adopted is not None:
                     self.conversation = ConversationView.of(adopted)
                     await self._subscribe(adopted.id)
                     self.connection.hold(adopted.id)
-            reply: dict[str, Any] = {"type": "identified", "customer": self._customer_frame(),
-                                     "conversation_id": self.conversation.id if self.conversation else None}
+            reply: dict[str, Any] = {
+                "type": "identified",
+                "customer": self._customer_frame(),
+                "conversation_id": self.conversation.id if self.conversation else None,
+            }
             if token is not None:
                 reply["token"] = token
             if self.customer.verified:
-                reply["earlier"] = await self.np.conversations.earlier(self.customer.id)
+                reply["earlier"] = await self.services.conversations.earlier(self.customer.id)
             self.connection.send(reply)
             if adopted is not None:
                 await self._replay(adopted.id, 0)
         elif isinstance(frame, Choose):
             if self.conversation is None:
                 raise NameplateError("no_conversation", "there is nothing waiting to choose for")
-            await self.np.router.choose(self.conversation, frame.wait)
+            await self.services.router.choose(self.conversation, frame.wait)
         elif isinstance(frame, History):
             await self._history(frame.conversation_id)
         elif isinstance(frame, Ping):
             self.connection.send({"type": "pong"})
 
     async def _history(self, conversation_id: str) -> None:
-        conversation = await self.np.conversations.get(conversation_id)
+        conversation = await self.services.conversations.get(conversation_id)
         if not self.customer.verified or conversation is None or conversation.customer_id != self.customer.id:
             raise NameplateError("not_found", "no such conversation", 404)
-        messages = await self.np.conversations.history(conversation.id)
+        messages = await self.services.conversations.history(conversation.id)
         self.connection.send({"type": "history", "conversation_id": conversation.id, "messages": messages})
 
     async def _message(self, frame: SendMessage) -> None:
-        body = self.np.conversations.clean_body(frame.body)
+        body = self.services.conversations.clean_body(frame.body)
         if not self._messages.take():
             raise NameplateError("rate_limited", "you are sending messages too quickly; wait a moment")
         conversation_id = self.conversation.id if self.conversation is not None else None
         started: Conversation | None = None  # a conversation this message opens, to be queued after it
         if self.conversation is None or self.conversation.status == ConversationStatus.closed.value:
-            already = await self.np.conversations.find_sent(self.customer.id, frame.client_id)
+            already = await self.services.conversations.find_sent(self.customer.id, frame.client_id)
             if already is not None:
                 self.connection.send(ack_frame(frame.client_id, already.seq, already.conversation_id))
                 return
@@ -309,32 +322,32 @@ class VisitorSession:
             conversation_id = started.id
         assert conversation_id is not None
         try:
-            stored = await self.np.conversations.store(
+            stored = await self.services.conversations.store(
                 NewMessage(conversation_id, AuthorKind.visitor.value, body, client_id=frame.client_id)
             )
         except ConversationClosed:
             # Closed between our last look and the write: the message opens a new conversation.
             started = await self._new_conversation(frame.team_id)
             conversation_id = started.id
-            stored = await self.np.conversations.store(
+            stored = await self.services.conversations.store(
                 NewMessage(conversation_id, AuthorKind.visitor.value, body, client_id=frame.client_id)
             )
         # The agent's copy first; this socket's own copy and its ack after it, in one write. Webhooks wait.
         with self.connection.corked():
-            author = self.np.conversations.visitor_author(self.customer)
-            delivered = self.np.conversations.deliver(stored, author)
+            author = self.services.conversations.visitor_author(self.customer)
+            delivered = self.services.conversations.deliver(stored, author)
             self.connection.send(ack_frame(frame.client_id, stored.seq, conversation_id))
         if delivered is not None:
-            await self.np.conversations.tell_webhooks(self.site.id, stored, delivered)
+            await self.services.conversations.tell_webhooks(self.site.id, stored, delivered)
         if started is not None:
-            await self.np.router.enqueue(started)
+            await self.services.router.enqueue(started)
 
     async def _new_conversation(self, team_id: str | None) -> Conversation:
         if team_id is not None:
-            teams = {team.id for team in await self.np.directory.teams(self.site.id)}
+            teams = {team.id for team in await self.services.directory.teams(self.site.id)}
             if team_id not in teams:
                 raise NameplateError("invalid", "no such team")
-        conversation = await self.np.conversations.start(self.site.id, self.customer.id, team_id)
+        conversation = await self.services.conversations.start(self.site.id, self.customer.id, team_id)
         self.conversation = ConversationView.of(conversation)
         await self._subscribe(conversation.id)
         return conversation
@@ -343,23 +356,28 @@ class VisitorSession:
         if not self._chatter.take():
             return
         url, title = frame.url.strip(), " ".join(frame.title.split())
-        await self.np.customers.record_page(self.customer.id, url, title)
+        await self.services.customers.record_page(self.customer.id, url, title)
         conversation = self.conversation
         if conversation is not None and conversation.status != ConversationStatus.closed.value:
-            await self.np.conversations.system_line(
+            await self.services.conversations.system_line(
                 conversation.id, f"{display_name(self.customer)} is now on {title or url} ({url})", private=True
             )
-            await self.np.broker.publish(
+            await self.services.broker.publish(
                 channels.staff(conversation.id),
-                {"type": "page", "conversation_id": conversation.id, "customer_id": self.customer.id,
-                 "url": url, "title": title},
+                {
+                    "type": "page",
+                    "conversation_id": conversation.id,
+                    "customer_id": self.customer.id,
+                    "url": url,
+                    "title": title,
+                },
             )
 
     async def _rate(self, frame: Rate) -> None:
         conversation = self.conversation
         if frame.conversation_id:
-            conversation = await self.np.conversations.get(frame.conversation_id)
+            conversation = await self.services.conversations.get(frame.conversation_id)
         if conversation is None or conversation.customer_id != self.customer.id:
             raise Forbidden("you can only rate your own conversations")
-        await self.np.conversations.rate(conversation, frame.score, frame.comment)
+        await self.services.conversations.rate(conversation, frame.score, frame.comment)
         self.connection.send({"type": "rated", "conversation_id": conversation.id, "score": frame.score})

@@ -48,9 +48,7 @@ def _eligible(agent: AgentState, entry: QueueEntry) -> bool:
     return entry.team_id is None or entry.team_id in agent.teams
 
 
-def plan_assignments(
-    queue: list[QueueEntry], agents: list[AgentState], now: float
-) -> list[tuple[str, str]]:
+def plan_assignments(queue: list[QueueEntry], agents: list[AgentState], now: float) -> list[tuple[str, str]]:
     """Pair queued conversations with agents: longest-waiting first; the preferred agent if they have
     room, else the least busy eligible agent, ties to the one idle longest. Returns (conversation, agent)
     pairs in the order they were decided."""

@@ -47,10 +47,21 @@ logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # The first migration: what `create_tables` used to build before the store had migrations.
 BASELINE = "0001"
-BASELINE_TABLES = frozenset({
-    "site", "team", "agent", "agentteam", "agentphoto", "customer", "conversation", "message", "rating",
-    "pageview", "cannedresponse",
-})
+BASELINE_TABLES = frozenset(
+    {
+        "site",
+        "team",
+        "agent",
+        "agentteam",
+        "agentphoto",
+        "customer",
+        "conversation",
+        "message",
+        "rating",
+        "pageview",
+        "cannedresponse",
+    }
+)
 # Constraint names, so later migrations can drop or alter them on every engine (SQLite's batch mode needs
 # names). nameplate.store.models leaves most constraints unnamed; migrations compare and generate against a copy of
 # its tables carrying this convention, and 0001 created its constraints under these names.
@@ -309,16 +320,21 @@ def _dev_command(args: argparse.Namespace) -> None:
 
     url = normalise_database_url(args.database_url) if args.database_url else None
     if args.action == "revision":
+
         def write(connection: Connection) -> Any:
-            return _alembic(connection, lambda config: command.revision(
-                config, message=args.message, autogenerate=True, rev_id=_next_rev_id()))
+            return _alembic(
+                connection,
+                lambda config: command.revision(config, message=args.message, autogenerate=True, rev_id=_next_rev_id()),
+            )
 
         script = asyncio.run(_on_scratch_database(url, write))
         if script is None:
             return
         _tidy(Path(script.path))
-        print(f"wrote {script.path}\nRead it before committing: autogenerate misses renames, data changes and "
-              "the server_default a new NOT NULL column on a filled table needs.")
+        print(
+            f"wrote {script.path}\nRead it before committing: autogenerate misses renames, data changes and "
+            "the server_default a new NOT NULL column on a filled table needs."
+        )
     elif args.action == "check":
         differences = asyncio.run(_on_scratch_database(url, _drift))
         for difference in differences:
@@ -350,8 +366,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m nameplate.store.migrate", description="Nameplate schema migrations"
     )
-    parser.add_argument("--database-url", help="default: a scratch SQLite database for revision/check, "
-                                               "DATABASE_URL for upgrade/downgrade/current")
+    parser.add_argument(
+        "--database-url",
+        help="default: a scratch SQLite database for revision/check, DATABASE_URL for upgrade/downgrade/current",
+    )
     actions = parser.add_subparsers(dest="action", required=True)
     revision = actions.add_parser("revision", help="autogenerate the next migration from the models")
     revision.add_argument("-m", "--message", required=True)

@@ -49,8 +49,7 @@ class AuthorKind(StrEnum):
 
 class Site(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
-    public_key: str = Field(default_factory=lambda: "site_" + secrets.token_urlsafe(12), unique=True,
-                            max_length=64)
+    public_key: str = Field(default_factory=lambda: "site_" + secrets.token_urlsafe(12), unique=True, max_length=64)
     name: str = Field(max_length=200)
     # Space-separated origins allowed to embed the widget; "*" allows any.
     allowed_origins: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))

@@ -35,5 +35,6 @@ class ConversationView:
 
     @classmethod
     def of(cls, conversation: Conversation) -> ConversationView:
-        return cls(conversation.id, conversation.site_id, conversation.customer_id, conversation.status,
-                   conversation.agent_id)
+        return cls(
+            conversation.id, conversation.site_id, conversation.customer_id, conversation.status, conversation.agent_id
+        )

@@ -7,13 +7,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from nameplate.errors import NameplateError, NotFound
-from nameplate.services import Nameplate
+from nameplate.services import Services
 from nameplate.store.models import AgentPhoto, Site
 from nameplate.web.responses import error_response, read_json
 
 
-def _nameplate(request: Request) -> Nameplate:
-    return request.app.state.nameplate
+def _services(request: Request) -> Services:
+    return request.app.state.services
 
 
 def cors_headers(site: Site | None, origin: str | None) -> dict[str, str]:
@@ -39,18 +39,18 @@ async def preflight(request: Request) -> Response:
 
 async def create_visitor(request: Request) -> Response:
     """POST /api/v1/visitors {site} → {token, customer_id}: a new anonymous visitor for the widget."""
-    nameplate = _nameplate(request)
+    services = _services(request)
     data = await read_json(request, max_bytes=4096)
     key = data.get("site")
     if not isinstance(key, str) or not key:
         raise NameplateError("invalid", "site (the site's public key) is required", 422)
-    site = await nameplate.directory.site_by_key(key)
+    site = await services.directory.site_by_key(key)
     if site is None:
         raise NotFound("unknown site key")
     origin = request.headers.get("origin")
     if not site.origin_allowed(origin):
         return error_response(403, "origin", "this page's origin may not use this site's chat")
-    customer, token = await nameplate.customers.create_visitor(site)
+    customer, token = await services.customers.create_visitor(site)
     return JSONResponse(
         {"token": token, "customer_id": customer.id}, status_code=201, headers=cors_headers(site, origin)
     )
@@ -58,22 +58,22 @@ async def create_visitor(request: Request) -> Response:
 
 async def healthz(request: Request) -> Response:
     """Liveness: the process answers. Also says whether the broker is reachable right now."""
-    broker_ok = await _nameplate(request).broker.healthy()
+    broker_ok = await _services(request).broker.healthy()
     return JSONResponse({"ok": True, "broker": "up" if broker_ok else "down"})
 
 
 async def readyz(request: Request) -> Response:
     """Readiness: store and broker both reachable; a load balancer should route here only then."""
-    nameplate = _nameplate(request)
-    store_ok = await nameplate.store_ready()
-    broker_ok = await nameplate.broker.healthy()
+    services = _services(request)
+    store_ok = await services.store_ready()
+    broker_ok = await services.broker.healthy()
     body = {"store": "up" if store_ok else "down", "broker": "up" if broker_ok else "down"}
     return JSONResponse(body, status_code=200 if store_ok and broker_ok else 503)
 
 
 async def agent_photo(request: Request) -> Response:
-    nameplate = _nameplate(request)
-    async with nameplate.sessions() as session:
+    services = _services(request)
+    async with services.sessions() as session:
         photo = await session.get(AgentPhoto, request.path_params["agent_id"])
     if photo is None:
         return error_response(404, "not_found", "no photo")
@@ -81,8 +81,11 @@ async def agent_photo(request: Request) -> Response:
         photo.data,
         media_type=photo.content_type,
         # The URL carries the photo version, so a cached copy is never stale.
-        headers={"Cache-Control": "public, max-age=31536000, immutable", "Access-Control-Allow-Origin": "*",
-                 "Cross-Origin-Resource-Policy": "cross-origin"},
+        headers={
+            "Cache-Control": "public, max-age=31536000, immutable",
+            "Access-Control-Allow-Origin": "*",
+            "Cross-Origin-Resource-Policy": "cross-origin",
+        },
     )
 
 

@@ -23,9 +23,9 @@ from nameplate.web.pages import (
     check_csrf,
     current_agent,
     login_redirect,
-    nameplate_of,
     render,
     require_agent,
+    services_of,
 )
 
 # The photo plus the form's few small fields; a bigger request is refused before it is parsed.
@@ -42,12 +42,12 @@ def json_response(data: Any, status: int = 200) -> JSONResponse:
 
 
 def queries_of(request: Request) -> ConsoleQueries:
-    nameplate = nameplate_of(request)
-    return ConsoleQueries(nameplate.sessions, nameplate.customers, nameplate.timeline)
+    services = services_of(request)
+    return ConsoleQueries(services.sessions, services.customers, services.timeline)
 
 
 def canned_of(request: Request) -> CannedResponses:
-    return CannedResponses(nameplate_of(request).sessions)
+    return CannedResponses(services_of(request).sessions)
 
 
 def text_field(form: FormData, name: str) -> str:
@@ -61,7 +61,7 @@ async def console_page(request: Request) -> Response:
     if agent is None:
         return login_redirect()
     return render(
-        request, "console.html", agent=agent, max_message_chars=nameplate_of(request).settings.max_message_chars
+        request, "console.html", agent=agent, max_message_chars=services_of(request).settings.max_message_chars
     )
 
 
@@ -85,8 +85,8 @@ async def api_customer(request: Request) -> Response:
 async def api_conversation(request: Request) -> Response:
     """One conversation as the inbox lists it: for a queue entry the board names but the inbox never saw."""
     agent = await require_agent(request)
-    nameplate = nameplate_of(request)
-    conversation = await nameplate.conversations.get_in_site(request.path_params["conversation_id"], agent.site_id)
+    services = services_of(request)
+    conversation = await services.conversations.get_in_site(request.path_params["conversation_id"], agent.site_id)
     visible = (
         conversation.status == ConversationStatus.queued.value
         or conversation.agent_id == agent.id
@@ -94,7 +94,7 @@ async def api_conversation(request: Request) -> Response:
     )
     if not visible:
         raise Forbidden("only supervisors can open other agents' conversations")
-    return json_response({"conversation": await nameplate.conversations.summary(conversation)})
+    return json_response({"conversation": await services.conversations.summary(conversation)})
 
 
 # -- canned responses --------------------------------------------------------------------------------
@@ -102,8 +102,14 @@ async def canned_page(request: Request, agent: Agent, status: int = 200, **conte
     responses = await canned_of(request).for_site(agent.site_id)
     context.setdefault("form", {"shortcut": "", "body": ""})
     return render(
-        request, "canned.html", status=status, agent=agent, responses=responses,
-        max_shortcut=MAX_SHORTCUT_CHARS, max_body=MAX_BODY_CHARS, saved=request.query_params.get("saved"),
+        request,
+        "canned.html",
+        status=status,
+        agent=agent,
+        responses=responses,
+        max_shortcut=MAX_SHORTCUT_CHARS,
+        max_body=MAX_BODY_CHARS,
+        saved=request.query_params.get("saved"),
         **context,
     )
 
@@ -141,12 +147,17 @@ async def canned_save(request: Request) -> Response:
 def profile_page(request: Request, agent: Agent, status: int = 200, **context: Any) -> Response:
     context.setdefault(
         "form",
-        {"given_name": agent.given_name, "family_name": agent.family_name, "title": agent.title,
-         "intro": agent.intro},
+        {"given_name": agent.given_name, "family_name": agent.family_name, "title": agent.title, "intro": agent.intro},
     )
     return render(
-        request, "profile.html", status=status, agent=agent, saved=request.query_params.get("saved"),
-        max_title=MAX_TITLE_CHARS, max_intro=MAX_INTRO_CHARS, max_photo_mb=MAX_UPLOAD_BYTES // (1024 * 1024),
+        request,
+        "profile.html",
+        status=status,
+        agent=agent,
+        saved=request.query_params.get("saved"),
+        max_title=MAX_TITLE_CHARS,
+        max_intro=MAX_INTRO_CHARS,
+        max_photo_mb=MAX_UPLOAD_BYTES // (1024 * 1024),
         **context,
     )
 
@@ -171,7 +182,7 @@ async def profile_save(request: Request) -> Response:
     agent = await current_agent(request)
     if agent is None:
         return login_redirect()
-    nameplate = nameplate_of(request)
+    services = services_of(request)
     length = request.headers.get("content-length")
     if length is None or not length.isdigit():
         return profile_page(request, agent, 411, error="the upload did not say how large it is; try again")
@@ -190,20 +201,27 @@ async def profile_save(request: Request) -> Response:
         else:
             values = _profile_values(form, agent)
             await queries_of(request).update_profile(
-                agent.id, given_name=values["given_name"], family_name=values["family_name"],
-                title=values["title"], intro=values["intro"],
+                agent.id,
+                given_name=values["given_name"],
+                family_name=values["family_name"],
+                title=values["title"],
+                intro=values["intro"],
             )
     except NameplateError as exc:
         return profile_page(request, agent, exc.status, error=exc.message, form=_profile_values(form, agent))
     # Messages and the widget read agent cards through the directory's cache: drop the stale one now.
-    nameplate.directory.forget_card(agent.id)
+    services.directory.forget_card(agent.id)
     return RedirectResponse("/profile?saved=" + ("photo" if action == "photo" else "details"), 303)
 
 
 def _profile_values(form: FormData, agent: Agent) -> dict[str, str]:
     if text_field(form, "action") == "photo":
-        return {"given_name": agent.given_name, "family_name": agent.family_name, "title": agent.title,
-                "intro": agent.intro}
+        return {
+            "given_name": agent.given_name,
+            "family_name": agent.family_name,
+            "title": agent.title,
+            "intro": agent.intro,
+        }
     return {name: text_field(form, name) for name in ("given_name", "family_name", "title", "intro")}
 
 
@@ -211,7 +229,7 @@ async def _save_photo(request: Request, agent: Agent, upload: Any) -> None:
     if not isinstance(upload, UploadFile) or not upload.filename:
         raise NameplateError("invalid", "choose a photo to upload")
     data = await upload.read(MAX_UPLOAD_BYTES + 1)
-    await store_photo(nameplate_of(request).sessions, agent.id, data)
+    await store_photo(services_of(request).sessions, agent.id, data)
 
 
 routes = [

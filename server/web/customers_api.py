@@ -13,22 +13,22 @@ from starlette.routing import Route
 from nameplate.errors import NameplateError, NotFound
 from nameplate.people.timeline import event_item
 from nameplate.protocol import channels
-from nameplate.services import Nameplate
+from nameplate.services import Services
 from nameplate.store.models import Customer, Site
 from nameplate.web.responses import read_json
 
 
-async def _authorised(request: Request) -> tuple[Nameplate, Site, Customer]:
-    nameplate: Nameplate = request.app.state.nameplate
+async def _authorised(request: Request) -> tuple[Services, Site, Customer]:
+    services: Services = request.app.state.services
     header = request.headers.get("authorization", "")
     key = header[7:].strip() if header.lower().startswith("bearer ") else None
-    site = await nameplate.api_keys.site_for(key)
+    site = await services.api_keys.site_for(key)
     if site is None:
         raise NameplateError("unauthorized", "send a valid site API key: Authorization: Bearer np_…", 401)
-    customer = await nameplate.timeline.customer_by_external_id(site.id, request.path_params["external_id"])
+    customer = await services.timeline.customer_by_external_id(site.id, request.path_params["external_id"])
     if customer is None:
         raise NotFound("no customer with that id on this site")
-    return nameplate, site, customer
+    return services, site, customer
 
 
 def _int_param(request: Request, name: str, default: int) -> int:
@@ -42,27 +42,31 @@ def _int_param(request: Request, name: str, default: int) -> int:
 
 
 async def post_event(request: Request) -> Response:
-    nameplate, site, customer = await _authorised(request)
+    services, site, customer = await _authorised(request)
     data = await read_json(request, max_bytes=16 * 1024)
-    event, created = await nameplate.timeline.record(customer, data)
+    event, created = await services.timeline.record(customer, data)
     item = event_item(event)
     if created:
-        await nameplate.webhooks.emit(site.id, "event.created", {"customer_id": customer.id, **item})
-        open_conversation = await nameplate.conversations.open_for_customer(customer.id)
+        await services.webhooks.emit(site.id, "event.created", {"customer_id": customer.id, **item})
+        open_conversation = await services.conversations.open_for_customer(customer.id)
         if open_conversation is not None:
-            await nameplate.broker.publish(
+            await services.broker.publish(
                 channels.staff(open_conversation.id),
-                {"type": "customer_event", "conversation_id": open_conversation.id, "customer_id": customer.id,
-                 "event": item},
+                {
+                    "type": "customer_event",
+                    "conversation_id": open_conversation.id,
+                    "customer_id": customer.id,
+                    "event": item,
+                },
             )
     return JSONResponse({"event": item, "created": created}, status_code=201 if created else 200)
 
 
 async def get_timeline(request: Request) -> Response:
-    nameplate, _site, customer = await _authorised(request)
+    services, _site, customer = await _authorised(request)
     limit = _int_param(request, "limit", 20)
     offset = _int_param(request, "offset", 0)
-    items = await nameplate.timeline.items(customer.id, limit=limit, offset=offset)
+    items = await services.timeline.items(customer.id, limit=limit, offset=offset)
     return JSONResponse({"items": items, "limit": limit, "offset": offset, "next_offset": offset + len(items)})
 
 

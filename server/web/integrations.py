@@ -8,22 +8,22 @@ from starlette.routing import Route
 
 from nameplate.integrations.webhooks import EVENT_TYPES
 from nameplate.store.models import Role
-from nameplate.web.pages import check_csrf, nameplate_of, render, require_agent
+from nameplate.web.pages import check_csrf, render, require_agent, services_of
 
 
 async def _page(request: Request, new_key: str | None = None, error: str | None = None, status: int = 200) -> Response:
     agent = await require_agent(request, Role.admin)
-    nameplate = nameplate_of(request)
-    site = await nameplate.directory.site(agent.site_id)
+    services = services_of(request)
+    site = await services.directory.site(agent.site_id)
     return render(
         request,
         "integrations.html",
         status=status,
         agent=agent,
         site=site,
-        keys=await nameplate.api_keys.list(agent.site_id),
-        hooks=await nameplate.webhooks.hooks(agent.site_id),
-        deliveries=await nameplate.webhooks.deliveries(agent.site_id, limit=50),
+        keys=await services.api_keys.list(agent.site_id),
+        hooks=await services.webhooks.hooks(agent.site_id),
+        deliveries=await services.webhooks.deliveries(agent.site_id, limit=50),
         event_types=EVENT_TYPES,
         new_key=new_key,
         error=error,
@@ -38,7 +38,7 @@ async def create_key(request: Request) -> Response:
     agent = await require_agent(request, Role.admin)
     await check_csrf(request)
     form = await request.form()
-    _record, key = await nameplate_of(request).api_keys.create(agent.site_id, str(form.get("name") or ""))
+    _record, key = await services_of(request).api_keys.create(agent.site_id, str(form.get("name") or ""))
     # The key is rendered once, in this response, and never stored in readable form.
     return await _page(request, new_key=key, status=201)
 
@@ -46,7 +46,7 @@ async def create_key(request: Request) -> Response:
 async def revoke_key(request: Request) -> Response:
     agent = await require_agent(request, Role.admin)
     await check_csrf(request)
-    await nameplate_of(request).api_keys.revoke(agent.site_id, request.path_params["key_id"])
+    await services_of(request).api_keys.revoke(agent.site_id, request.path_params["key_id"])
     return RedirectResponse("/admin/integrations", status_code=303)
 
 
@@ -55,14 +55,14 @@ async def create_hook(request: Request) -> Response:
     await check_csrf(request)
     form = await request.form()
     events = " ".join(str(v) for v in form.getlist("events")) or "*"
-    await nameplate_of(request).webhooks.create(agent.site_id, str(form.get("url") or ""), events)
+    await services_of(request).webhooks.create(agent.site_id, str(form.get("url") or ""), events)
     return RedirectResponse("/admin/integrations", status_code=303)
 
 
 async def delete_hook(request: Request) -> Response:
     agent = await require_agent(request, Role.admin)
     await check_csrf(request)
-    await nameplate_of(request).webhooks.delete(agent.site_id, request.path_params["hook_id"])
+    await services_of(request).webhooks.delete(agent.site_id, request.path_params["hook_id"])
     return RedirectResponse("/admin/integrations", status_code=303)
 
 

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from nameplate.errors import NameplateError
 from nameplate.people.credentials import session_payload, verify_password
 from nameplate.people.directory import agent_card
-from nameplate.services import Nameplate
+from nameplate.services import Services
 from nameplate.store.models import Agent
 from nameplate.web.pages import check_csrf, current_agent, render
 from nameplate.web.responses import error_response, read_json
@@ -48,12 +48,12 @@ def throttle_keys(email: str, ip: str) -> tuple[str, str]:
     return f"login:account:{email}", f"login:ip:{ip}"
 
 
-async def throttle(nameplate: Nameplate, email: str, ip: str, failed: bool = False) -> float:
+async def throttle(services: Services, email: str, ip: str, failed: bool = False) -> float:
     """Seconds to wait before trying again (0: go ahead). Only failed attempts count: a team of agents
     behind one office address all logging in at nine must not lock each other out; a guesser does."""
     waits = []
     for key in throttle_keys(email, ip):
-        within, retry_after = await nameplate.broker.hit(
+        within, retry_after = await services.broker.hit(
             key, LOGIN_ATTEMPTS - (0 if failed else 1), LOGIN_WINDOW_SECONDS, cost=1 if failed else 0
         )
         if not within:
@@ -61,8 +61,8 @@ async def throttle(nameplate: Nameplate, email: str, ip: str, failed: bool = Fal
     return max(waits, default=0.0)
 
 
-async def authenticate(nameplate: Nameplate, email: str, password: str) -> Agent | None:
-    candidates = await nameplate.directory.active_agents_with_email(email)
+async def authenticate(services: Services, email: str, password: str) -> Agent | None:
+    candidates = await services.directory.active_agents_with_email(email)
     # argon2 is deliberately slow (tens of milliseconds): run it off the event loop, which serves every socket.
     for agent in candidates:
         if await asyncio.to_thread(verify_password, agent.password_hash, password):
@@ -71,8 +71,13 @@ async def authenticate(nameplate: Nameplate, email: str, password: str) -> Agent
     return None
 
 
-def login_page(request: Request, status: int = 200, error: str | None = None, email: str = "",
-               headers: dict[str, str] | None = None) -> Response:
+def login_page(
+    request: Request,
+    status: int = 200,
+    error: str | None = None,
+    email: str = "",
+    headers: dict[str, str] | None = None,
+) -> Response:
     response = render(request, "login.html", status=status, agent=None, error=error, email=email)
     response.headers.update(headers or {})
     return response
@@ -85,7 +90,7 @@ async def login_form(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
-    nameplate: Nameplate = request.app.state.nameplate
+    services: Services = request.app.state.services
     email, password, wants_json = await login_credentials(request)
     email = email.strip().lower()[:254]
     if not wants_json:
@@ -93,7 +98,7 @@ async def login(request: Request) -> Response:
             await check_csrf(request)
         except NameplateError as exc:
             return login_page(request, exc.status, exc.message, email)
-    wait = await throttle(nameplate, email, client_ip(request))
+    wait = await throttle(services, email, client_ip(request))
     if wait > 0:
         retry_after = max(1, math.ceil(wait))
         headers = {"Retry-After": str(retry_after)}
@@ -102,9 +107,9 @@ async def login(request: Request) -> Response:
             message = f"Too many log-in attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
             return login_page(request, 429, message, email, headers)
         return error_response(429, "rate_limited", "too many log-in attempts; try again later", headers=headers)
-    agent = await authenticate(nameplate, email, password[:1024])
+    agent = await authenticate(services, email, password[:1024])
     if agent is None:
-        await throttle(nameplate, email, client_ip(request), failed=True)
+        await throttle(services, email, client_ip(request), failed=True)
         if not wants_json:
             return login_page(request, 401, "That e-mail and password do not match.", email)
         return error_response(401, "bad_credentials", "that e-mail and password do not match")

@@ -13,7 +13,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from nameplate.assets import CONSOLE_DIR
 from nameplate.errors import Forbidden, NameplateError
 from nameplate.realtime.agent import session_agent
-from nameplate.services import Nameplate
+from nameplate.services import Services
 from nameplate.store.models import Agent, Role
 
 templates = Environment(
@@ -26,8 +26,8 @@ CSRF_FORM_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 
 
-def nameplate_of(request: Request) -> Nameplate:
-    return request.app.state.nameplate
+def services_of(request: Request) -> Services:
+    return request.app.state.services
 
 
 def csrf_token(request: Request) -> str:
@@ -50,12 +50,11 @@ async def check_csrf(request: Request) -> None:
         value = form.get(CSRF_FORM_FIELD)
         sent = value if isinstance(value, str) else None
     if not isinstance(expected, str) or not sent or not hmac.compare_digest(expected, sent):
-        raise NameplateError("csrf", "this form has expired or did not come from Nameplate; reload and try again",
-                             403)
+        raise NameplateError("csrf", "this form has expired or did not come from Nameplate; reload and try again", 403)
 
 
 async def current_agent(request: Request) -> Agent | None:
-    return await session_agent(nameplate_of(request), request.session)
+    return await session_agent(services_of(request), request.session)
 
 
 async def require_agent(request: Request, *roles: Role) -> Agent:
@@ -72,16 +71,14 @@ SUPERVISOR_ROLES = (Role.supervisor, Role.admin)
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    html = templates.get_template(template).render(
-        request=request, csrf_token=csrf_token(request), **context
-    )
+    html = templates.get_template(template).render(request=request, csrf_token=csrf_token(request), **context)
     return HTMLResponse(
         html,
         status_code=status,
         headers={
             # Pages are never framed and run only our own scripts; inline script is not allowed.
             "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
-                                       "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'",
+            "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'",
             "X-Frame-Options": "DENY",
             "Referrer-Policy": "same-origin",
         },

@@ -38,9 +38,9 @@ from nameplate.web.pages import (
     check_csrf,
     current_agent,
     login_redirect,
-    nameplate_of,
     render,
     require_agent,
+    services_of,
     templates,
 )
 
@@ -53,17 +53,19 @@ AGENT_FORM_FIELDS = ("given_name", "family_name", "title", "intro", "email", "ro
 # Exports hold customers' words: never cached, never sniffed into something else.
 PRIVATE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 # The HTML export is a standalone file: its own inline styles, no scripts, nothing loaded from anywhere.
-EXPORT_HTML_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
-                   "form-action 'none'; frame-ancestors 'none'")
+EXPORT_HTML_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
 
 
 def transcripts_of(request: Request) -> Transcripts:
-    return Transcripts(nameplate_of(request).sessions)
+    return Transcripts(services_of(request).sessions)
 
 
 def staff_of(request: Request) -> Staff:
-    nameplate = nameplate_of(request)
-    return Staff(nameplate.sessions, nameplate.broker, nameplate.directory, nameplate.router)
+    services = services_of(request)
+    return Staff(services.sessions, services.broker, services.directory, services.router)
 
 
 def page(endpoint: Endpoint) -> Endpoint:
@@ -76,8 +78,9 @@ def page(endpoint: Endpoint) -> Endpoint:
         except NameplateError as exc:
             if exc.status == 401:
                 return login_redirect()
-            return render(request, "supervisor_error.html", status=exc.status, agent=await current_agent(request),
-                          error=exc)
+            return render(
+                request, "supervisor_error.html", status=exc.status, agent=await current_agent(request), error=exc
+            )
 
     return wrapper
 
@@ -112,7 +115,7 @@ async def conversations_page(request: Request) -> Response:
         page=page_number,
     )
     result = await transcripts_of(request).search(query)
-    directory = nameplate_of(request).directory
+    directory = services_of(request).directory
     today = datetime.now(UTC).date()
     active_filters = {key: value for key, value in filters.items() if value}
 
@@ -142,8 +145,14 @@ async def transcript_page(request: Request) -> Response:
     transcripts = transcripts_of(request)
     row = await transcripts.visible(viewer, request.path_params["conversation_id"])
     transcript = await transcripts.transcript(row, viewer.site_id)
-    return render(request, "supervisor_transcript.html", agent=viewer, transcript=transcript,
-                  is_staff=viewer.role in SUPERVISOR_ROLES, **helpers())
+    return render(
+        request,
+        "supervisor_transcript.html",
+        agent=viewer,
+        transcript=transcript,
+        is_staff=viewer.role in SUPERVISOR_ROLES,
+        **helpers(),
+    )
 
 
 @page
@@ -161,8 +170,9 @@ async def transcript_export(request: Request) -> Response:
     if fmt == "json":
         return JSONResponse(transcript.as_dict(), headers=headers)
     html = templates.get_template("supervisor_export.html").render(transcript=transcript, **helpers())
-    return Response(html, media_type="text/html; charset=utf-8",
-                    headers={**headers, "Content-Security-Policy": EXPORT_HTML_CSP})
+    return Response(
+        html, media_type="text/html; charset=utf-8", headers={**headers, "Content-Security-Policy": EXPORT_HTML_CSP}
+    )
 
 
 @page
@@ -180,7 +190,7 @@ async def range_export(request: Request) -> Response:
     headers = attachment(f"nameplate-messages-{first.isoformat()}-to-{last.isoformat()}.{fmt}")
     if fmt == "csv":
         return StreamingResponse(csv_chunks(batches), media_type="text/csv; charset=utf-8", headers=headers)
-    site = await nameplate_of(request).directory.site(viewer.site_id)
+    site = await services_of(request).directory.site(viewer.site_id)
     header = {"site": site.name, "from": first.isoformat(), "to": last.isoformat()}
     return StreamingResponse(json_chunks(batches, header), media_type="application/json", headers=headers)
 
@@ -207,7 +217,7 @@ def flash(request: Request, message: str) -> None:
 async def agents_view(
     request: Request, admin: Agent, status: int = 200, error: str | None = None, form: dict[str, str] | None = None
 ) -> Response:
-    nameplate = nameplate_of(request)
+    services = services_of(request)
     return render(
         request,
         "admin_agents.html",
@@ -215,7 +225,7 @@ async def agents_view(
         agent=admin,
         agents=await staff_of(request).roster(admin.site_id),
         roles=[role.value for role in Role],
-        form=form or {"role": Role.agent.value, "capacity": str(nameplate.settings.agent_default_capacity)},
+        form=form or {"role": Role.agent.value, "capacity": str(services.settings.agent_default_capacity)},
         error=error,
         notice=request.session.pop(FLASH_KEY, None),
         **helpers(),
@@ -236,7 +246,7 @@ async def create_agent(request: Request) -> Response:
     values = {name: str(form.get(name) or "") for name in AGENT_FORM_FIELDS}
     try:
         try:
-            capacity = int(values["capacity"] or nameplate_of(request).settings.agent_default_capacity)
+            capacity = int(values["capacity"] or services_of(request).settings.agent_default_capacity)
         except ValueError as exc:
             raise NameplateError("invalid", "capacity must be a whole number") from exc
         created = await staff_of(request).create(

@@ -33,10 +33,10 @@ async def widget_js(request: Request) -> Response:
 
 async def demo_page(request: Request) -> Response:
     """A small shop page with the widget tag on it, for the site named by ?site= or the first site."""
-    nameplate = request.app.state.nameplate
+    services = request.app.state.services
     key = request.query_params.get("site")
     if not key:
-        sites = await nameplate.directory.sites()
+        sites = await services.directory.sites()
         key = sites[0].public_key if sites else ""
     html = _templates.get_template("demo.html").render(site_key=key, widget_src="/widget.js")
     return HTMLResponse(html)

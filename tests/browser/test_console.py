@@ -64,10 +64,14 @@ async def visitor_named(server: RunningServer, name: str, **attributes: Any) -> 
     """A visitor whose website passed a name, e-mail and attributes (written to the record directly)."""
     async with httpx.AsyncClient(base_url=server.base_url) as http:
         created = (await http.post("/api/v1/visitors", json={"site": "site_demo"})).json()
-    async with server.nameplate.sessions() as session:
+    async with server.services.sessions() as session:
         await session.execute(
-            update(Customer).where(Customer.id == created["customer_id"]).values(
-                name=name, email=name.split()[0].lower() + "@example.com", attributes=attributes,
+            update(Customer)
+            .where(Customer.id == created["customer_id"])
+            .values(
+                name=name,
+                email=name.split()[0].lower() + "@example.com",
+                attributes=attributes,
             )
         )
         await session.commit()
@@ -81,14 +85,14 @@ def chat_item(page: Page, name: str) -> Any:
 
 async def test_two_agents_answer_transfer_and_close(browser: Browser, artifacts: Path, tmp_path: Path) -> None:
     async with running_server(settings_for(tmp_path)) as server:
-        await seed(server.nameplate)
-        jane_agent = await server.nameplate.directory.agent_by_email(None, "jane@acme.example")
+        await seed(server.services)
+        jane_agent = await server.services.directory.agent_by_email(None, "jane@acme.example")
         assert jane_agent is not None
-        async with server.nameplate.sessions() as session:
+        async with server.services.sessions() as session:
             # Two chats at a time, so a third visitor shows up in Jane's queue.
             await session.execute(update(Agent).where(Agent.id == jane_agent.id).values(capacity=2))
             await session.commit()
-        await CannedResponses(server.nameplate.sessions).create(
+        await CannedResponses(server.services.sessions).create(
             jane_agent.site_id, "norway", "Shipping to Norway takes 4–6 working days and costs €19."
         )
 
@@ -98,8 +102,9 @@ async def test_two_agents_answer_transfer_and_close(browser: Browser, artifacts:
         j = jane.page
 
         # -- three visitors: two are Jane's, the third waits ---------------------------------------------
-        ada, _ = await visitor_named(server, "Ada Lovelace", plan="Trail Club", orders=3, last_order="#A-1042",
-                                     note=XSS)
+        ada, _ = await visitor_named(
+            server, "Ada Lovelace", plan="Trail Club", orders=3, last_order="#A-1042", note=XSS
+        )
         await ada.send(type="page", url="https://acme.example/tents/trail-2p", title="Trail tent, 2 person")
         await ada.send(type="message", client_id="a1", body="Hi! Do you ship tents to Norway?")
         await ada.expect("ack")
@@ -275,7 +280,7 @@ async def test_console_reconnects_and_resumes(browser: Browser, tmp_path: Path) 
     """The server goes away and comes back on the same port: the console reconnects and misses nothing."""
     settings = settings_for(tmp_path)
     async with running_server(settings) as server:
-        await seed(server.nameplate)
+        await seed(server.services)
         context = await browser.new_context(viewport=VIEWPORT)
         jane = await log_in(context, server, "jane@acme.example")
         page = jane.page
@@ -289,11 +294,11 @@ async def test_console_reconnects_and_resumes(browser: Browser, tmp_path: Path) 
     restarted = await start_server(settings, port=port)
     try:
         await expect(page.locator("#conn-banner")).to_be_visible()
-        back, _ = await connect_visitor(restarted, token=token, conversation_id=ack["conversation_id"],
-                                        resume_after=ack["seq"])
+        back, _ = await connect_visitor(
+            restarted, token=token, conversation_id=ack["conversation_id"], resume_after=ack["seq"]
+        )
         await back.send(type="message", client_id="v2", body="Second question, after the restart")
-        await expect(page.locator("#messages")).to_contain_text("Second question, after the restart",
-                                                                timeout=20_000)
+        await expect(page.locator("#messages")).to_contain_text("Second question, after the restart", timeout=20_000)
         await expect(page.locator("#conn-banner")).to_be_hidden()
         # Each message once: the resume replayed only what the page had not seen.
         await expect(page.locator("#messages .msg-in")).to_have_count(2)

@@ -19,7 +19,7 @@ async def test_console_shows_identity_history_and_events_from_other_channels(
     browser: Browser, artifacts: Path, tmp_path: Path
 ) -> None:
     async with running_server(await seeded_settings(tmp_path)) as server:
-        site = await server.nameplate.directory.site_by_key("site_demo")
+        site = await server.services.directory.site_by_key("site_demo")
         identify = {"user_id": "u-1142", "user_hash": identity_hash(site.secret, "u-1142"), "name": "Lin Okafor"}
 
         # First visit: Tomás helps and closes.
@@ -42,13 +42,18 @@ async def test_console_shows_identity_history_and_events_from_other_channels(
         await expect(page.locator("#cust-verified")).to_have_text("Verified")
         await expect(sidebar).to_contain_text("Tomás Okafor-Lindqvist")
 
-        _, key = await server.nameplate.api_keys.create(site.id, "store till")
+        _, key = await server.services.api_keys.create(site.id, "store till")
         async with httpx.AsyncClient(base_url=server.base_url) as http:
             response = await http.post(
                 "/api/v1/customers/u-1142/events",
                 headers={"Authorization": f"Bearer {key}"},
-                json={"event_id": "call-77", "channel": "phone", "summary": CALL,
-                      "details": "Wants it before Friday", "occurred_at": "2026-11-22T15:04:05Z"},
+                json={
+                    "event_id": "call-77",
+                    "channel": "phone",
+                    "summary": CALL,
+                    "details": "Wants it before Friday",
+                    "occurred_at": "2026-11-22T15:04:05Z",
+                },
             )
             assert response.status_code == 201
         await expect(sidebar).to_contain_text(CALL)

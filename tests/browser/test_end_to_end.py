@@ -82,7 +82,7 @@ async def test_visitor_two_agents_and_a_supervisor(browser: Browser, artifacts: 
             await expect(chat).to_contain_text("closed")
 
             # The supervisor finds it by a word, reads it, downloads the CSV.
-            async with server.nameplate.sessions() as session:
+            async with server.services.sessions() as session:
                 conversation_id = (await session.execute(select(Conversation.id))).scalar_one()
             desk = await tomas_context.new_page()
             await desk_log_in(desk, server, "tomas@acme.example")

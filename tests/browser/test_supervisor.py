@@ -60,10 +60,15 @@ async def log_in(page: Page, server: RunningServer, email: str) -> None:
 
 async def test_supervisor_finds_reads_exports_and_watches(browser: Browser, artifacts: Path, tmp_path: Path) -> None:
     async with running_server(settings_in(tmp_path)) as server:
-        await seed(server.nameplate)
+        await seed(server.services)
         jane = await connect_agent(server, JANE)
-        visitor, cid = await start_chat(server, jane, "My tent pole snapped on the ridge trail last night.",
-                                        name="Ingrid Solberg", email="ingrid@example.com")
+        visitor, cid = await start_chat(
+            server,
+            jane,
+            "My tent pole snapped on the ridge trail last night.",
+            name="Ingrid Solberg",
+            email="ingrid@example.com",
+        )
         await agent_says(jane, cid, "Oh no, I'm sorry! Which tent is it?")
         await visitor_says(visitor, "The Fjellheim 2, bought in March.")
         await agent_says(jane, cid, "Under warranty: offer the free pole repair kit.", note=True)
@@ -135,7 +140,8 @@ async def test_supervisor_finds_reads_exports_and_watches(browser: Browser, arti
 
         await set_status(jane, "available")
         await expect(page.locator(f'#active-list li[data-conversation-id="{waiting}"]')).to_contain_text(
-            "with Jane Chang-Katzenberg")
+            "with Jane Chang-Katzenberg"
+        )
         await expect(queued).to_have_count(0)
         await expect(page.locator("#queued-empty")).to_be_visible()
 

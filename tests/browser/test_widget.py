@@ -327,7 +327,7 @@ async def test_no_one_online_takes_an_email(shop: Shop, page: Page, artifacts: P
     await expect(chat.locator(".banner")).to_contain_text("We'll answer by email as soon as someone is back")
     await chat.locator(".panel").screenshot(path=str(artifacts / "widget-offline.png"))
     cid = (await state(page))["conversation_id"]
-    conversation = await shop.running.nameplate.conversations.get(cid)
+    conversation = await shop.running.services.conversations.get(cid)
     assert conversation is not None and conversation.offline_email == "ada@example.com"
 
 
@@ -397,7 +397,7 @@ async def test_server_restart_loses_and_doubles_nothing(shop: Shop, page: Page) 
     await shop.start_again()
     await expect(waiting).to_have_attribute("data-state", "sent", timeout=30_000)
     await expect(banner).to_be_hidden()
-    bodies = [f["body"] for f in await shop.running.nameplate.conversations.history(cid)]
+    bodies = [f["body"] for f in await shop.running.services.conversations.history(cid)]
     assert bodies.count(typed) == 1 and bodies.count("Before the restart") == 1
     assert (await state(page))["outbox"] == []
     await expect(chat.locator(".bubble", has_text=typed)).to_have_count(1)
@@ -429,7 +429,7 @@ async def test_closed_conversation_rating_and_new_start(shop: Shop, page: Page, 
     # server's `rated` frame arrives, which is sent after the rating is stored.
     await expect(chat.locator(".rated")).to_be_visible()
     await expect(chat.locator(".rated")).to_have_text("Thank you for your rating.")
-    async with shop.running.nameplate.sessions() as session:
+    async with shop.running.services.sessions() as session:
         rating = await session.get(Rating, cid)
     assert rating is not None and (rating.score, rating.comment) == (4, "Quick and kind.")
 
@@ -442,7 +442,7 @@ async def test_closed_conversation_rating_and_new_start(shop: Shop, page: Page, 
     assert new_cid != cid
     await expect(chat.locator(".msg.me")).to_have_attribute("data-state", "sent")
     assert (await state(page))["conversation_id"] == new_cid
-    async with shop.running.nameplate.sessions() as session:
+    async with shop.running.services.sessions() as session:
         old = await session.get(Conversation, cid)
     assert old is not None and old.status == "closed"
 

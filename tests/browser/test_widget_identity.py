@@ -56,7 +56,7 @@ class Shop:
 
     async def who(self, user_id: str, user_hash: str | None = None) -> dict[str, Any]:
         """What the shop's page passes to Nameplate.identify for its signed-in user."""
-        site = await self.running.nameplate.directory.site_by_key("site_demo")
+        site = await self.running.services.directory.site_by_key("site_demo")
         assert site is not None
         return {
             "user_id": user_id,
@@ -155,7 +155,7 @@ async def earlier_chat(shop: Shop, jane: Client, who: dict[str, Any], body: str 
 
 
 async def customer_of(shop: Shop, conversation_id: str) -> Customer:
-    async with shop.running.nameplate.sessions() as session:
+    async with shop.running.services.sessions() as session:
         conversation = await session.get(Conversation, conversation_id)
         assert conversation is not None
         customer = await session.get(Customer, conversation.customer_id)
@@ -239,10 +239,10 @@ async def test_a_wrong_user_hash_shows_no_earlier_conversations(shop: Shop, brow
 
 
 async def test_a_site_that_requires_verification_warns_once_and_chats_anonymously(shop: Shop, browser: Browser) -> None:
-    async with shop.running.nameplate.sessions() as session:
+    async with shop.running.services.sessions() as session:
         await session.execute(update(Site).where(Site.public_key == "site_demo").values(require_verification=True))
         await session.commit()
-    shop.running.nameplate.directory.forget_site("site_demo")  # the site is cached for a while; tests cannot wait
+    shop.running.services.directory.forget_site("site_demo")  # the site is cached for a while; tests cannot wait
     unsigned = {"user_id": "cust-3003", "name": "Ada Lovelace"}
     async with visit(browser, identify=unsigned) as seen:
         composer = await seen.open(f"{shop.url}/demo")
@@ -312,7 +312,7 @@ async def test_the_chosen_topic_routes_to_its_team(shop: Shop, browser: Browser)
         assigned = await priya.expect("assigned")
         await expect(seen.chat.locator(".card .name")).to_have_text("Priya Ramanathan")
         await expect(topic).to_be_hidden()  # asked before the first message only
-    async with shop.running.nameplate.sessions() as session:
+    async with shop.running.services.sessions() as session:
         conversation = await session.get(Conversation, assigned["conversation"]["id"])
         assert conversation is not None and conversation.team_id is not None
         team = await session.get(Team, conversation.team_id)

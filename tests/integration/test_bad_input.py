@@ -37,7 +37,7 @@ async def test_too_large_and_empty_bodies_are_refused_and_not_stored(server: Run
     visitor, _ = await connect_visitor(server)
     await visitor.send(type="message", client_id="ok", body="first")
     ack = await visitor.expect("ack")
-    limit = server.nameplate.settings.max_message_chars
+    limit = server.services.settings.max_message_chars
     await visitor.send(type="message", client_id="big", body="y" * (limit + 1))
     assert (await visitor.expect("error"))["code"] == "too_large"
     await visitor.send(type="message", client_id="blank", body="   \n ")
@@ -74,7 +74,7 @@ async def test_forged_token_closes_4401(server: RunningServer) -> None:
 
 
 async def test_token_from_another_site_closes_4401(server: RunningServer) -> None:
-    other = await server.nameplate.directory.create_site("Other shop", allowed_origins="*")
+    other = await server.services.directory.create_site("Other shop", allowed_origins="*")
     token = await visitor_token(server.base_url, other.public_key)
     client = await raw_visitor(server)
     await client.send(type="hello", site="site_demo", token=token)
@@ -82,9 +82,9 @@ async def test_token_from_another_site_closes_4401(server: RunningServer) -> Non
 
 
 async def test_foreign_origin_closes_4401(server: RunningServer) -> None:
-    site = await server.nameplate.directory.site_by_key("site_demo")
+    site = await server.services.directory.site_by_key("site_demo")
     site.allowed_origins = "https://shop.example"
-    async with server.nameplate.sessions() as session:
+    async with server.services.sessions() as session:
         session.add(site)
         await session.commit()
     token = await visitor_token(server.base_url)
@@ -130,7 +130,7 @@ async def test_agent_cannot_write_into_a_conversation_not_assigned_to_them(serve
 
 async def test_visitor_rate_limit_refuses_floods(server: RunningServer) -> None:
     visitor, _ = await connect_visitor(server)
-    burst = server.nameplate.settings.message_burst
+    burst = server.services.settings.message_burst
     for n in range(burst + 5):
         await visitor.send(type="message", client_id=f"f{n}", body=f"flood {n}")
     error = await visitor.expect("error", lambda f: f["code"] == "rate_limited")

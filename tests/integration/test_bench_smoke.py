@@ -41,7 +41,9 @@ def _assert_store_checked(run: dict, label: str) -> None:
     assert store["acked"] == run["sent"], (label, store)
     assert store["rows"] == run["sent"], (label, store)
     assert store["not_stored"] == store["stored_twice"] == store["wrong_seq"] == store["stored_not_acked"] == 0, (
-        label, store)
+        label,
+        store,
+    )
     assert run["stored_before_ack_checked"] > 0 and run["stored_before_ack_missing"] == 0, (label, run)
     assert run["stored_before_ack_errors"] == 0, (label, run)
 
@@ -52,14 +54,24 @@ def test_quick_bench_run_loses_nothing_and_writes_every_field(tmp_path: Path) ->
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "REDIS_PREFIX", "SECRET_KEY")}
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--config", "embedded", "--output", str(output)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=150,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
     )
     assert result.returncode == 0, f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
     assert _stamp(LATEST) == before, "the smoke run must not overwrite bench/results/latest.md"
 
     text = output.read_text()
-    for heading in ("## Machine", "## Against the targets", "## 1. Idle capacity", "## 2. Delivery latency",
-                    "## 3. Stored throughput", "## Raw data"):
+    for heading in (
+        "## Machine",
+        "## Against the targets",
+        "## 1. Idle capacity",
+        "## 2. Delivery latency",
+        "## 3. Stored throughput",
+        "## Raw data",
+    ):
         assert heading in text, heading
     assert "| bare relay |" in text and "| embedded |" in text
     data = read_raw(text)
@@ -79,8 +91,14 @@ def test_quick_bench_run_loses_nothing_and_writes_every_field(tmp_path: Path) ->
     assert idle["still_open_after_hold"] == idle["opened"] and idle["dropped_during_hold"] == 0, idle
     (process,) = idle["processes"]
     assert process["connections"] == idle["opened"]
-    for key in ("rss_before_mib", "rss_after_hold_mib", "peak_rss_mib", "kib_per_connection", "cpu_idle_pct",
-                "cpu_ramp_pct"):
+    for key in (
+        "rss_before_mib",
+        "rss_after_hold_mib",
+        "peak_rss_mib",
+        "kib_per_connection",
+        "cpu_idle_pct",
+        "cpu_ramp_pct",
+    ):
         assert isinstance(process[key], float), key
     assert process["open_fds"] > idle["opened"]
     assert idle["frames_per_visitor_ramp"]["welcome"] == 1.0 and idle["frames_per_visitor_ramp"]["ack"] == 1.0

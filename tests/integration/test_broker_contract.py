@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-
 from nameplate.broker.base import Broker, Event
 from nameplate.broker.memory import MemoryBroker
 from nameplate.broker.redis import RedisBroker
+
 from nameplate.routing.plan import AgentState, QueueEntry
 from tests.services import REDIS_URL, require_redis, unique_prefix
 
@@ -60,9 +60,7 @@ class Inbox:
         return self.events
 
 
-async def eventually(
-    check: Callable[[], Awaitable[bool]], within: float = DEADLINE, what: str = "condition"
-) -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = DEADLINE, what: str = "condition") -> None:
     deadline = time.monotonic() + within
     while not await check():
         if time.monotonic() > deadline:
@@ -184,7 +182,8 @@ class PrivateRedis:
 
 @contextlib.asynccontextmanager
 async def publisher_and_listener(
-    url: str, prefix: str,
+    url: str,
+    prefix: str,
 ) -> AsyncIterator[tuple[RedisBroker, RedisBroker, Inbox, Inbox, aioredis.Redis]]:
     """Two processes on one Redis, each with an inbox on conversation:1, and an admin client to pause it."""
     shared = unique_prefix(prefix)
@@ -277,9 +276,7 @@ async def test_unsubscribed_handler_gets_nothing_and_others_still_do(broker: Bro
     assert leaving.events == []
 
 
-async def test_a_raising_handler_does_not_stop_the_others(
-    broker: Broker, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_a_raising_handler_does_not_stop_the_others(broker: Broker, caplog: pytest.LogCaptureFixture) -> None:
     broken = Inbox(fail=True)
     healthy = [Inbox() for _ in range(3)]
     await broker.subscribe("room", broken)
@@ -718,7 +715,8 @@ async def test_own_events_are_delivered_here_at_once_and_elsewhere_through_redis
 
 
 async def test_publish_soon_waits_for_nobody_keeps_the_order_elsewhere_and_logs_a_failure(
-    private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture,
+    private_redis: PrivateRedis,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with publisher_and_listener(private_redis.url, "soon-") as (publisher, _, here, there, admin):
         # Redis holds the PUBLISH: publish_soon has returned (it is not even a coroutine) and this
@@ -799,9 +797,7 @@ async def test_concurrent_assign_from_several_processes_never_double_assigns(
     agent_ids = [f"agent-{index:02d}" for index in range(20)]
     for index, agent_id in enumerate(agent_ids):
         await brokers[index % 3].set_agent_status(SITE, agent_id, "available", 3, frozenset())
-    await asyncio.gather(
-        *(brokers[i % 3].enqueue(SITE, entry(f"conv-{i:03d}", 1000.0 + i)) for i in range(200))
-    )
+    await asyncio.gather(*(brokers[i % 3].enqueue(SITE, entry(f"conv-{i:03d}", 1000.0 + i)) for i in range(200)))
 
     results = await asyncio.gather(*(broker.assign(SITE, now=5000.0) for broker in brokers for _ in range(4)))
     pairs = [pair for result in results for pair in result]

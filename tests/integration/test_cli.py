@@ -19,8 +19,8 @@ from tests.harness import RunningServer, connect_agent, connect_visitor
 
 @pytest.fixture
 def cli(server: RunningServer, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
-    monkeypatch.setenv("DATABASE_URL", server.nameplate.settings.database_url)
-    monkeypatch.setenv("SECRET_KEY", server.nameplate.settings.secret_key)
+    monkeypatch.setenv("DATABASE_URL", server.services.settings.database_url)
+    monkeypatch.setenv("SECRET_KEY", server.services.settings.secret_key)
     monkeypatch.setenv("NAMEPLATE_AGENT_PASSWORD", "a-long-password")
     monkeypatch.delenv("REDIS_URL", raising=False)
 

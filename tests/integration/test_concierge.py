@@ -30,8 +30,9 @@ async def test_returning_customer_lands_with_their_previous_agent(server: Runnin
     await visitor.send(type="message", client_id="second", body="I'm back about the same order")
     joined = await visitor.expect("agent_joined")
     assert joined["agent"]["name"] == "Jane Chang-Katzenberg"
-    assigned = await jane.expect("assigned", lambda f: f["conversation"]["customer"]["id"]
-                                 == visitor.of_type("welcome")[0]["customer"]["id"])
+    assigned = await jane.expect(
+        "assigned", lambda f: f["conversation"]["customer"]["id"] == visitor.of_type("welcome")[0]["customer"]["id"]
+    )
     assert assigned["conversation"]["previous_agent"]["name"] == "Jane Chang-Katzenberg"
     assert priya.of_type("welcome")
 
@@ -79,8 +80,10 @@ async def test_previous_agent_full_offers_a_choice_and_honours_it(server: Runnin
 
 
 async def test_team_choice_routes_to_that_teams_agents(server: RunningServer) -> None:
-    teams = {t.name: t.id for t in await server.nameplate.directory.teams(
-        (await server.nameplate.directory.site_by_key("site_demo")).id)}
+    teams = {
+        t.name: t.id
+        for t in await server.services.directory.teams((await server.services.directory.site_by_key("site_demo")).id)
+    }
     jane = await connect_agent(server, "jane@acme.example")  # Support
     priya = await connect_agent(server, "priya@acme.example")  # Sales
     visitor, _ = await connect_visitor(server)

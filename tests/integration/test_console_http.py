@@ -55,7 +55,7 @@ async def page_token(http: httpx.AsyncClient, path: str = "/console") -> str:
 
 
 async def agent_named(server: RunningServer, email: str) -> Agent:
-    agent = await server.nameplate.directory.agent_by_email(None, email)
+    agent = await server.services.directory.agent_by_email(None, email)
     assert agent is not None
     return agent
 
@@ -163,18 +163,30 @@ async def test_canned_responses_crud_with_csrf(server: RunningServer) -> None:
         refused = await http.post("/settings/canned", data={"action": "create", "shortcut": "x", "body": "y"})
         assert refused.status_code == 403
 
-        created = await http.post("/settings/canned", data={
-            "csrf_token": token, "action": "create", "shortcut": "/Shipping", "body": "We ship within 3 days.",
-        })
+        created = await http.post(
+            "/settings/canned",
+            data={
+                "csrf_token": token,
+                "action": "create",
+                "shortcut": "/Shipping",
+                "body": "We ship within 3 days.",
+            },
+        )
         assert created.status_code == 303
         listing = await http.get("/console/api/canned")
         canned = listing.json()["canned"]
         assert [(c["shortcut"], c["body"]) for c in canned] == [("shipping", "We ship within 3 days.")]
         assert "/shipping" in (await http.get("/settings/canned")).text
 
-        duplicate = await http.post("/settings/canned", data={
-            "csrf_token": token, "action": "create", "shortcut": "shipping", "body": "again",
-        })
+        duplicate = await http.post(
+            "/settings/canned",
+            data={
+                "csrf_token": token,
+                "action": "create",
+                "shortcut": "shipping",
+                "body": "again",
+            },
+        )
         assert duplicate.status_code == 409 and "already exists" in duplicate.text
         for shortcut, body, message in (
             ("two words", "x", "only contain letters"),
@@ -182,28 +194,44 @@ async def test_canned_responses_crud_with_csrf(server: RunningServer) -> None:
             ("ok", "x" * 2001, "limited to 2000"),
             ("ok", "   ", "text is required"),
         ):
-            bad = await http.post("/settings/canned", data={
-                "csrf_token": token, "action": "create", "shortcut": shortcut, "body": body,
-            })
+            bad = await http.post(
+                "/settings/canned",
+                data={
+                    "csrf_token": token,
+                    "action": "create",
+                    "shortcut": shortcut,
+                    "body": body,
+                },
+            )
             assert bad.status_code == 400, shortcut
             assert message in bad.text
 
         # Another site's response cannot be deleted from here.
-        other_site = await server.nameplate.directory.create_site("Other shop")
+        other_site = await server.services.directory.create_site("Other shop")
         from nameplate.desk.canned import CannedResponses
 
-        foreign = await CannedResponses(server.nameplate.sessions).create(other_site.id, "theirs", "Not yours")
-        foreign_delete = await http.post("/settings/canned", data={
-            "csrf_token": token, "action": "delete", "id": foreign.id,
-        })
+        foreign = await CannedResponses(server.services.sessions).create(other_site.id, "theirs", "Not yours")
+        foreign_delete = await http.post(
+            "/settings/canned",
+            data={
+                "csrf_token": token,
+                "action": "delete",
+                "id": foreign.id,
+            },
+        )
         assert foreign_delete.status_code == 404
         assert "theirs" not in (await http.get("/settings/canned")).text
 
         no_token_delete = await http.post("/settings/canned", data={"action": "delete", "id": canned[0]["id"]})
         assert no_token_delete.status_code == 403
-        deleted = await http.post("/settings/canned", data={
-            "csrf_token": token, "action": "delete", "id": canned[0]["id"],
-        })
+        deleted = await http.post(
+            "/settings/canned",
+            data={
+                "csrf_token": token,
+                "action": "delete",
+                "id": canned[0]["id"],
+            },
+        )
         assert deleted.status_code == 303
         assert (await http.get("/console/api/canned")).json()["canned"] == []
 
@@ -211,29 +239,49 @@ async def test_canned_responses_crud_with_csrf(server: RunningServer) -> None:
 # -- profile and photo ------------------------------------------------------------------------------------
 async def test_profile_requires_both_names_and_refreshes_the_card(server: RunningServer) -> None:
     jane = await agent_named(server, JANE)
-    await server.nameplate.directory.card(jane.id)  # warm the cache the widget reads through
+    await server.services.directory.card(jane.id)  # warm the cache the widget reads through
     async with logged_in(server) as http:
         token = await page_token(http, "/profile")
-        blank = await http.post("/profile", data={
-            "csrf_token": token, "action": "details", "given_name": "   ", "family_name": "Chang", "title": "",
-            "intro": "",
-        })
+        blank = await http.post(
+            "/profile",
+            data={
+                "csrf_token": token,
+                "action": "details",
+                "given_name": "   ",
+                "family_name": "Chang",
+                "title": "",
+                "intro": "",
+            },
+        )
         assert blank.status_code == 400 and "Given name is required" in blank.text
-        missing_family = await http.post("/profile", data={
-            "csrf_token": token, "action": "details", "given_name": "Jane", "family_name": "",
-        })
+        missing_family = await http.post(
+            "/profile",
+            data={
+                "csrf_token": token,
+                "action": "details",
+                "given_name": "Jane",
+                "family_name": "",
+            },
+        )
         assert missing_family.status_code == 400 and "Family name is required" in missing_family.text
         no_csrf = await http.post("/profile", data={"action": "details", "given_name": "A", "family_name": "B"})
         assert no_csrf.status_code == 403
 
-        saved = await http.post("/profile", data={
-            "csrf_token": token, "action": "details", "given_name": " Jane ", "family_name": "Chang",
-            "title": "Care lead", "intro": "Ask me about tents.",
-        })
+        saved = await http.post(
+            "/profile",
+            data={
+                "csrf_token": token,
+                "action": "details",
+                "given_name": " Jane ",
+                "family_name": "Chang",
+                "title": "Care lead",
+                "intro": "Ask me about tents.",
+            },
+        )
         assert saved.status_code == 303
         page = await http.get(saved.headers["location"])
         assert "Your profile is saved." in page.text and "Care lead" in page.text
-    card = await server.nameplate.directory.card(jane.id)
+    card = await server.services.directory.card(jane.id)
     assert (card["name"], card["title"], card["intro"]) == ("Jane Chang", "Care lead", "Ask me about tents.")
 
 
@@ -243,7 +291,8 @@ async def test_photo_upload_is_resized_and_served(server: RunningServer) -> None
     async with logged_in(server) as http:
         token = await page_token(http, "/profile")
         response = await http.post(
-            "/profile", data={"csrf_token": token, "action": "photo"},
+            "/profile",
+            data={"csrf_token": token, "action": "photo"},
             files={"photo": ("me.jpg", jpeg_bytes(900, 500), "image/jpeg")},
         )
         assert response.status_code == 303, response.text
@@ -254,7 +303,7 @@ async def test_photo_upload_is_resized_and_served(server: RunningServer) -> None
     assert served.status_code == 200 and served.headers["content-type"] == "image/jpeg"
     with Image.open(io.BytesIO(served.content)) as image:
         assert image.format == "JPEG" and image.size == (256, 256)
-    card = await server.nameplate.directory.card(jane.id)
+    card = await server.services.directory.card(jane.id)
     assert card["photo_url"] == agent.photo_url
 
 
@@ -277,7 +326,8 @@ async def test_bad_photos_are_refused_with_a_clear_message(
     async with logged_in(server) as http:
         token = await page_token(http, "/profile")
         response = await http.post(
-            "/profile", data={"csrf_token": token, "action": "photo"},
+            "/profile",
+            data={"csrf_token": token, "action": "photo"},
             files={"photo": (filename, data, "image/png")},
         )
     assert response.status_code == status
@@ -290,7 +340,8 @@ async def test_photo_just_over_the_limit_reaches_the_validator(server: RunningSe
     async with logged_in(server) as http:
         token = await page_token(http, "/profile")
         response = await http.post(
-            "/profile", data={"csrf_token": token, "action": "photo"},
+            "/profile",
+            data={"csrf_token": token, "action": "photo"},
             files={"photo": ("big.jpg", b"\xff\xd8" + b"\x00" * (2 * 1024 * 1024), "image/jpeg")},
         )
     assert response.status_code == 413 and "Photos are limited to 2 MB" in response.text
@@ -299,13 +350,17 @@ async def test_photo_just_over_the_limit_reaches_the_validator(server: RunningSe
 # -- customer card and recent conversations ---------------------------------------------------------------
 async def seed_history(server: RunningServer, customer_id: str, agent_id: str) -> str:
     """A closed, rated conversation of this customer with this agent; returns its id."""
-    async with server.nameplate.sessions() as session:
+    async with server.services.sessions() as session:
         customer = await session.get(Customer, customer_id)
         assert customer is not None
         earlier = Conversation(
-            site_id=customer.site_id, customer_id=customer_id, agent_id=agent_id,
-            status=ConversationStatus.closed.value, last_seq=1,
-            created_at=utcnow() - timedelta(days=3), assigned_at=utcnow() - timedelta(days=3),
+            site_id=customer.site_id,
+            customer_id=customer_id,
+            agent_id=agent_id,
+            status=ConversationStatus.closed.value,
+            last_seq=1,
+            created_at=utcnow() - timedelta(days=3),
+            assigned_at=utcnow() - timedelta(days=3),
             closed_at=utcnow() - timedelta(days=3) + timedelta(minutes=9),
         )
         session.add(earlier)
@@ -325,8 +380,8 @@ async def test_customer_endpoint_is_site_checked(server: RunningServer) -> None:
     await visitor.expect("ack")
     earlier = await seed_history(server, customer_id, jane.id)
 
-    other_site = await server.nameplate.directory.create_site("Other shop")
-    async with server.nameplate.sessions() as session:
+    other_site = await server.services.directory.create_site("Other shop")
+    async with server.services.sessions() as session:
         stranger = Customer(site_id=other_site.id, name="Someone Else")
         session.add(stranger)
         await session.commit()
@@ -374,10 +429,14 @@ async def test_everything_typed_is_escaped_on_every_page(server: RunningServer) 
     await visitor.send(type="page", url="https://shop.example/x", title=XSS_IMG)
     await visitor.send(type="message", client_id="m1", body=XSS_SCRIPT)
     await visitor.expect("ack")
-    async with server.nameplate.sessions() as session:
+    async with server.services.sessions() as session:
         await session.execute(
-            update(Customer).where(Customer.id == customer_id).values(
-                name=XSS_SCRIPT, email="x@example.com", attributes={"plan": XSS_IMG, XSS_SCRIPT: "key"},
+            update(Customer)
+            .where(Customer.id == customer_id)
+            .values(
+                name=XSS_SCRIPT,
+                email="x@example.com",
+                attributes={"plan": XSS_IMG, XSS_SCRIPT: "key"},
             )
         )
         await session.commit()
@@ -385,17 +444,36 @@ async def test_everything_typed_is_escaped_on_every_page(server: RunningServer) 
 
     async with logged_in(server) as http:
         token = await page_token(http, "/profile")
-        saved = await http.post("/profile", data={
-            "csrf_token": token, "action": "details", "given_name": XSS_SCRIPT, "family_name": XSS_IMG,
-            "title": XSS_IMG, "intro": XSS_SCRIPT,
-        })
+        saved = await http.post(
+            "/profile",
+            data={
+                "csrf_token": token,
+                "action": "details",
+                "given_name": XSS_SCRIPT,
+                "family_name": XSS_IMG,
+                "title": XSS_IMG,
+                "intro": XSS_SCRIPT,
+            },
+        )
         assert saved.status_code == 303
-        await http.post("/settings/canned", data={
-            "csrf_token": token, "action": "create", "shortcut": "xss", "body": XSS_IMG + XSS_SCRIPT,
-        })
-        bad_canned = await http.post("/settings/canned", data={
-            "csrf_token": token, "action": "create", "shortcut": XSS_SCRIPT, "body": XSS_SCRIPT,
-        })
+        await http.post(
+            "/settings/canned",
+            data={
+                "csrf_token": token,
+                "action": "create",
+                "shortcut": "xss",
+                "body": XSS_IMG + XSS_SCRIPT,
+            },
+        )
+        bad_canned = await http.post(
+            "/settings/canned",
+            data={
+                "csrf_token": token,
+                "action": "create",
+                "shortcut": XSS_SCRIPT,
+                "body": XSS_SCRIPT,
+            },
+        )
         assert bad_canned.status_code == 400
         async with client(server) as anonymous:
             failed = await form_login(anonymous, email=XSS_SCRIPT, password="x")

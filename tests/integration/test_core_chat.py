@@ -11,7 +11,7 @@ from tests.harness import Client, RunningServer, connect_agent, connect_visitor,
 
 async def stored_messages(server: RunningServer, conversation_id: str) -> list[Message]:
     """Read through a separate engine: what is committed, not what one process has cached."""
-    engine = make_engine(server.nameplate.settings.database_url)
+    engine = make_engine(server.services.settings.database_url)
     try:
         async with make_sessions(engine)() as session:
             result = await session.execute(
@@ -86,10 +86,10 @@ async def test_ten_visitors_two_agents_six_assigned_four_queued(server: RunningS
         await visitor.expect("ack")
         visitors.append(visitor)
 
-    site_id = (await server.nameplate.directory.sites())[0].id
+    site_id = (await server.services.directory.sites())[0].id
 
     async def settled() -> bool:
-        return len(await server.nameplate.broker.queue(site_id)) == 4
+        return len(await server.services.broker.queue(site_id)) == 4
 
     await poll_until(settled)
     outcomes = [await v.expect({"agent_joined", "queue"}) for v in visitors]
@@ -127,7 +127,7 @@ async def test_message_after_close_starts_a_new_conversation(server: RunningServ
     assert second_ack["seq"] == 1
     old = await stored_messages(server, first_ack["conversation_id"])
     assert "One more thing" not in [m.body for m in old]
-    async with server.nameplate.sessions() as session:
+    async with server.services.sessions() as session:
         closed = await session.get(Conversation, first_ack["conversation_id"])
         count = await session.scalar(
             select(func.count()).select_from(Conversation).where(Conversation.customer_id == closed.customer_id)
@@ -155,7 +155,7 @@ async def test_agent_gone_past_grace_loses_chats_back_to_the_queue(server: Runni
 
 
 async def test_agent_back_within_grace_keeps_chats(server: RunningServer) -> None:
-    server.nameplate.presence._grace = 5.0  # a reload takes well under this
+    server.services.presence._grace = 5.0  # a reload takes well under this
     agent = await connect_agent(server, "jane@acme.example")
     visitor, _ = await connect_visitor(server)
     await visitor.send(type="message", client_id="a", body="Hello?")
@@ -167,10 +167,10 @@ async def test_agent_back_within_grace_keeps_chats(server: RunningServer) -> Non
     welcome = back.of_type("welcome")[0]
     assert [c["id"] for c in welcome["conversations"]] == [conversation_id]
     # Several heartbeats later the chat is still hers.
-    beats = server.nameplate.presence
+    beats = server.services.presence
     for _ in range(3):
         await beats.beat()
-    async with server.nameplate.sessions() as session:
+    async with server.services.sessions() as session:
         conversation = await session.get(Conversation, conversation_id)
     assert conversation.status == "active" and conversation.agent_id == assigned["conversation"]["agent"]["id"]
     assert not visitor.of_type("agent_left")
@@ -187,7 +187,7 @@ async def test_visitors_learn_when_agents_come_online(server: RunningServer) -> 
 
 async def test_errors_name_the_message_they_are_about(server: RunningServer) -> None:
     visitor, _ = await connect_visitor(server)
-    await visitor.send(type="message", client_id="huge", body="z" * (server.nameplate.settings.max_message_chars + 1))
+    await visitor.send(type="message", client_id="huge", body="z" * (server.services.settings.max_message_chars + 1))
     error = await visitor.expect("error")
     assert error["code"] == "too_large" and error["client_id"] == "huge"
 
@@ -203,7 +203,7 @@ async def test_a_resend_that_crosses_a_close_is_acknowledged_not_duplicated(serv
     await visitor.send(type="message", client_id="once", body="Only once please")
     again = await visitor.expect("ack")
     assert (again["conversation_id"], again["seq"]) == (ack["conversation_id"], ack["seq"])
-    async with server.nameplate.sessions() as session:
+    async with server.services.sessions() as session:
         count = await session.scalar(select(func.count()).select_from(Message).where(Message.client_id == "once"))
         conversations = await session.scalar(select(func.count()).select_from(Conversation))
     assert count == 1 and conversations == 1
@@ -244,7 +244,7 @@ async def test_read_receipts_reach_the_other_side_with_the_seq_read(server: Runn
     assert (await agent.expect("read", lambda f: f["by"] == "visitor"))["seq"] == last["seq"]
     await agent.send(type="read", conversation_id=conversation_id, seq=last["seq"])
     assert (await again.expect("read", lambda f: f["by"] == "agent"))["seq"] == last["seq"]
-    stored = await server.nameplate.conversations.get(conversation_id)
+    stored = await server.services.conversations.get(conversation_id)
     assert (stored.visitor_read_seq, stored.agent_read_seq) == (last["seq"], last["seq"])
     # A seq past the end means "everything": stored as the last message, and not news to the agent.
     await agent.send(type="message", conversation_id=conversation_id, client_id="a3", body="one more")
@@ -257,4 +257,4 @@ async def test_read_receipts_reach_the_other_side_with_the_seq_read(server: Runn
     await agent.send(type="ping")
     await agent.expect("pong")  # anything published to the console before it has arrived
     assert [f["seq"] for f in agent.of_type("read") if f["by"] == "visitor"] == [last["seq"], newest["seq"]]
-    assert (await server.nameplate.conversations.get(conversation_id)).visitor_read_seq == newest["seq"]
+    assert (await server.services.conversations.get(conversation_id)).visitor_read_seq == newest["seq"]

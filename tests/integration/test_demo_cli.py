@@ -20,7 +20,11 @@ def test_demo_starts_serves_the_shop_and_agents_can_log_in(tmp_path: Path) -> No
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")}
     process = subprocess.Popen(
         [sys.executable, "-m", "nameplate", "demo", "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         lines: list[str] = []

@@ -8,7 +8,7 @@ from tests.harness import RunningServer, connect_agent, connect_visitor
 
 
 async def site_secret(server: RunningServer) -> str:
-    site = await server.nameplate.directory.site_by_key("site_demo")
+    site = await server.services.directory.site_by_key("site_demo")
     assert site is not None
     return site.secret
 
@@ -71,19 +71,19 @@ async def test_wrong_missing_or_swapped_hash_never_reaches_the_customer(server: 
         await again.send(type="ping")
         await again.expect("pong")
         assert not again.of_type("message")
-    async with server.nameplate.sessions() as session:
+    async with server.services.sessions() as session:
         customer = await session.get(Customer, customer_id)
     assert customer.external_id == "user-2" and customer.name == "Ada Byron"
 
 
 async def test_required_verification_refuses_unverified_identify(server: RunningServer) -> None:
     customer_id, conversation_id = await verified_customer_with_history(server, "user-4")
-    site = await server.nameplate.directory.site_by_key("site_demo")
+    site = await server.services.directory.site_by_key("site_demo")
     site.require_verification = True
-    async with server.nameplate.sessions() as session:
+    async with server.services.sessions() as session:
         session.add(site)
         await session.commit()
-    server.nameplate.directory.forget_site("site_demo")
+    server.services.directory.forget_site("site_demo")
     visitor, _ = await connect_visitor(server, identify={"user_id": "user-4", "name": "Impostor"})
     assert (await visitor.expect("error"))["code"] == "verification_required"
     assert visitor.of_type("welcome")[0]["customer"]["id"] != customer_id
@@ -92,7 +92,7 @@ async def test_required_verification_refuses_unverified_identify(server: Running
     await visitor.send(type="message", client_id="m", body="let me in")
     ack = await visitor.expect("ack")
     assert ack["conversation_id"] != conversation_id
-    async with server.nameplate.sessions() as session:
+    async with server.services.sessions() as session:
         mine = await session.get(Conversation, ack["conversation_id"])
         customer = await session.get(Customer, customer_id)
     assert mine.customer_id != customer_id and customer.name == "Ada Byron"
@@ -118,7 +118,7 @@ async def test_signing_in_mid_chat_keeps_the_conversation_and_merges_the_record(
     await visitor.send(type="message", client_id="after", body="Signed in now")
     after = await visitor.expect("ack", lambda f: f["client_id"] == "after")
     assert after["conversation_id"] == ack["conversation_id"] and after["seq"] > ack["seq"]
-    async with server.nameplate.sessions() as session:
+    async with server.services.sessions() as session:
         conversation = await session.get(Conversation, ack["conversation_id"])
         anonymous = await session.get(Customer, anonymous_id)
         customer = await session.get(Customer, customer_id)

@@ -14,7 +14,8 @@ from tests.harness import RunningServer, connect_visitor, poll_until
 
 def visitor_protocols(server: RunningServer) -> list[LeanWebSocketProtocol]:
     return [
-        p for p in server.server.server_state.connections
+        p
+        for p in server.server.server_state.connections
         if isinstance(p, LeanWebSocketProtocol) and getattr(p, "scope", {}).get("path") == "/ws/visitor"
     ]
 

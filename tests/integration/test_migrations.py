@@ -21,7 +21,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from nameplate.services import Nameplate
+from nameplate.services import Services
 from nameplate.store import migrate
 from nameplate.store.engine import make_engine
 from tests.harness import running_server
@@ -194,7 +194,7 @@ async def test_a_database_migrated_by_newer_code_is_refused(engine: AsyncEngine)
 # -- wiring: server start-up and the CLI ----------------------------------------------------------------
 async def test_the_embedded_sqlite_server_migrates_itself(tmp_path: Path) -> None:
     async with running_server(settings_in(tmp_path)) as running:
-        assert await migrate.current_revision(running.nameplate.engine) == migrate.head_revision()
+        assert await migrate.current_revision(running.services.engine) == migrate.head_revision()
 
 
 async def test_a_server_on_postgresql_refuses_a_schema_behind_head(tmp_path: Path) -> None:
@@ -211,12 +211,12 @@ async def test_a_server_on_postgresql_refuses_a_schema_behind_head(tmp_path: Pat
                     await connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
                     await connection.execute(text("INSERT INTO alembic_version VALUES ('9999')"))
                 await engine.dispose()
-            nameplate = Nameplate.build(settings)
+            services = Services.build(settings)
             try:
                 with pytest.raises(migrate.SchemaOutOfDate, match=message):
-                    await nameplate.start()
+                    await services.start()
             finally:
-                await nameplate.engine.dispose()
+                await services.engine.dispose()
     finally:
         await drop_postgres_database(url)
 
@@ -232,15 +232,15 @@ async def test_a_server_on_postgresql_behind_by_one_migration_refuses_then_start
             engine = make_engine(url)
             await migrate.upgrade(engine, ids[-2])
             await engine.dispose()
-            nameplate = Nameplate.build(settings)
+            services = Services.build(settings)
             try:
                 with pytest.raises(migrate.SchemaOutOfDate, match=f"at revision {ids[-2]}, this code needs {ids[-1]}"):
-                    await nameplate.start()
+                    await services.start()
             finally:
-                await nameplate.engine.dispose()
+                await services.engine.dispose()
         await migrate.upgrade_to_head(url)
         async with running_server(settings) as running:
-            assert await running.nameplate.store_ready()
+            assert await running.services.store_ready()
     finally:
         await drop_postgres_database(url)
 
@@ -273,4 +273,3 @@ async def test_cli_commands_on_an_unmigrated_postgresql_say_what_to_do(tmp_path:
         assert "run `nameplate migrate`" in result.stderr and "Traceback" not in result.stderr
     finally:
         await drop_postgres_database(url)
-

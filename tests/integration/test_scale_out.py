@@ -24,13 +24,13 @@ pytestmark = pytest.mark.services
 
 
 async def store_count(c: Cluster, *conditions) -> int:  # noqa: ANN002
-    async with c.nameplate.sessions() as session:
+    async with c.services.sessions() as session:
         return await session.scalar(select(func.count()).select_from(Conversation).where(*conditions))
 
 
 async def test_visitor_agent_and_supervisor_on_three_processes(tmp_path: Path) -> None:
     async with cluster(tmp_path) as c:
-        await seed_demo(c.nameplate, "*")
+        await seed_demo(c.services, "*")
         a, b, sup = c.servers
         await start_all(c.servers)
         jane = await connect_agent(b, "jane@acme.example")
@@ -66,10 +66,10 @@ async def test_visitor_agent_and_supervisor_on_three_processes(tmp_path: Path) -
 
 
 async def _round(c: Cluster, round_number: int) -> None:
-    site = await c.nameplate.directory.create_site(f"Load shop {round_number}", allowed_origins="*")
+    site = await c.services.directory.create_site(f"Load shop {round_number}", allowed_origins="*")
     emails = []
     for n in range(20):
-        agent = await c.nameplate.directory.create_agent(
+        agent = await c.services.directory.create_agent(
             site.id,
             given_name=f"Agent{n}",
             family_name=f"Round{round_number}",
@@ -127,7 +127,7 @@ async def _round(c: Cluster, round_number: int) -> None:
     assigned = [f["conversation"]["id"] for a in agents for f in a.of_type("assigned")]
     assert len(assigned) == 60 and len(set(assigned)) == 60, "a conversation went to two agents"
     assert max(len(a.of_type("assigned")) for a in agents) <= 3, "an agent went over capacity"
-    async with c.nameplate.sessions() as session:
+    async with c.services.sessions() as session:
         loads = Counter(
             (
                 await session.execute(
@@ -152,7 +152,7 @@ async def test_two_hundred_visitors_at_once_over_three_processes_five_times(tmp_
 
 async def test_kill_9_of_a_visitors_process_loses_nothing(tmp_path: Path) -> None:
     async with cluster(tmp_path, processes=2) as c:
-        await seed_demo(c.nameplate, "*")
+        await seed_demo(c.services, "*")
         a, b = c.servers
         await start_all(c.servers)
         jane = await connect_agent(b, "jane@acme.example")
@@ -174,7 +174,7 @@ async def test_kill_9_of_a_visitors_process_loses_nothing(tmp_path: Path) -> Non
         seqs = [f["seq"] for f in again.of_type("message")]
         assert len(seqs) == len(set(seqs)) and seqs == sorted(seqs)
         await jane.expect("message", lambda f: f["body"] == "back, on B")
-        conversation = await c.nameplate.conversations.get(conversation_id)
+        conversation = await c.services.conversations.get(conversation_id)
         assert conversation.status == "active" and conversation.agent_id == assigned["conversation"]["agent"]["id"]
 
 
@@ -203,7 +203,7 @@ async def test_redis_flush_mid_chat_recovers_within_ten_seconds(tmp_path: Path, 
 
     await poll_until(answers)
     async with cluster(tmp_path, processes=2, redis_url=private_redis) as c:
-        await seed_demo(c.nameplate, "*")
+        await seed_demo(c.services, "*")
         a, b = c.servers
         await start_all(c.servers)
         jane = await connect_agent(b, "jane@acme.example")
@@ -216,7 +216,7 @@ async def test_redis_flush_mid_chat_recovers_within_ten_seconds(tmp_path: Path, 
         first, waiting = visitors[0], visitors[3]
         assert waiting.of_type("queue") and not waiting.of_type("agent_joined")
         conversation_id = first.of_type("ack")[0]["conversation_id"]
-        site = await c.nameplate.directory.site_by_key("site_demo")
+        site = await c.services.directory.site_by_key("site_demo")
 
         await redis.flushall()
 
@@ -230,20 +230,20 @@ async def test_redis_flush_mid_chat_recovers_within_ten_seconds(tmp_path: Path, 
             return True
 
         await poll_until(chats_flow, timeout=10, interval=0.2)
-        await poll_until(lambda: c.nameplate.broker.queue(site.id), timeout=10)
-        queue = await c.nameplate.broker.queue(site.id)
+        await poll_until(lambda: c.services.broker.queue(site.id), timeout=10)
+        queue = await c.services.broker.queue(site.id)
         assert [e.conversation_id for e in queue] == [waiting.of_type("ack")[0]["conversation_id"]]
 
         async def jane_back() -> bool:
             # The process holding Jane's socket re-announces her status after its own rebuild.
-            states = await c.nameplate.broker.agents(site.id)
+            states = await c.services.broker.agents(site.id)
             return any(s.status == "available" and s.load == 3 for s in states)
 
         await poll_until(jane_back, timeout=10)
         # Routing works on the rebuilt state: a chat closes, the waiting visitor gets Jane.
         await jane.send(type="close", conversation_id=conversation_id)
         await waiting.expect("agent_joined", timeout=10)
-        async with c.nameplate.sessions() as session:
+        async with c.services.sessions() as session:
             bodies = list(
                 (
                     await session.execute(select(Message.body).where(Message.conversation_id == conversation_id))

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nameplate.broker.memory import MemoryBroker
 from sqlalchemy import func, select
 
-from nameplate.broker.memory import MemoryBroker
 from nameplate.config import Settings, sqlite_path
-from nameplate.services import Nameplate
+from nameplate.services import Services
 from nameplate.store import migrate
 from nameplate.store.engine import make_engine
 from nameplate.store.message_log import postgres as message_log_postgres
@@ -40,7 +40,7 @@ class Store:
 
     kind: str
     url: str
-    nameplate: Nameplate
+    services: Services
     site_id: str
     customer_id: str
     agents: list[Agent]
@@ -48,18 +48,18 @@ class Store:
 
     @property
     def log(self) -> MessageLog:
-        return self.nameplate.log
+        return self.services.message_log
 
     async def conversation(self) -> Conversation:
-        return await self.nameplate.conversations.start(self.site_id, self.customer_id)
+        return await self.services.conversations.start(self.site_id, self.customer_id)
 
     async def reload(self, conversation_id: str) -> Conversation:
-        conversation = await self.nameplate.conversations.get(conversation_id)
+        conversation = await self.services.conversations.get(conversation_id)
         assert conversation is not None
         return conversation
 
     async def rows(self, conversation_id: str) -> list[Message]:
-        async with self.nameplate.sessions() as session:
+        async with self.services.sessions() as session:
             result = await session.execute(
                 select(Message).where(Message.conversation_id == conversation_id).order_by(Message.seq)
             )
@@ -76,28 +76,31 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await migrate.upgrade_to_head(url)
         # Built like the server builds it (no Redis URL: a MemoryBroker, a Directory, the Conversations
         # service and a MessageLog on this engine); only the message log's writer task is started.
-        nameplate = Nameplate.build(Settings(database_url=url, secret_key="store-test"))
-        assert isinstance(nameplate.broker, MemoryBroker)
-        nameplate.log.start()
+        services = Services.build(Settings(database_url=url, secret_key="store-test"))
+        assert isinstance(services.broker, MemoryBroker)
+        services.message_log.start()
         try:
-            directory = nameplate.directory
+            directory = services.directory
             site = await directory.create_site("Engine Shop", allowed_origins="*")
             agents = [
                 await directory.create_agent(
-                    site.id, given_name=given, family_name="Okafor", email=f"{given.lower()}@shop.example",
+                    site.id,
+                    given_name=given,
+                    family_name="Okafor",
+                    email=f"{given.lower()}@shop.example",
                     password="correct horse battery",
                 )
                 for given in ("Jane", "Tomas")
             ]
             team = await directory.create_team(site.id, "Billing")
             customer = Customer(site_id=site.id, name="Visitor")
-            async with nameplate.sessions() as session:
+            async with services.sessions() as session:
                 session.add(customer)
                 await session.commit()
-            yield Store(request.param, url, nameplate, site.id, customer.id, agents, team)
+            yield Store(request.param, url, services, site.id, customer.id, agents, team)
         finally:
-            await nameplate.log.stop()
-            await nameplate.engine.dispose()
+            await services.message_log.stop()
+            await services.engine.dispose()
     finally:
         if request.param == "postgresql":
             await drop_postgres_database(url)
@@ -148,13 +151,15 @@ async def test_a_duplicate_client_id_returns_the_original_seq_and_stores_once(st
 async def test_a_closed_conversation_takes_only_allowed_messages(store: Store) -> None:
     conversation = await store.conversation()
     await store.log.append(NewMessage(conversation.id, VISITOR, "before"))
-    assert await store.nameplate.conversations.close(conversation, "Jane")  # writes the system line
+    assert await store.services.conversations.close(conversation, "Jane")  # writes the system line
     with pytest.raises(ConversationClosed):
         await store.log.append(NewMessage(conversation.id, VISITOR, "after"))
     late = await store.log.append(NewMessage(conversation.id, SYSTEM, "rated", allow_closed=True))
     assert late.seq == 3
     assert [(m.seq, m.author_kind) for m in await store.rows(conversation.id)] == [
-        (1, VISITOR), (2, SYSTEM), (3, SYSTEM),
+        (1, VISITOR),
+        (2, SYSTEM),
+        (3, SYSTEM),
     ]
 
 
@@ -168,7 +173,7 @@ async def test_many_concurrent_appends_give_every_conversation_seqs_one_to_n(sto
     assert not any(r.duplicate for r in results)
     for conversation_id, seqs in seqs_by_conversation(results).items():
         assert sorted(seqs) == list(range(1, 26)), conversation_id
-    async with store.nameplate.sessions() as session:
+    async with store.services.sessions() as session:
         per_conversation = select(Message.conversation_id, func.count()).group_by(Message.conversation_id)
         counts = dict((await session.execute(per_conversation)).all())
     assert counts == {c.id: 25 for c in conversations}
@@ -324,7 +329,7 @@ async def test_first_agent_reply_at_is_set_by_the_first_public_agent_message_onl
 
 async def test_an_agents_message_is_stored_only_while_the_conversation_is_theirs(store: Store) -> None:
     """The console skips a query per message by remembering its conversations; the write itself decides."""
-    conversations = store.nameplate.conversations
+    conversations = store.services.conversations
     jane, tomas = store.agents
     conversation = await store.conversation()
 
@@ -344,13 +349,15 @@ async def test_an_agents_message_is_stored_only_while_the_conversation_is_theirs
     with pytest.raises(ConversationClosed):
         await store.log.append(NewMessage(conversation.id, AGENT, "too late", agent_id=tomas.id, assigned_to=tomas.id))
     assert [m.body for m in await store.rows(conversation.id)] == [
-        "mine now", "Tomas here", "Tomas closed the conversation.",
+        "mine now",
+        "Tomas here",
+        "Tomas closed the conversation.",
     ]
 
 
 # -- conversation state changes (server/conversations.py) ------------------------------------------------
 async def test_mark_assigned_only_from_queued(store: Store) -> None:
-    conversations = store.nameplate.conversations
+    conversations = store.services.conversations
     jane, tomas = store.agents
     conversation = await store.conversation()
     assert conversation.status == ConversationStatus.queued.value
@@ -368,7 +375,7 @@ async def test_mark_assigned_only_from_queued(store: Store) -> None:
 
 
 async def test_mark_requeued_only_from_active(store: Store) -> None:
-    conversations = store.nameplate.conversations
+    conversations = store.services.conversations
     jane = store.agents[0]
     conversation = await store.conversation()
     assert not await conversations.mark_requeued(conversation.id)  # still queued
@@ -376,13 +383,15 @@ async def test_mark_requeued_only_from_active(store: Store) -> None:
     assert await conversations.mark_requeued(conversation.id, team_id=store.team.id)
     requeued = await store.reload(conversation.id)
     assert (requeued.status, requeued.agent_id, requeued.team_id) == (
-        ConversationStatus.queued.value, None, store.team.id,
+        ConversationStatus.queued.value,
+        None,
+        store.team.id,
     )
     assert not await conversations.mark_requeued(conversation.id)
 
 
 async def test_hand_over_only_from_the_current_agent_of_an_active_conversation(store: Store) -> None:
-    conversations = store.nameplate.conversations
+    conversations = store.services.conversations
     jane, tomas = store.agents
     conversation = await store.conversation()
     assert not await conversations.hand_over(conversation.id, jane.id, tomas.id)  # queued: nobody to hand over
@@ -394,7 +403,7 @@ async def test_hand_over_only_from_the_current_agent_of_an_active_conversation(s
 
 
 async def test_close_is_idempotent_and_final(store: Store) -> None:
-    conversations = store.nameplate.conversations
+    conversations = store.services.conversations
     jane = store.agents[0]
     conversation = await store.conversation()
     await conversations.mark_assigned(conversation.id, jane.id)
@@ -434,17 +443,17 @@ async def _wait_until_blocked_on_a_lock(pg: Any) -> None:
 async def _store_behind_another_writer(store: Store, theirs_client_id: str, mine: NewMessage) -> StoredMessage:
     """Another process's transaction stores "theirs" and holds the conversation while `mine` is written;
     it commits only once the writer waits for it, after the writer's statement took its snapshot."""
-    async with store.nameplate.engine.connect() as connection:
+    async with store.services.engine.connect() as connection:
         other = (await connection.get_raw_connection()).driver_connection
         transaction = other.transaction()
         await transaction.start()
-        await other.execute(
-            'UPDATE "conversation" SET last_seq = last_seq + 1 WHERE id = $1', mine.conversation_id
-        )
+        await other.execute('UPDATE "conversation" SET last_seq = last_seq + 1 WHERE id = $1', mine.conversation_id)
         await other.execute(
             'INSERT INTO "message" (conversation_id, seq, author_kind, body, private, client_id, created_at)'
             " VALUES ($1, 1, $2, 'theirs', false, $3, now())",
-            mine.conversation_id, VISITOR, theirs_client_id,
+            mine.conversation_id,
+            VISITOR,
+            theirs_client_id,
         )
         writing = asyncio.ensure_future(store.log.append(mine))
         try:
@@ -486,7 +495,7 @@ async def test_one_batch_with_every_verdict_answers_each_message_in_order(store:
     """Repeats, refusals and new messages for several conversations in one write, as one batch."""
     open_one, closed, assigned = [await store.conversation() for _ in range(3)]
     await store.log.append(NewMessage(open_one.id, VISITOR, "earlier", client_id="earlier"))
-    await store.nameplate.conversations.close(closed, "Jane")
+    await store.services.conversations.close(closed, "Jane")
     jane = store.agents[0]
     batch = [
         NewMessage(open_one.id, VISITOR, "one", client_id="one"),
@@ -533,13 +542,14 @@ async def test_one_batch_with_every_verdict_answers_each_message_in_order(store:
 async def test_postgres_writer_reads_nothing_from_the_message_table_whatever_plan_is_kept(store: Store) -> None:
     """PostgreSQL may keep one generic plan for a prepared statement, made while the tables were small: a
     lookup in the message table would then read all of it for every batch, more as it grows."""
-    async with store.nameplate.engine.connect() as connection:
+    async with store.services.engine.connect() as connection:
         pg = (await connection.get_raw_connection()).driver_connection
         await pg.execute("SET plan_cache_mode = force_generic_plan")
         try:
             await pg.execute(f"PREPARE store_new_batch AS {message_log_postgres._STORE_NEW_BATCH}")
             plan = [
-                row[0] for row in await pg.fetch(
+                row[0]
+                for row in await pg.fetch(
                     "EXPLAIN EXECUTE store_new_batch(ARRAY[0], ARRAY['c'], ARRAY['visitor'], ARRAY[NULL],"
                     " ARRAY['body'], ARRAY[false], ARRAY['client'], ARRAY[false], ARRAY[NULL], now())"
                 )

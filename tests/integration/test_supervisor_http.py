@@ -86,16 +86,21 @@ def row_html(page: str, conversation_id: str) -> str:
 
 
 async def start_chat(
-    server: RunningServer, agent: Client | None, body: str, *, team_id: str | None = None,
-    name: str | None = None, email: str | None = None,
+    server: RunningServer,
+    agent: Client | None,
+    body: str,
+    *,
+    team_id: str | None = None,
+    name: str | None = None,
+    email: str | None = None,
 ) -> tuple[Client, str]:
     """A visitor (named by the website, if `name`) writes; the conversation's id once stored, and once
     `agent`, if given, has it."""
     token = await visitor_token(server.base_url)
     if name is not None:
-        claims = server.nameplate.tokens.read(token)
+        claims = server.services.tokens.read(token)
         assert claims is not None
-        async with server.nameplate.sessions() as session:
+        async with server.services.sessions() as session:
             await session.execute(
                 update(Customer).where(Customer.id == claims.customer_id).values(name=name, email=email)
             )
@@ -114,8 +119,9 @@ async def start_chat(
 
 async def agent_says(agent: Client, conversation_id: str, body: str, *, note: bool = False) -> int:
     client_id = f"a{len(agent.frames)}"
-    await agent.send(type="note" if note else "message", conversation_id=conversation_id, client_id=client_id,
-                     body=body)
+    await agent.send(
+        type="note" if note else "message", conversation_id=conversation_id, client_id=client_id, body=body
+    )
     return (await agent.expect("ack", lambda f: f["client_id"] == client_id))["seq"]
 
 
@@ -138,26 +144,26 @@ async def close_and_rate(agent: Client, visitor: Client, conversation_id: str, s
 
 
 async def move_start(server: RunningServer, conversation_id: str, when: datetime) -> None:
-    async with server.nameplate.sessions() as session:
+    async with server.services.sessions() as session:
         await session.execute(update(Conversation).where(Conversation.id == conversation_id).values(created_at=when))
         await session.commit()
 
 
 async def demo_site(server: RunningServer) -> Site:
-    site = await server.nameplate.directory.site_by_key("site_demo")
+    site = await server.services.directory.site_by_key("site_demo")
     assert site is not None
     return site
 
 
 async def agent_id(server: RunningServer, email: str) -> str:
-    agent = await server.nameplate.directory.agent_by_email(None, email)
+    agent = await server.services.directory.agent_by_email(None, email)
     assert agent is not None
     return agent.id
 
 
 async def team_id(server: RunningServer, name: str) -> str:
     site = await demo_site(server)
-    return next(team.id for team in await server.nameplate.directory.teams(site.id) if team.name == name)
+    return next(team.id for team in await server.services.directory.teams(site.id) if team.name == name)
 
 
 def utc_text(moment: datetime, pattern: str) -> str:
@@ -172,21 +178,25 @@ def wire_time(moment: datetime) -> str:
 
 async def stored_messages(server: RunningServer, *conversation_ids: str) -> list[dict[str, Any]]:
     """What the store holds, in the exports' shape, worked out here independently of the code under test."""
-    async with server.nameplate.sessions() as session:
+    async with server.services.sessions() as session:
         conversations = {
-            c.id: c for c in (await session.execute(
-                select(Conversation).where(Conversation.id.in_(conversation_ids))
-            )).scalars()
+            c.id: c
+            for c in (
+                await session.execute(select(Conversation).where(Conversation.id.in_(conversation_ids)))
+            ).scalars()
         }
         customers = {
-            c.id: c for c in (await session.execute(
-                select(Customer).where(Customer.id.in_([c.customer_id for c in conversations.values()]))
-            )).scalars()
+            c.id: c
+            for c in (
+                await session.execute(
+                    select(Customer).where(Customer.id.in_([c.customer_id for c in conversations.values()]))
+                )
+            ).scalars()
         }
         agents = {a.id: a for a in (await session.execute(select(Agent))).scalars()}
-        messages = list((await session.execute(
-            select(Message).where(Message.conversation_id.in_(conversation_ids))
-        )).scalars())
+        messages = list(
+            (await session.execute(select(Message).where(Message.conversation_id.in_(conversation_ids)))).scalars()
+        )
     order = sorted(conversations.values(), key=lambda c: (c.created_at, c.id))
     rank = {c.id: index for index, c in enumerate(order)}
     messages.sort(key=lambda m: (rank[m.conversation_id], m.seq))
@@ -198,11 +208,18 @@ async def stored_messages(server: RunningServer, *conversation_ids: str) -> list
             name = customers[conversations[m.conversation_id].customer_id].name or "Visitor"
         else:
             name = "System"
-        rows.append({
-            "conversation_id": m.conversation_id, "seq": m.seq, "sent_at": wire_time(m.created_at),
-            "author_kind": m.author_kind, "author_name": name, "private": m.private, "body": m.body,
-            "_created_at": m.created_at,
-        })
+        rows.append(
+            {
+                "conversation_id": m.conversation_id,
+                "seq": m.seq,
+                "sent_at": wire_time(m.created_at),
+                "author_kind": m.author_kind,
+                "author_name": name,
+                "private": m.private,
+                "body": m.body,
+                "_created_at": m.created_at,
+            }
+        )
     return rows
 
 
@@ -216,8 +233,15 @@ def spreadsheet_safe(value: str) -> str:
 
 def csv_expected(rows: list[dict[str, Any]]) -> list[list[str]]:
     return [
-        [r["conversation_id"], str(r["seq"]), r["sent_at"], r["author_kind"], spreadsheet_safe(r["author_name"]),
-         "true" if r["private"] else "false", spreadsheet_safe(r["body"])]
+        [
+            r["conversation_id"],
+            str(r["seq"]),
+            r["sent_at"],
+            r["author_kind"],
+            spreadsheet_safe(r["author_name"]),
+            "true" if r["private"] else "false",
+            spreadsheet_safe(r["body"]),
+        ]
         for r in rows
     ]
 
@@ -260,8 +284,9 @@ def transcript_items(page: str) -> dict[int, dict[str, Any]]:
 # -- the list: filters, search, pagination ---------------------------------------------------------------
 async def test_list_filters_and_search(server: RunningServer, clients: list[httpx.AsyncClient]) -> None:
     jane = await connect_agent(server, JANE)
-    visitor_a, a = await start_chat(server, jane, "Where is my order #123? It's late.", name="Ada Lovelace",
-                                    email="ada@example.com")
+    visitor_a, a = await start_chat(
+        server, jane, "Where is my order #123? It's late.", name="Ada Lovelace", email="ada@example.com"
+    )
     await agent_says(jane, a, "Let me check that for you.")
     await agent_says(jane, a, "Refund approved by the warehouse", note=True)
     await close_and_rate(jane, visitor_a, a, 4, "Quick and kind")
@@ -269,8 +294,7 @@ async def test_list_filters_and_search(server: RunningServer, clients: list[http
     await set_status(jane, "away")
     priya = await connect_agent(server, PRIYA)
     sales = await team_id(server, "Sales")
-    _, b = await start_chat(server, priya, "Do you have the 50% off tent in green?", team_id=sales,
-                            name="Bruno Díaz")
+    _, b = await start_chat(server, priya, "Do you have the 50% off tent in green?", team_id=sales, name="Bruno Díaz")
     await set_status(priya, "away")
     _, c = await start_chat(server, None, "Anyone there?")
 
@@ -287,8 +311,15 @@ async def test_list_filters_and_search(server: RunningServer, clients: list[http
     assert await ids() == [c, b, a]  # newest first
     page = (await tomas.get("/supervisor/conversations")).text
     row = row_html(page, a)
-    for shown in ("Ada Lovelace", "ada@example.com", "Jane Chang-Katzenberg", "Closed", "Quick and kind",
-                  "2020-01-15 10:00 UTC", 'aria-label="4 out of 5"'):
+    for shown in (
+        "Ada Lovelace",
+        "ada@example.com",
+        "Jane Chang-Katzenberg",
+        "Closed",
+        "Quick and kind",
+        "2020-01-15 10:00 UTC",
+        'aria-label="4 out of 5"',
+    ):
         assert shown in row, shown
     assert "Bruno Díaz" in row_html(page, b) and "Priya Ramanathan" in row_html(page, b)
     assert "Sales" in row_html(page, b) and "Active" in row_html(page, b)
@@ -331,13 +362,13 @@ async def test_list_filters_and_search(server: RunningServer, clients: list[http
 
 
 async def test_pagination_is_stable_newest_first(server: RunningServer, clients: list[httpx.AsyncClient]) -> None:
-    nameplate = server.nameplate
+    services = server.services
     site = await demo_site(server)
     base = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
     made = []
     for index in range(120):
-        customer, _ = await nameplate.customers.create_visitor(site)
-        conversation = await nameplate.conversations.start(site.id, customer.id)
+        customer, _ = await services.customers.create_visitor(site)
+        conversation = await services.conversations.start(site.id, customer.id)
         # Every tenth shares a start time with the one before: the order must still be total.
         when = base + timedelta(minutes=index - (index % 10 == 1))
         await move_start(server, conversation.id, when)
@@ -360,8 +391,9 @@ async def test_pagination_is_stable_newest_first(server: RunningServer, clients:
     assert listed_ids((await tomas.get("/supervisor/conversations", params={"page": "x"})).text) == expected[:50]
 
     filtered = await tomas.get("/supervisor/conversations", params={"status": "queued"})
-    assert "page=2" in filtered.text and "status=queued" in re.search(r'rel="next" href="([^"]+)"',
-                                                                        filtered.text).group(1)
+    assert "page=2" in filtered.text and "status=queued" in re.search(
+        r'rel="next" href="([^"]+)"', filtered.text
+    ).group(1)
 
 
 # -- transcript and single exports -----------------------------------------------------------------------
@@ -369,14 +401,14 @@ async def test_transcript_and_its_exports_match_the_store(
     server: RunningServer, clients: list[httpx.AsyncClient]
 ) -> None:
     jane = await connect_agent(server, JANE)
-    visitor, cid = await start_chat(server, jane, "My boots leak at the seam.", name="Ada",
-                                    email="ada@example.com")
+    visitor, cid = await start_chat(server, jane, "My boots leak at the seam.", name="Ada", email="ada@example.com")
     await agent_says(jane, cid, "Sorry to hear that! Which model?")
     await visitor_says(visitor, "Trailmaster 2,\nbought in May.")
     note_seq = await agent_says(jane, cid, "Check warranty batch 7", note=True)
     priya = await connect_agent(server, PRIYA)
-    await jane.send(type="transfer", conversation_id=cid, to_agent=await agent_id(server, PRIYA),
-                    note="Customer is a VIP")
+    await jane.send(
+        type="transfer", conversation_id=cid, to_agent=await agent_id(server, PRIYA), note="Customer is a VIP"
+    )
     await priya.expect("assigned", lambda f: f["conversation"]["id"] == cid)
     await priya.expect("message", lambda f: f["conversation_id"] == cid and "joined" in f["body"])
     await agent_says(priya, cid, "Priya here: a new pair is on its way.")
@@ -422,7 +454,7 @@ async def test_transcript_and_its_exports_match_the_store(
     text = await tomas.get(f"/supervisor/conversations/{cid}/export.txt")
     assert text.headers["content-type"].startswith("text/plain")
     assert text.headers["content-disposition"] == f'attachment; filename="conversation-{cid}.txt"'
-    assert "Customer: Ada <ada@example.com>" in text.text and "Rating: 5/5 (\"Great\")" in text.text
+    assert "Customer: Ada <ada@example.com>" in text.text and 'Rating: 5/5 ("Great")' in text.text
     for row in rows:
         label = row["author_kind"] + (", private note" if row["private"] else "")
         body = row["body"].replace("\n", "\n    ")
@@ -447,8 +479,7 @@ async def test_range_exports_stream_every_message(
     server: RunningServer, clients: list[httpx.AsyncClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     jane = await connect_agent(server, JANE)
-    visitor, a = await start_chat(server, jane, '=HYPERLINK("http://evil.example","click")',
-                                  name="=cmd|' /C calc'!A0")
+    visitor, a = await start_chat(server, jane, '=HYPERLINK("http://evil.example","click")', name="=cmd|' /C calc'!A0")
     for body in ("-5 degrees at night", "+1 for that", "@channel help", 'multi\nline, with "quotes"', "ünïcødé ✓"):
         await visitor_says(visitor, body)
     await agent_says(jane, a, "=1+1 is not a formula here", note=True)
@@ -498,20 +529,31 @@ async def test_range_exports_stream_every_message(
     empty = (await tomas.get("/supervisor/export.json", params={"from": "2021-01-01", "to": "2021-01-02"})).json()
     assert empty["messages"] == []
 
-    for params in ({}, {"from": "2024-01-01"}, {"from": "2024-02-01", "to": "2024-01-01"},
-                   {"from": "yesterday", "to": "2024-01-01"}):
+    for params in (
+        {},
+        {"from": "2024-01-01"},
+        {"from": "2024-02-01", "to": "2024-01-01"},
+        {"from": "yesterday", "to": "2024-01-01"},
+    ):
         assert (await tomas.get("/supervisor/export.csv", params=params)).status_code == 400
     assert (await tomas.get("/supervisor/export.xml", params=everything)).status_code == 404
 
 
 # -- who may see what --------------------------------------------------------------------------------------
 async def test_sites_and_roles_are_kept_apart(server: RunningServer, clients: list[httpx.AsyncClient]) -> None:
-    directory = server.nameplate.directory
+    directory = server.services.directory
     other = await directory.create_site("Other Shop", allowed_origins="*", public_key="site_other")
-    await directory.create_agent(other.id, given_name="Olga", family_name="Other", email="olga@other.example",
-                                 password=PASSWORD, role="supervisor")
-    await directory.create_agent(other.id, given_name="Oscar", family_name="Other", email="oscar@other.example",
-                                 password=PASSWORD)
+    await directory.create_agent(
+        other.id,
+        given_name="Olga",
+        family_name="Other",
+        email="olga@other.example",
+        password=PASSWORD,
+        role="supervisor",
+    )
+    await directory.create_agent(
+        other.id, given_name="Oscar", family_name="Other", email="oscar@other.example", password=PASSWORD
+    )
     oscar = await connect_agent(server, "oscar@other.example")
     visitor2, _ = await connect_visitor(server, site_key="site_other")
     await visitor2.send(type="message", client_id="x", body="other shop secret")
@@ -557,8 +599,13 @@ async def test_sites_and_roles_are_kept_apart(server: RunningServer, clients: li
     assert (await jane_http.get(f"/supervisor/conversations/{foreign}")).status_code == 404
 
     async with httpx.AsyncClient(base_url=server.base_url) as anonymous:
-        for path in ("/supervisor/conversations", f"/supervisor/conversations/{mine}", "/supervisor/live",
-                     "/admin/agents", f"/supervisor/conversations/{mine}/export.json"):
+        for path in (
+            "/supervisor/conversations",
+            f"/supervisor/conversations/{mine}",
+            "/supervisor/live",
+            "/admin/agents",
+            f"/supervisor/conversations/{mine}/export.json",
+        ):
             response = await anonymous.get(path)
             assert response.status_code == 303 and response.headers["location"] == "/login", path
         assert (await anonymous.get("/supervisor/live.json")).status_code == 401
@@ -570,17 +617,26 @@ async def test_admin_pages_refuse_non_admins(server: RunningServer, clients: lis
         client = await signed_in(server, clients, email)
         token = await csrf_of(client)
         assert (await client.get("/admin/agents")).status_code == 403
-        created = await client.post("/admin/agents", data={
-            "csrf_token": token, "given_name": "Eve", "family_name": "Sneak", "email": "eve@acme.example",
-            "password": "long-enough-1", "role": "admin", "capacity": "3",
-        })
+        created = await client.post(
+            "/admin/agents",
+            data={
+                "csrf_token": token,
+                "given_name": "Eve",
+                "family_name": "Sneak",
+                "email": "eve@acme.example",
+                "password": "long-enough-1",
+                "role": "admin",
+                "capacity": "3",
+            },
+        )
         assert created.status_code == 403
         for action in ("deactivate", "reactivate", "password"):
-            response = await client.post(f"/admin/agents/{jane_id}/{action}",
-                                         data={"csrf_token": token, "password": "long-enough-1"})
+            response = await client.post(
+                f"/admin/agents/{jane_id}/{action}", data={"csrf_token": token, "password": "long-enough-1"}
+            )
             assert response.status_code == 403
-    assert await server.nameplate.directory.agent_by_email(None, "eve@acme.example") is None
-    jane = await server.nameplate.directory.agent(jane_id)
+    assert await server.services.directory.agent_by_email(None, "eve@acme.example") is None
+    jane = await server.services.directory.agent(jane_id)
     assert jane is not None and jane.active and jane.session_version == 0
 
 
@@ -588,9 +644,17 @@ async def test_admin_pages_refuse_non_admins(server: RunningServer, clients: lis
 async def test_create_agent(server: RunningServer, clients: list[httpx.AsyncClient]) -> None:
     priya = await signed_in(server, clients, PRIYA)
     token = await csrf_of(priya)
-    form = {"csrf_token": token, "given_name": "Noor", "family_name": "Haddad", "title": "Returns",
-            "intro": "I make returns painless.", "email": "Noor@Acme.example", "role": "agent", "capacity": "4",
-            "password": "a-good-password"}
+    form = {
+        "csrf_token": token,
+        "given_name": "Noor",
+        "family_name": "Haddad",
+        "title": "Returns",
+        "intro": "I make returns painless.",
+        "email": "Noor@Acme.example",
+        "role": "agent",
+        "capacity": "4",
+        "password": "a-good-password",
+    }
 
     missing = await priya.post("/admin/agents", data={**form, "family_name": "  "})
     assert missing.status_code == 400 and "Family name is required" in missing.text
@@ -607,7 +671,7 @@ async def test_create_agent(server: RunningServer, clients: list[httpx.AsyncClie
     listing = await priya.get("/admin/agents")
     assert "Noor Haddad can now log in as noor@acme.example." in listing.text
     assert "Noor Haddad" in listing.text and "Returns" in listing.text
-    noor = await server.nameplate.directory.agent_by_email(None, "noor@acme.example")
+    noor = await server.services.directory.agent_by_email(None, "noor@acme.example")
     assert noor is not None and noor.capacity == 4 and noor.role == "agent" and noor.intro == "I make returns painless."
     await agent_cookie(server.base_url, "noor@acme.example", "a-good-password")
 
@@ -647,11 +711,12 @@ async def test_deactivating_ends_sockets_and_sessions_at_once(
     mine = await priya.post(f"/admin/agents/{await agent_id(server, PRIYA)}/deactivate", data={"csrf_token": token})
     assert mine.status_code == 400 and "cannot deactivate your own account" in mine.text
 
-    other = await server.nameplate.directory.create_site("Other Shop", public_key="site_other")
-    stranger = await server.nameplate.directory.create_agent(
-        other.id, given_name="Olga", family_name="Other", email="olga@other.example", password=PASSWORD)
+    other = await server.services.directory.create_site("Other Shop", public_key="site_other")
+    stranger = await server.services.directory.create_agent(
+        other.id, given_name="Olga", family_name="Other", email="olga@other.example", password=PASSWORD
+    )
     assert (await priya.post(f"/admin/agents/{stranger.id}/deactivate", data={"csrf_token": token})).status_code == 404
-    assert (await server.nameplate.directory.agent(stranger.id)).active  # type: ignore[union-attr]
+    assert (await server.services.directory.agent(stranger.id)).active  # type: ignore[union-attr]
 
     back = await priya.post(f"/admin/agents/{jane_id}/reactivate", data={"csrf_token": token})
     assert back.status_code == 303
@@ -674,8 +739,9 @@ async def test_reset_password_ends_old_sessions(server: RunningServer, clients: 
     short = await priya.post(f"/admin/agents/{jane_id}/password", data={"csrf_token": token, "password": "2short"})
     assert short.status_code == 400 and "at least 8 characters" in short.text
 
-    reset = await priya.post(f"/admin/agents/{jane_id}/password",
-                             data={"csrf_token": token, "password": "fresh-password-42"})
+    reset = await priya.post(
+        f"/admin/agents/{jane_id}/password", data={"csrf_token": token, "password": "fresh-password-42"}
+    )
     assert reset.status_code == 303
     assert await jane.wait_closed(timeout=3) == 4401
     async with httpx.AsyncClient(base_url=server.base_url, headers={"Cookie": jane_cookie}) as old_session:
@@ -686,8 +752,9 @@ async def test_reset_password_ends_old_sessions(server: RunningServer, clients: 
 
     # An admin resetting their own password stays signed in here.
     priya_id = await agent_id(server, PRIYA)
-    own = await priya.post(f"/admin/agents/{priya_id}/password",
-                           data={"csrf_token": token, "password": "priya-new-password"})
+    own = await priya.post(
+        f"/admin/agents/{priya_id}/password", data={"csrf_token": token, "password": "priya-new-password"}
+    )
     assert own.status_code == 303
     assert (await priya.get("/admin/agents")).status_code == 200
 
@@ -696,14 +763,20 @@ async def test_forms_need_the_csrf_token(server: RunningServer, clients: list[ht
     priya = await signed_in(server, clients, PRIYA)
     token = await csrf_of(priya)
     jane_id = await agent_id(server, JANE)
-    form = {"given_name": "Mal", "family_name": "Lory", "email": "mal@acme.example", "password": "long-enough-1",
-            "role": "admin", "capacity": "3"}
+    form = {
+        "given_name": "Mal",
+        "family_name": "Lory",
+        "email": "mal@acme.example",
+        "password": "long-enough-1",
+        "role": "admin",
+        "capacity": "3",
+    }
     assert (await priya.post("/admin/agents", data=form)).status_code == 403
     assert (await priya.post("/admin/agents", data={**form, "csrf_token": "forged"})).status_code == 403
     assert (await priya.post(f"/admin/agents/{jane_id}/deactivate")).status_code == 403
     assert (await priya.post(f"/admin/agents/{jane_id}/deactivate", data={"csrf_token": ""})).status_code == 403
-    assert await server.nameplate.directory.agent_by_email(None, "mal@acme.example") is None
-    assert (await server.nameplate.directory.agent(jane_id)).active  # type: ignore[union-attr]
+    assert await server.services.directory.agent_by_email(None, "mal@acme.example") is None
+    assert (await server.services.directory.agent(jane_id)).active  # type: ignore[union-attr]
     # fetch() sends the token as a header instead.
     with_header = await priya.post("/admin/agents", data=form, headers={"X-CSRF-Token": token})
     assert with_header.status_code == 303
@@ -711,9 +784,14 @@ async def test_forms_need_the_csrf_token(server: RunningServer, clients: list[ht
 
 async def test_what_people_typed_is_escaped(server: RunningServer, clients: list[httpx.AsyncClient]) -> None:
     site = await demo_site(server)
-    evil = await server.nameplate.directory.create_agent(
-        site.id, given_name=XSS_IMG, family_name="Mallory", email="evil@acme.example", password=PASSWORD,
-        title=XSS_SCRIPT)
+    evil = await server.services.directory.create_agent(
+        site.id,
+        given_name=XSS_IMG,
+        family_name="Mallory",
+        email="evil@acme.example",
+        password=PASSWORD,
+        title=XSS_SCRIPT,
+    )
     agent = await connect_agent(server, "evil@acme.example")
     visitor, cid = await start_chat(server, agent, XSS_SCRIPT, name=XSS_IMG, email="x@example.com")
     await agent_says(agent, cid, f"{XSS_IMG} right back")
@@ -736,8 +814,10 @@ async def test_what_people_typed_is_escaped(server: RunningServer, clients: list
     assert listed_ids(pages["search"].text) == [cid]
     for name in ("transcript", "export"):
         assert html.escape(XSS_SCRIPT, quote=False) in pages[name].text
-    assert json.loads((await tomas.get(f"/supervisor/conversations/{cid}/export.json")).text)["messages"][0][
-        "body"] == XSS_SCRIPT
+    assert (
+        json.loads((await tomas.get(f"/supervisor/conversations/{cid}/export.json")).text)["messages"][0]["body"]
+        == XSS_SCRIPT
+    )
 
 
 # -- the same queries on PostgreSQL ------------------------------------------------------------------------
@@ -758,8 +838,9 @@ async def test_search_and_streamed_export_on_postgresql() -> None:
             bodies = {"one": ["50% off today", "Hello WORLD"], "two": ["under_score", "back\\slash"]}
             ids = {}
             for offset, (label, texts) in enumerate(bodies.items()):
-                conversation = Conversation(site_id=site.id, customer_id=customer.id,
-                                            created_at=datetime(2024, 5, 1 + offset, 12, tzinfo=UTC))
+                conversation = Conversation(
+                    site_id=site.id, customer_id=customer.id, created_at=datetime(2024, 5, 1 + offset, 12, tzinfo=UTC)
+                )
                 session.add(conversation)
                 await session.flush()
                 ids[label] = conversation.id
@@ -787,8 +868,10 @@ async def test_search_and_streamed_export_on_postgresql() -> None:
             assert len(batch) == 1
             lines += batch
         assert [(line.conversation_id, line.seq, line.body) for line in lines] == [
-            (ids["one"], 1, "50% off today"), (ids["one"], 2, "Hello WORLD"),
-            (ids["two"], 1, "under_score"), (ids["two"], 2, "back\\slash"),
+            (ids["one"], 1, "50% off today"),
+            (ids["one"], 2, "Hello WORLD"),
+            (ids["two"], 1, "under_score"),
+            (ids["two"], 2, "back\\slash"),
         ]
     finally:
         await engine.dispose()

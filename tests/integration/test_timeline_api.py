@@ -9,7 +9,7 @@ from tests.harness import RunningServer, connect_agent, connect_visitor
 
 
 async def signed_in_customer(server: RunningServer, user_id: str) -> str:
-    site = await server.nameplate.directory.site_by_key("site_demo")
+    site = await server.services.directory.site_by_key("site_demo")
     visitor, _ = await connect_visitor(
         server, identify={"user_id": user_id, "user_hash": identity_hash(site.secret, user_id), "name": "Lin"}
     )
@@ -19,8 +19,8 @@ async def signed_in_customer(server: RunningServer, user_id: str) -> str:
 
 
 async def api_key(server: RunningServer, site_key: str = "site_demo") -> str:
-    site = await server.nameplate.directory.site_by_key(site_key)
-    _, key = await server.nameplate.api_keys.create(site.id, "tests")
+    site = await server.services.directory.site_by_key(site_key)
+    _, key = await server.services.api_keys.create(site.id, "tests")
     return key
 
 
@@ -74,7 +74,7 @@ async def test_events_are_validated_stored_once_and_merged_into_the_timeline(ser
 
 async def test_keys_are_required_scoped_to_their_site_and_revocable(server: RunningServer) -> None:
     await signed_in_customer(server, "cust-10")
-    other = await server.nameplate.directory.create_site("Other shop")
+    other = await server.services.directory.create_site("Other shop")
     other_key = await api_key(server, other.public_key)
     async with httpx.AsyncClient(base_url=server.base_url) as http:
         assert (await http.post("/api/v1/customers/cust-10/events", json=EVENT)).status_code == 401
@@ -89,14 +89,14 @@ async def test_keys_are_required_scoped_to_their_site_and_revocable(server: Runn
         assert (
             await http.get("/api/v1/customers/cust-10/events", headers={"Authorization": f"Bearer {other_key}"})
         ).status_code == 404
-        site = await server.nameplate.directory.site_by_key("site_demo")
-        record, key = await server.nameplate.api_keys.create(site.id, "temporary")
+        site = await server.services.directory.site_by_key("site_demo")
+        record, key = await server.services.api_keys.create(site.id, "temporary")
         ok = await http.get("/api/v1/customers/cust-10/events", headers={"Authorization": f"Bearer {key}"})
         assert ok.status_code == 200
-        await server.nameplate.api_keys.revoke(site.id, record.id)
+        await server.services.api_keys.revoke(site.id, record.id)
         revoked = await http.get("/api/v1/customers/cust-10/events", headers={"Authorization": f"Bearer {key}"})
         assert revoked.status_code == 401
-    stored = await server.nameplate.api_keys.list(site.id)
+    stored = await server.services.api_keys.list(site.id)
     assert all(key not in (k.key_hash, k.prefix) for k in stored)
 
 

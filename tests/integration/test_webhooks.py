@@ -72,7 +72,7 @@ def test_signature_verification_round_trip() -> None:
 
 
 async def test_events_are_delivered_signed_and_retried_with_backoff(server: RunningServer) -> None:
-    server.nameplate.webhooks.retry_base_seconds = 0.2
+    server.services.webhooks.retry_base_seconds = 0.2
     async with Receiver(failures=2) as receiver:
         http, token = await admin_client(server)
         try:
@@ -83,9 +83,7 @@ async def test_events_are_delivered_signed_and_retried_with_backoff(server: Runn
             assert created.status_code == 303
             without_token = await http.post("/admin/integrations/webhooks", data={"url": receiver.url})
             assert without_token.status_code == 403
-            hooks = await server.nameplate.webhooks.hooks(
-                (await server.nameplate.directory.site_by_key("site_demo")).id
-            )
+            hooks = await server.services.webhooks.hooks((await server.services.directory.site_by_key("site_demo")).id)
             assert len(hooks) == 1
             secret = hooks[0].secret
 
@@ -132,12 +130,12 @@ async def test_non_admins_cannot_manage_integrations(server: RunningServer) -> N
 async def test_an_expired_hook_list_answers_at_once_while_a_fresh_one_is_fetched(
     server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    webhooks = server.nameplate.webhooks
-    site_id = (await server.nameplate.directory.site_by_key("site_demo")).id
+    webhooks = server.services.webhooks
+    site_id = (await server.services.directory.site_by_key("site_demo")).id
     monkeypatch.setattr(server_webhooks, "HOOKS_CACHE_SECONDS", 0.0)  # every list is expired as soon as fetched
     assert await webhooks.hooks(site_id) == []  # the first lookup waits for the store
     # Another process adds a hook: this one's cache does not know yet.
-    async with server.nameplate.sessions() as session:
+    async with server.services.sessions() as session:
         session.add(Webhook(site_id=site_id, url="http://127.0.0.1:9/hook", events="*"))
         await session.commit()
     # The expired list answers without waiting for the store (which already has the hook) ...

@@ -140,7 +140,7 @@ async def test_refreshes_take_turns_while_a_first_lookup_does_not_wait_behind_th
     store.gate.set()
     assert await first == ""
     await store.finished_count(2 * len(keys) + 1)
-    assert sorted(store.calls[len(keys):]) == sorted([*keys, "new"])
+    assert sorted(store.calls[len(keys) :]) == sorted([*keys, "new"])
 
 
 async def test_forgetting_a_key_drops_it_and_a_fetch_already_running_does_not_cache_its_old_read() -> None:

@@ -5,8 +5,14 @@ from __future__ import annotations
 from nameplate.routing.plan import AgentState, QueueEntry, plan_assignments, queue_order
 
 
-def agent(agent_id: str, load: int = 0, capacity: int = 3, status: str = "available", idle: float = 0.0,
-          teams: frozenset[str] = frozenset()) -> AgentState:
+def agent(
+    agent_id: str,
+    load: int = 0,
+    capacity: int = 3,
+    status: str = "available",
+    idle: float = 0.0,
+    teams: frozenset[str] = frozenset(),
+) -> AgentState:
     return AgentState(agent_id, status, capacity, frozenset(f"{agent_id}-c{n}" for n in range(load)), teams, idle)
 
 

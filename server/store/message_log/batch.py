@@ -113,14 +113,27 @@ def plan_batch(
             continue
         current.last_seq += 1
         stored = StoredMessage(
-            message.conversation_id, current.last_seq, message.author_kind, message.body,
-            message.agent_id, message.client_id, message.private, now,
+            message.conversation_id,
+            current.last_seq,
+            message.author_kind,
+            message.body,
+            message.agent_id,
+            message.client_id,
+            message.private,
+            now,
         )
-        plan.rows.append({
-            "conversation_id": stored.conversation_id, "seq": stored.seq, "author_kind": stored.author_kind,
-            "agent_id": stored.agent_id, "body": stored.body, "private": stored.private,
-            "client_id": stored.client_id, "created_at": now,
-        })
+        plan.rows.append(
+            {
+                "conversation_id": stored.conversation_id,
+                "seq": stored.seq,
+                "author_kind": stored.author_kind,
+                "agent_id": stored.agent_id,
+                "body": stored.body,
+                "private": stored.private,
+                "client_id": stored.client_id,
+                "created_at": now,
+            }
+        )
         if message.client_id:
             known[key] = stored
         if message.author_kind == AuthorKind.agent and not message.private:

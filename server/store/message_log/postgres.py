@@ -180,9 +180,7 @@ async def write_batch(pg: Any, batch: list[NewMessage]) -> list[StoredMessage | 
 def _first_copies(batch: list[NewMessage]) -> list[int]:
     """For each message, the index of the first message in the batch with its (conversation, client_id)."""
     first: dict[tuple[str, str], int] = {}
-    return [
-        first.setdefault((m.conversation_id, m.client_id), n) if m.client_id else n for n, m in enumerate(batch)
-    ]
+    return [first.setdefault((m.conversation_id, m.client_id), n) if m.client_id else n for n, m in enumerate(batch)]
 
 
 def _columns(batch: list[NewMessage], indices: list[int]) -> list[list[Any]]:
@@ -204,10 +202,26 @@ def _columns(batch: list[NewMessage], indices: list[int]) -> list[list[Any]]:
 def _answer(message: NewMessage, row: Any, now: datetime) -> StoredMessage | Exception:
     verdict = row["verdict"]
     if verdict == "store":
-        return StoredMessage(message.conversation_id, row["seq"], message.author_kind, message.body,
-                             message.agent_id, message.client_id, message.private, now)
+        return StoredMessage(
+            message.conversation_id,
+            row["seq"],
+            message.author_kind,
+            message.body,
+            message.agent_id,
+            message.client_id,
+            message.private,
+            now,
+        )
     if verdict == "duplicate":
-        return StoredMessage(message.conversation_id, row["seq"], row["stored_author_kind"], row["stored_body"],
-                             row["stored_agent_id"], message.client_id, row["stored_private"],
-                             row["stored_created_at"], duplicate=True)
+        return StoredMessage(
+            message.conversation_id,
+            row["seq"],
+            row["stored_author_kind"],
+            row["stored_body"],
+            row["stored_agent_id"],
+            message.client_id,
+            row["stored_private"],
+            row["stored_created_at"],
+            duplicate=True,
+        )
     return _REFUSALS[verdict](message.conversation_id)

@@ -102,11 +102,22 @@ def _write_batch(connection: sqlite3.Connection, batch: list[NewMessage]) -> lis
         ]
     plan = plan_batch(batch, state, stored, utcnow())
     if plan.rows:
-        connection.executemany(_INSERT, [
-            (r["conversation_id"], r["seq"], r["author_kind"], r["agent_id"], r["body"], int(r["private"]),
-             r["client_id"], _write_time(r["created_at"]))
-            for r in plan.rows
-        ])
+        connection.executemany(
+            _INSERT,
+            [
+                (
+                    r["conversation_id"],
+                    r["seq"],
+                    r["author_kind"],
+                    r["agent_id"],
+                    r["body"],
+                    int(r["private"]),
+                    r["client_id"],
+                    _write_time(r["created_at"]),
+                )
+                for r in plan.rows
+            ],
+        )
         connection.executemany(
             _ADVANCE, [(seq, _write_time(replied_at), cid) for cid, seq, replied_at in plan.advances]
         )

@@ -208,7 +208,16 @@ def upgrade() -> None:
 def downgrade() -> None:
     # Children before parents; dropping a table drops its indexes.
     for table in (
-        "cannedresponse", "pageview", "rating", "message", "conversation", "customer", "agentphoto", "agentteam",
-        "agent", "team", "site",
+        "cannedresponse",
+        "pageview",
+        "rating",
+        "message",
+        "conversation",
+        "customer",
+        "agentphoto",
+        "agentteam",
+        "agent",
+        "team",
+        "site",
     ):
         op.drop_table(table)
