@@ -70,7 +70,7 @@ async def visitor_endpoint(websocket: WebSocket) -> None:
 class VisitorSession:
     # One per open visitor socket, and most of them sit idle for minutes: no per-instance dict.
     __slots__ = (
-        "np",
+        "services",
         "connection",
         "site",
         "customer",
