@@ -13,6 +13,7 @@ from nameplate.errors import NameplateError, NotFound
 from nameplate.people.customers import Customers, customer_card, display_name
 from nameplate.people.directory import clean_name
 from nameplate.people.timeline import Timeline, conversations_with_agent_and_rating
+from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.store.engine import Sessions
 from nameplate.store.models import Agent, Conversation, ConversationStatus, Customer, Rating, iso
 
@@ -27,7 +28,7 @@ def clean_line(value: str | None, field: str, limit: int) -> str:
     """An optional one-line text: whitespace folded, length checked (said, not silently cut)."""
     cleaned = " ".join((value or "").split())
     if len(cleaned) > limit:
-        raise NameplateError("invalid", f"{field} is limited to {limit} characters")
+        raise NameplateError(ErrorCode.invalid, f"{field} is limited to {limit} characters")
     return cleaned
 
 
@@ -78,7 +79,7 @@ class ConsoleQueries:
                     .outerjoin(Rating, Rating.conversation_id == Conversation.id)
                     .where(
                         Conversation.agent_id == agent_id,
-                        Conversation.status == ConversationStatus.closed.value,
+                        Conversation.status == ConversationStatus.closed,
                     )
                     .order_by(Conversation.closed_at.desc())
                     .limit(RECENTLY_CLOSED)

@@ -17,9 +17,9 @@ from nameplate.desk.canned import MAX_BODY_CHARS, MAX_SHORTCUT_CHARS, CannedResp
 from nameplate.desk.console_queries import MAX_INTRO_CHARS, MAX_TITLE_CHARS, ConsoleQueries
 from nameplate.errors import Forbidden, NameplateError
 from nameplate.people.photos import MAX_UPLOAD_BYTES, store_photo
+from nameplate.protocol.vocabulary import ErrorCode, is_staff
 from nameplate.store.models import Agent, ConversationStatus
 from nameplate.web.pages import (
-    SUPERVISOR_ROLES,
     check_csrf,
     current_agent,
     login_redirect,
@@ -88,9 +88,7 @@ async def api_conversation(request: Request) -> Response:
     services = services_of(request)
     conversation = await services.conversations.get_in_site(request.path_params["conversation_id"], agent.site_id)
     visible = (
-        conversation.status == ConversationStatus.queued.value
-        or conversation.agent_id == agent.id
-        or agent.role in {role.value for role in SUPERVISOR_ROLES}
+        conversation.status == ConversationStatus.queued or conversation.agent_id == agent.id or is_staff(agent.role)
     )
     if not visible:
         raise Forbidden("only supervisors can open other agents' conversations")
@@ -227,7 +225,7 @@ def _profile_values(form: FormData, agent: Agent) -> dict[str, str]:
 
 async def _save_photo(request: Request, agent: Agent, upload: Any) -> None:
     if not isinstance(upload, UploadFile) or not upload.filename:
-        raise NameplateError("invalid", "choose a photo to upload")
+        raise NameplateError(ErrorCode.invalid, "choose a photo to upload")
     data = await upload.read(MAX_UPLOAD_BYTES + 1)
     await store_photo(services_of(request).sessions, agent.id, data)
 
