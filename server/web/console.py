@@ -14,9 +14,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from nameplate.desk.canned import MAX_BODY_CHARS, MAX_SHORTCUT_CHARS, CannedResponses, canned_card
-from nameplate.desk.console_queries import MAX_INTRO_CHARS, MAX_TITLE_CHARS, ConsoleQueries
+from nameplate.desk.lookups import ConsoleLookups
 from nameplate.errors import Forbidden, NameplateError
 from nameplate.people.photos import MAX_UPLOAD_BYTES, store_photo
+from nameplate.people.profiles import MAX_INTRO_CHARS, MAX_TITLE_CHARS, Profiles
 from nameplate.protocol.vocabulary import ErrorCode, is_staff
 from nameplate.store.models import Agent, ConversationStatus
 from nameplate.web.pages import (
@@ -41,9 +42,9 @@ def json_response(data: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(data, status_code=status, headers=JSON_HEADERS)
 
 
-def queries_of(request: Request) -> ConsoleQueries:
+def lookups_of(request: Request) -> ConsoleLookups:
     services = services_of(request)
-    return ConsoleQueries(services.sessions, services.customers, services.timeline)
+    return ConsoleLookups(services.sessions, services.customers, services.timeline)
 
 
 def canned_of(request: Request) -> CannedResponses:
@@ -73,12 +74,12 @@ async def api_canned(request: Request) -> Response:
 
 async def api_recent(request: Request) -> Response:
     agent = await require_agent(request)
-    return json_response({"conversations": await queries_of(request).recently_closed(agent.id)})
+    return json_response({"conversations": await lookups_of(request).recently_closed(agent.id)})
 
 
 async def api_customer(request: Request) -> Response:
     agent = await require_agent(request)
-    profile = await queries_of(request).customer_profile(request.path_params["customer_id"], agent.site_id)
+    profile = await lookups_of(request).customer_profile(request.path_params["customer_id"], agent.site_id)
     return json_response(profile)
 
 
@@ -198,7 +199,7 @@ async def profile_save(request: Request) -> Response:
             await _save_photo(request, agent, form.get("photo"))
         else:
             values = _profile_values(form, agent)
-            await queries_of(request).update_profile(
+            await Profiles(services_of(request).sessions).update_profile(
                 agent.id,
                 given_name=values["given_name"],
                 family_name=values["family_name"],
