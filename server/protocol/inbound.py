@@ -221,14 +221,16 @@ def parse_visitor_hello(text: str | bytes) -> VisitorHello:
     data = _load(text)
     if data["type"] != "hello":
         raise ProtocolError(ErrorCode.hello_required, "the first frame must be hello")
-    return _validate(_visitor_hello, data)
+    hello: VisitorHello = _validate(_visitor_hello, data)
+    return hello
 
 
 def parse_agent_hello(text: str | bytes) -> AgentHello:
     data = _load(text)
     if data["type"] != "hello":
         raise ProtocolError(ErrorCode.hello_required, "the first frame must be hello")
-    return _validate(_agent_hello, data)
+    hello: AgentHello = _validate(_agent_hello, data)
+    return hello
 
 
 def parse_visitor_frame(text: str | bytes) -> Any:

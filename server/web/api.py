@@ -15,7 +15,8 @@ from nameplate.web.responses import error_response, read_json
 
 
 def _services(request: Request) -> Services:
-    return request.app.state.services
+    services: Services = request.app.state.services
+    return services
 
 
 def cors_headers(site: Site | None, origin: str | None) -> dict[str, str]:
