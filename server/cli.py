@@ -66,9 +66,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
     settings = Settings.from_env(env)
     base = f"http://{args.host}:{args.port}"
     origins = f"{base} http://localhost:{args.port} http://127.0.0.1:{args.port}"
-    people = asyncio.run(_with_nameplate(settings, lambda services: seed_demo(services, origins)))
+    people = asyncio.run(_with_nameplate(settings, lambda services: seed_demo(services, origins, showcase=True)))
     print(f"\nNameplate demo — database {database}\n")
     print(f"  Shop page (visitor):   {base}/demo")
+    print(f"  Signed-in customer:    {base}/demo/signed-in   (Sam Rivera, verified, chatted with Jane before)")
     print(f"  Agent console:         {base}/login")
     print(f"  Site key:              {DEMO_SITE_KEY}\n")
     for person in people:  # type: ignore[union-attr]

@@ -4,17 +4,23 @@ the per-transcript CSV export and the admin navigation — over real HTTP and we
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import io
+import json
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import select
 
+from nameplate.demo.seed import DEMO_CUSTOMER
 from nameplate.store.models import AgentTeam, Message, Team
 from nameplate.web import login as login_module
-from tests.harness import RunningServer, connect_agent, connect_visitor
+from tests.harness import RunningServer, connect_agent, connect_visitor, running_server
+from tests.harness import test_settings as settings_for
 from tests.integration.test_console_http import jpeg_bytes
 
 PASSWORD = "nameplate-demo"
@@ -317,3 +323,34 @@ async def test_admin_navigation_links_every_admin_page(server: RunningServer, cl
     tomas = await signed_in(server, clients, TOMAS)
     nav = (await tomas.get("/supervisor/conversations")).text
     assert "/admin/integrations" not in nav and "/admin/teams" not in nav
+
+
+# -- item 8: the signed-in demo page -------------------------------------------------------------------------
+async def test_signed_in_demo_page_identifies_with_a_correct_hash(server: RunningServer, tmp_path: Path) -> None:
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        page = await http.get("/demo/signed-in")
+        plain = await http.get("/demo")
+    assert page.status_code == 200
+    match = re.search(r'window\.Nameplate = \{ q: \[\["identify", (.*?)\]\] \};', page.text)
+    assert match, page.text
+    who = json.loads(match.group(1))
+    site = await server.services.directory.site_by_key("site_demo")
+    assert site is not None
+    assert who["user_id"] == DEMO_CUSTOMER["user_id"]
+    assert who["user_hash"] == hmac.new(site.secret.encode(), who["user_id"].encode(), hashlib.sha256).hexdigest()
+    assert page.text.index("window.Nameplate") < page.text.index('src="/widget.js"')
+    assert "identify" not in plain.text and 'href="/demo/signed-in"' in plain.text
+
+    # The server accepts it: the visitor becomes the verified customer.
+    visitor, _ = await connect_visitor(server, identify=who)
+    customer = await server.services.timeline.customer_by_external_id(site.id, DEMO_CUSTOMER["user_id"])
+    assert customer is not None and customer.verified and customer.name == DEMO_CUSTOMER["name"]
+    await visitor.close()
+
+    # A deployment without the demo shop never hands out a valid hash.
+    (tmp_path / "empty").mkdir()
+    async with running_server(settings_for(tmp_path / "empty")) as empty:
+        await empty.services.directory.create_site("Real shop", public_key="site_real")
+        async with httpx.AsyncClient(base_url=empty.base_url) as http:
+            refused = await http.get("/demo/signed-in")
+        assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found"
