@@ -15,7 +15,7 @@ from nameplate.protocol import outbound
 from nameplate.protocol.vocabulary import AuthorKind, ConversationStatus, ErrorCode
 from nameplate.services import Services
 from nameplate.store.message_log.batch import ConversationClosed, NewMessage, NotAssigned, StoredMessage
-from nameplate.store.models import Agent, Conversation
+from nameplate.store.models import Agent, Conversation, Message
 from nameplate.store.views import ConversationView, CustomerView
 
 
@@ -47,7 +47,10 @@ async def send_visitor_message(
         already = await conversations.find_sent(visitor.customer.id, client_id)
         if already is not None:
             # A resend that crossed a close: acknowledge the stored copy, do not open a new conversation.
-            replies.send(outbound.ack(client_id, already.seq, already.conversation_id))
+            # Published again like any duplicate (its first publish may never have happened).
+            with replies.corked():
+                conversations.deliver(_as_duplicate(already), conversations.visitor_author(visitor.customer))
+                replies.send(outbound.ack(client_id, already.seq, already.conversation_id))
             return
         started = await _open(services, visitor, team_id)
         conversation_id = started.id
@@ -62,6 +65,20 @@ async def send_visitor_message(
     await _deliver(services, visitor.site_id, stored, conversations.visitor_author(visitor.customer), replies)
     if started is not None:
         await services.router.enqueue(started)
+
+
+def _as_duplicate(message: Message) -> StoredMessage:
+    return StoredMessage(
+        message.conversation_id,
+        message.seq,
+        message.author_kind,
+        message.body,
+        message.agent_id,
+        message.client_id,
+        message.private,
+        message.created_at,
+        duplicate=True,
+    )
 
 
 async def _open(services: Services, visitor: Visitor, team_id: str | None) -> Conversation:

@@ -261,13 +261,15 @@ class Conversations:
     def deliver(self, stored: StoredMessage, author: dict[str, Any]) -> dict[str, Any] | None:
         """Send a stored message to whoever follows its conversation: this process's sockets at once, the
         other processes' through the broker without waiting for it, so a sender's ack can follow at once.
-        Returns the frame, or None for a duplicate client_id (a retried send), which goes to nobody."""
-        if stored.duplicate:
-            return None
+        Returns the frame, or None for a duplicate client_id (a retried send).
+
+        A duplicate is published again: the original may never have been (the process died between the
+        commit and the fan-out, or Redis dropped it). Sockets that had it drop the copy (they deliver each
+        seq once); the webhooks were told with the original, so the caller does not tell them again."""
         frame = message_frame(stored, author)
         channel = channels.staff if stored.private else channels.conversation
         self._broker.publish_soon(channel(stored.conversation_id), frame)
-        return frame
+        return None if stored.duplicate else frame
 
     async def tell_webhooks(self, site_id: str, stored: StoredMessage, frame: dict[str, Any]) -> None:
         """Record `message.created` for the site's webhooks; private notes stay inside."""
