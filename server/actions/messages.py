@@ -7,6 +7,7 @@ sender's socket is corked meanwhile); webhooks are recorded after the ack, so th
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
 from nameplate.actions.replies import Replies
@@ -17,6 +18,8 @@ from nameplate.services import Services
 from nameplate.store.message_log.batch import ConversationClosed, NewMessage, NotAssigned, StoredMessage
 from nameplate.store.models import Agent, Conversation, Message
 from nameplate.store.views import ConversationView, CustomerView
+
+log = logging.getLogger("nameplate.actions")
 
 
 class Visitor(Protocol):
@@ -64,7 +67,16 @@ async def send_visitor_message(
         stored = await conversations.store(NewMessage(started.id, AuthorKind.visitor, body, client_id=client_id))
     await _deliver(services, visitor.site_id, stored, conversations.visitor_author(visitor.customer), replies)
     if started is not None:
-        await services.router.enqueue(started)
+        try:
+            await services.router.enqueue(started)
+        except Exception as error:
+            # Stored, acked and queued in the store: it reaches the broker's queue as soon as the broker
+            # takes it (or with the rebuild after the outage), never waits for a later rebuild by chance.
+            log.warning("queueing %s failed (%s); retrying", started.id, error)
+            conversation_id = started.id
+            services.router.complete_later(
+                f"the queueing of {conversation_id}", lambda: services.router.enqueue_if_queued(conversation_id)
+            )
 
 
 def _as_duplicate(message: Message) -> StoredMessage:

@@ -573,6 +573,9 @@ class RedisBroker(Broker):
                 except (RedisError, OSError) as error:
                     log.warning("subscribe to %r failed (%s); resubscribing", channel, error)
                     self._force_resubscribe = True
+                    # Events may be missed until the fresh subscriber is up: the watchdog runs the reset
+                    # callbacks (which re-sync every open socket from the store) once it is.
+                    self._note_failure()
                     return
             else:
                 pending = self._confirmations.get(channel)
@@ -603,6 +606,7 @@ class RedisBroker(Broker):
                 # stray subscription for good.
                 log.warning("unsubscribe from %r failed (%s); resubscribing", channel, error)
                 self._force_resubscribe = True
+                self._note_failure()  # as in subscribe: the re-subscribe is followed by the reset callbacks
 
     def _expect_confirmation(self, channel: str) -> asyncio.Future[bool]:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()

@@ -5,6 +5,7 @@ The frames published here are exactly what sockets forward, so the realtime laye
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import case, select, update
@@ -44,6 +45,8 @@ def message_frame(stored: StoredMessage | Message, author: dict[str, Any]) -> di
 
 
 VISITOR_AUTHOR_KIND = AuthorKind.visitor
+
+log = logging.getLogger("nameplate.chat")
 
 
 class Conversations:
@@ -228,12 +231,25 @@ class Conversations:
         async with self._sessions() as session:
             session.add(conversation)
             await session.commit()
-        await self._broker.publish(
+        # Committed: from here on a broker failure is told, not raised (the visitor's message still goes
+        # in; the board and other tabs catch up from the store).
+        await self._publish_committed(
             channels.customer(customer_id), outbound.customer_conversation_event(conversation.id)
         )
-        summary = await self.announce(conversation)
+        summary = await self.summary(conversation)
+        await self._publish_committed(channels.site(site_id), outbound.conversation(summary))
         await self._webhooks.emit(site_id, "conversation.created", summary)
         return conversation
+
+    async def _publish_committed(self, channel: str, event: dict[str, Any]) -> None:
+        """Publish news of something the store already committed. This process's sockets have it either
+        way; if the broker fails, the others are re-synced from the store once it is back."""
+        try:
+            await self._broker.publish(channel, event)
+        except Exception as error:
+            log.warning(
+                "publishing %s on %s failed (%s); sockets re-sync from the store", event["type"], channel, error
+            )
 
     async def announce(self, conversation: Conversation) -> dict[str, Any]:
         """Tell the site's live board (inboxes, supervisors) what a conversation looks like now."""
@@ -360,14 +376,15 @@ class Conversations:
             await session.commit()
         if result.rowcount != 1:
             return False
+        # Committed: the close happened whatever the broker does now (see _publish_committed).
         await self.system_line(conversation.id, f"{closed_by} closed the conversation.")
-        await self._broker.publish(
-            channels.conversation(conversation.id),
-            outbound.closed(conversation.id, closed_by),
+        await self._publish_committed(
+            channels.conversation(conversation.id), outbound.closed(conversation.id, closed_by)
         )
         closed = await self.get(conversation.id)
         if closed is not None:
-            summary = await self.announce(closed)
+            summary = await self.summary(closed)
+            await self._publish_committed(channels.site(closed.site_id), outbound.conversation(summary))
             await self._webhooks.emit(closed.site_id, "conversation.closed", summary)
         return True
 

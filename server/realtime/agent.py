@@ -79,10 +79,12 @@ async def agent_endpoint(websocket: WebSocket) -> None:
         return
     connection = Connection(websocket)
     session = AgentSession(services, connection, agent)
+    services.sockets.add(session)
     try:
         await session.start(hello)
         await FrameLoop(websocket, connection).run(parse_agent_frame, session.handle)
     finally:
+        services.sockets.discard(session)
         await connection.finish()
         await session.stop()
 

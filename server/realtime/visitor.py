@@ -59,11 +59,13 @@ async def visitor_endpoint(websocket: WebSocket) -> None:
         return
     connection = Connection(websocket)
     session = VisitorSession(services, connection, site, customer)
+    services.sockets.add(session)
     try:
         await session.start(hello)
         del hello, customer  # the session has what it needs; this frame lives as long as the socket
         await FrameLoop(websocket, connection).run(parse_visitor_frame, session.handle)
     finally:
+        services.sockets.discard(session)
         await connection.finish()
         await session.stop()
 
@@ -81,6 +83,7 @@ class VisitorSession:
         "_agents_online_sent",
         "_messages",
         "_chatter",
+        "__weakref__",  # Services.sockets
     )
 
     def __init__(self, services: Services, connection: Connection, site: Site, customer: Customer) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -36,6 +37,10 @@ QUEUE_COALESCE_SECONDS = 0.2
 # Handling times move slowly; recomputing them once a minute is plenty.
 HANDLE_TIME_TTL_SECONDS = 60.0
 HANDLE_TIME_SAMPLE = 50
+# Work the store already committed but the broker refused (an outage) is retried this often, this long;
+# past that, the rebuild after the outage repairs it from the store.
+REPAIR_INTERVAL_SECONDS = 0.5
+REPAIR_DEADLINE_SECONDS = 60.0
 
 
 class Router:
@@ -62,6 +67,30 @@ class Router:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def complete_later(self, what: str, attempt: Callable[[], Awaitable[None]]) -> None:
+        """The store committed something whose broker half failed (e.g. Redis restarting): retry that half
+        in the background until it works, so the operation is not left half-done."""
+        self._spawn(self._complete(what, attempt))
+
+    async def _complete(self, what: str, attempt: Callable[[], Awaitable[None]]) -> None:
+        deadline = time.monotonic() + REPAIR_DEADLINE_SECONDS
+        while True:
+            await asyncio.sleep(REPAIR_INTERVAL_SECONDS)
+            try:
+                await attempt()
+                log.info("completed %s after a broker failure", what)
+                return
+            except Exception as error:
+                if time.monotonic() > deadline:
+                    log.warning("gave up completing %s (%s); the broker's rebuild repairs it", what, error)
+                    return
+
+    async def enqueue_if_queued(self, conversation_id: str) -> None:
+        """`enqueue` again for a conversation the store still has queued (a retry after a failure)."""
+        conversation = await self._conversations.get(conversation_id)
+        if conversation is not None and conversation.status == ConversationStatus.queued:
+            await self.enqueue(conversation)
 
     async def stop(self) -> None:
         for task in list(self._tasks):
