@@ -49,6 +49,12 @@ async def send_visitor_message(
     if current is None or current.status == ConversationStatus.closed:
         already = await conversations.find_sent(visitor.customer.id, client_id)
         if already is not None:
+            if current is None or already.conversation_id != current.id:
+                # Stored in a conversation this socket does not follow (the ack was lost with the socket
+                # that sent it): follow it if it is still open, or the visitor would miss the replies.
+                found = await conversations.get(already.conversation_id)
+                if found is not None and found.status != ConversationStatus.closed:
+                    await visitor.follow(found)
             # A resend that crossed a close: acknowledge the stored copy, do not open a new conversation.
             # Published again like any duplicate (its first publish may never have happened).
             with replies.corked():

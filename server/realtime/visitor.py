@@ -287,10 +287,16 @@ class VisitorSession:
 
     # -- client frames -------------------------------------------------------------------------------
     async def follow(self, conversation: Conversation) -> None:
-        """A conversation this visitor just opened: listen to it before anything is published in it."""
+        """Make `conversation` the current one: listen to it and send what it already holds (nothing, for
+        one this visitor just opened; more, for one a resend found after this socket lost track of it)."""
         self.conversation = ConversationView.of(conversation)
-        self.connection.track(conversation.id, 0)
-        await self._subscribe(conversation.id)
+        self.connection.hold(conversation.id, after=0)
+        try:
+            await self._subscribe(conversation.id)
+        except BaseException:
+            self.connection.release(conversation.id)
+            raise
+        await self._replay(conversation.id, 0)
 
     async def handle(self, frame: Any) -> None:
         services = self.services
