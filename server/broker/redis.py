@@ -544,7 +544,8 @@ class RedisBroker(Broker):
                 if error is not None and unawaited:
                     log.warning(
                         "%d events published without waiting did not reach Redis (%s); other processes'"
-                        " sockets get those messages from the store when they resume",
+                        " sockets get those messages from the store (a later message's gap, or the re-sync"
+                        " after the outage)",
                         unawaited,
                         error,
                     )
