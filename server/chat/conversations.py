@@ -233,15 +233,15 @@ class Conversations:
             await session.commit()
         # Committed: from here on a broker failure is told, not raised (the visitor's message still goes
         # in; the board and other tabs catch up from the store).
-        await self._publish_committed(
+        await self.publish_committed(
             channels.customer(customer_id), outbound.customer_conversation_event(conversation.id)
         )
         summary = await self.summary(conversation)
-        await self._publish_committed(channels.site(site_id), outbound.conversation(summary))
+        await self.publish_committed(channels.site(site_id), outbound.conversation(summary))
         await self._webhooks.emit(site_id, "conversation.created", summary)
         return conversation
 
-    async def _publish_committed(self, channel: str, event: dict[str, Any]) -> None:
+    async def publish_committed(self, channel: str, event: dict[str, Any]) -> None:
         """Publish news of something the store already committed. This process's sockets have it either
         way; if the broker fails, the others are re-synced from the store once it is back."""
         try:
@@ -376,15 +376,15 @@ class Conversations:
             await session.commit()
         if result.rowcount != 1:
             return False
-        # Committed: the close happened whatever the broker does now (see _publish_committed).
+        # Committed: the close happened whatever the broker does now (see publish_committed).
         await self.system_line(conversation.id, f"{closed_by} closed the conversation.")
-        await self._publish_committed(
+        await self.publish_committed(
             channels.conversation(conversation.id), outbound.closed(conversation.id, closed_by)
         )
         closed = await self.get(conversation.id)
         if closed is not None:
             summary = await self.summary(closed)
-            await self._publish_committed(channels.site(closed.site_id), outbound.conversation(summary))
+            await self.publish_committed(channels.site(closed.site_id), outbound.conversation(summary))
             await self._webhooks.emit(closed.site_id, "conversation.closed", summary)
         return True
 

@@ -157,15 +157,17 @@ class Router:
         self.queue_changed(site_id)
 
     async def _announce_assignment(self, conversation: Conversation, agent_id: str, note: str | None) -> None:
+        # The assignment is committed: a broker failure now is logged, and both sides learn of it when
+        # their sockets re-sync from the store after the outage (publish_committed).
         card = await self._directory.card(agent_id)
-        await self._broker.publish(
+        await self._conversations.publish_committed(
             channels.conversation(conversation.id),
             outbound.agent_joined(conversation.id, card),
         )
         await self._conversations.system_line(conversation.id, f"{card['name']} joined the conversation.")
         summary = await self._conversations.summary(conversation)
-        await self._broker.publish(channels.agent(agent_id), outbound.assigned(summary, note))
-        await self._broker.publish(channels.site(conversation.site_id), outbound.conversation(summary))
+        await self._conversations.publish_committed(channels.agent(agent_id), outbound.assigned(summary, note))
+        await self._conversations.publish_committed(channels.site(conversation.site_id), outbound.conversation(summary))
         await self._webhooks.emit(
             conversation.site_id, "conversation.transferred" if note is not None else "conversation.assigned", summary
         )
@@ -321,7 +323,7 @@ class Router:
                 QueueEntry(conversation.id, conversation.created_at.timestamp(), team_id=conversation.team_id),
                 front=True,
             )
-            await self._broker.publish(
+            await self._conversations.publish_committed(
                 channels.conversation(conversation.id),
                 outbound.agent_left(conversation.id, card),
             )
@@ -329,7 +331,7 @@ class Router:
                 conversation.id,
                 f"{card['name']} is no longer available. You are first in line for the next person.",
             )
-            await self._broker.publish(
+            await self._conversations.publish_committed(
                 channels.agent(agent_id),
                 outbound.unassigned(conversation.id, UnassignReason.offline),
             )
@@ -374,11 +376,11 @@ class Router:
                 await self._conversations.system_line(
                     conversation.id, f"Hand-off note from {from_name}: {note}", private=True
                 )
-            await self._broker.publish(
+            await self._conversations.publish_committed(
                 channels.conversation(conversation.id),
                 outbound.transferred_to_agent(conversation.id, from_name, target.full_name),
             )
-            await self._broker.publish(
+            await self._conversations.publish_committed(
                 channels.agent(from_agent.id),
                 outbound.unassigned(conversation.id, UnassignReason.transferred),
             )
@@ -405,11 +407,11 @@ class Router:
         await self._conversations.system_line(
             conversation.id, f"{from_name} is transferring you to {team.name}. You are first in line."
         )
-        await self._broker.publish(
+        await self._conversations.publish_committed(
             channels.conversation(conversation.id),
             outbound.transferred_to_team(conversation.id, from_name, team.name),
         )
-        await self._broker.publish(
+        await self._conversations.publish_committed(
             channels.agent(from_agent.id),
             outbound.unassigned(conversation.id, UnassignReason.transferred),
         )

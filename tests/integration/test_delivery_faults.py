@@ -100,6 +100,7 @@ class Peer:
     sockets: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: bool = False
+    recent: list[dict[str, Any]] = field(default_factory=list)  # the last frames, for a failure's message
 
     def max_seen(self, conversation_id: str) -> int:
         return max(self.received.get(conversation_id) or [0])
@@ -138,6 +139,14 @@ class Peer:
         raise NotImplementedError
 
     def on_frame(self, frame: dict[str, Any]) -> None:
+        self.recent = [
+            *self.recent[-11:],
+            {
+                k: v
+                for k, v in frame.items()
+                if k in ("type", "seq", "code", "client_id", "body", "conversation_id", "status")
+            },
+        ]
         kind = frame.get("type")
         if kind == "message":
             self.received[frame["conversation_id"]].append(frame["seq"])
@@ -148,6 +157,8 @@ class Peer:
             self.closed_told.add(frame["conversation_id"])
         elif kind == "error" and frame.get("client_id") and frame.get("code") == "forbidden":
             self.outbox.pop(frame["client_id"], None)  # the chat is not the agent's any more
+        elif kind == "error" and frame.get("code") == "rate_limited" and frame.get("client_id") in self.outbox:
+            asyncio.get_running_loop().create_task(self.resend_later(frame["client_id"]))
         self.wake.set()
 
     async def send(self, frame: dict[str, Any]) -> None:
@@ -165,6 +176,14 @@ class Peer:
                 return frame
             self.on_frame(frame)
 
+    async def resend_later(self, client_id: str) -> None:
+        """Like the widget: a rate-limited message is sent again a moment later."""
+        await asyncio.sleep(1.0)
+        frame = self.outbox.get(client_id)
+        if frame is not None and self.connected.is_set():
+            with contextlib.suppress(Exception):
+                await self.ws.send(json.dumps(frame))
+
     async def resend_outbox(self) -> None:
         for frame in list(self.outbox.values()):
             await self.ws.send(json.dumps(frame))
@@ -179,7 +198,10 @@ class Peer:
         while not check():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"{self.name}: timed out")
+                raise AssertionError(
+                    f"{self.name}: timed out; connected={self.connected.is_set()} sockets={self.sockets}"
+                    f" outbox={list(self.outbox)} recent={self.recent}"
+                )
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), min(remaining, 0.5))
