@@ -162,6 +162,7 @@ class AgentSession:
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        self.connection.filler = None  # breaks the session <-> connection cycle: freed without the gc
         await self.services.presence.disconnected(self.connection_id)
         await self._subscriptions.clear()
 

@@ -141,6 +141,7 @@ class VisitorSession:
     async def stop(self) -> None:
         for task in list(self._tasks or ()):
             task.cancel()
+        self.connection.filler = None  # breaks the session <-> connection cycle: freed without the gc
         await self._subscriptions.clear()
 
     @property
