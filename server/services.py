@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,6 +30,15 @@ from nameplate.store.migrate import prepare_schema
 
 log = logging.getLogger("nameplate")
 
+# Open sockets re-synced at once after a broker outage: enough to keep the store busy, not to swamp it.
+RESYNC_CONCURRENCY = 32
+
+
+class Resyncable(Protocol):
+    """An open socket's session, which can catch up from the store on what the broker may have dropped."""
+
+    async def resync(self) -> None: ...
+
 
 @dataclass
 class Services:
@@ -45,6 +57,8 @@ class Services:
     webhooks: Webhooks
     api_keys: ApiKeys
     timeline: Timeline
+    # Every open socket's session in this process (see resync_sockets); weak, so a forgotten one goes away.
+    sockets: weakref.WeakSet[Resyncable] = field(default_factory=weakref.WeakSet)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -93,9 +107,31 @@ class Services:
     async def recover_broker_state(self) -> None:
         """Redis was flushed or restarted: rebuild queue and loads from the store, presence from sockets."""
         log.warning("the broker lost its state; rebuilding it from the store and live sockets")
-        await self.router.rebuild()
-        await self.presence.reregister()
-        await self.router.drain_all()
+        try:
+            await self.router.rebuild()
+            await self.presence.reregister()
+            await self.router.drain_all()
+        finally:
+            # Whatever the rebuild managed: events may have been lost, and the sockets are re-synced.
+            await self.resync_sockets()
+
+    async def resync_sockets(self) -> None:
+        """Every open socket of this process catches up from the store: messages after the last one it
+        delivered, and what changed in its conversations (joined, transferred, closed). Runs after the
+        broker's subscriber is back, so nothing published from now on is missed either."""
+        sessions = list(self.sockets)
+        gate = asyncio.Semaphore(RESYNC_CONCURRENCY)
+
+        async def one(session: Resyncable) -> None:
+            async with gate:
+                try:
+                    await session.resync()
+                except Exception:
+                    log.exception("re-syncing a socket from the store failed")
+
+        await asyncio.gather(*(one(session) for session in sessions))
+        if sessions:
+            log.info("re-synced %d socket(s) from the store", len(sessions))
 
     async def stop(self) -> None:
         await self.webhooks.stop()

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+
 from nameplate.errors import Forbidden, NameplateError
 from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.services import Services
 from nameplate.store.models import Agent, Conversation
 from nameplate.store.views import ConversationView
 
+log = logging.getLogger("nameplate.actions")
+
 
 async def close_conversation(services: Services, conversation: Conversation, closed_by: str) -> bool:
     """Close for good and give the agent's slot to whoever waits. False if it was closed already."""
     if not await services.conversations.close(conversation, closed_by):
         return False
-    await services.router.release(conversation)
+    # The close happened: a broker failure now must not undo it, nor answer `internal` for it. The slot is
+    # released as soon as the broker takes it (or by the rebuild after the outage, from the store).
+    try:
+        await services.router.release(conversation)
+    except Exception as error:
+        log.warning("releasing the slot of closed %s failed (%s); retrying", conversation.id, error)
+        services.router.complete_later(
+            f"the release of {conversation.id}", lambda: services.router.release(conversation)
+        )
     return True
 
 

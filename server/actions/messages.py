@@ -7,6 +7,7 @@ sender's socket is corked meanwhile); webhooks are recorded after the ack, so th
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
 from nameplate.actions.replies import Replies
@@ -15,8 +16,10 @@ from nameplate.protocol import outbound
 from nameplate.protocol.vocabulary import AuthorKind, ConversationStatus, ErrorCode
 from nameplate.services import Services
 from nameplate.store.message_log.batch import ConversationClosed, NewMessage, NotAssigned, StoredMessage
-from nameplate.store.models import Agent, Conversation
+from nameplate.store.models import Agent, Conversation, Message
 from nameplate.store.views import ConversationView, CustomerView
+
+log = logging.getLogger("nameplate.actions")
 
 
 class Visitor(Protocol):
@@ -46,8 +49,17 @@ async def send_visitor_message(
     if current is None or current.status == ConversationStatus.closed:
         already = await conversations.find_sent(visitor.customer.id, client_id)
         if already is not None:
+            if current is None or already.conversation_id != current.id:
+                # Stored in a conversation this socket does not follow (the ack was lost with the socket
+                # that sent it): follow it if it is still open, or the visitor would miss the replies.
+                found = await conversations.get(already.conversation_id)
+                if found is not None and found.status != ConversationStatus.closed:
+                    await visitor.follow(found)
             # A resend that crossed a close: acknowledge the stored copy, do not open a new conversation.
-            replies.send(outbound.ack(client_id, already.seq, already.conversation_id))
+            # Published again like any duplicate (its first publish may never have happened).
+            with replies.corked():
+                conversations.deliver(_as_duplicate(already), conversations.visitor_author(visitor.customer))
+                replies.send(outbound.ack(client_id, already.seq, already.conversation_id))
             return
         started = await _open(services, visitor, team_id)
         conversation_id = started.id
@@ -61,7 +73,30 @@ async def send_visitor_message(
         stored = await conversations.store(NewMessage(started.id, AuthorKind.visitor, body, client_id=client_id))
     await _deliver(services, visitor.site_id, stored, conversations.visitor_author(visitor.customer), replies)
     if started is not None:
-        await services.router.enqueue(started)
+        try:
+            await services.router.enqueue(started)
+        except Exception as error:
+            # Stored, acked and queued in the store: it reaches the broker's queue as soon as the broker
+            # takes it (or with the rebuild after the outage), never waits for a later rebuild by chance.
+            log.warning("queueing %s failed (%s); retrying", started.id, error)
+            conversation_id = started.id
+            services.router.complete_later(
+                f"the queueing of {conversation_id}", lambda: services.router.enqueue_if_queued(conversation_id)
+            )
+
+
+def _as_duplicate(message: Message) -> StoredMessage:
+    return StoredMessage(
+        message.conversation_id,
+        message.seq,
+        message.author_kind,
+        message.body,
+        message.agent_id,
+        message.client_id,
+        message.private,
+        message.created_at,
+        duplicate=True,
+    )
 
 
 async def _open(services: Services, visitor: Visitor, team_id: str | None) -> Conversation:

@@ -5,6 +5,7 @@ The frames published here are exactly what sockets forward, so the realtime laye
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import case, select, update
@@ -45,6 +46,8 @@ def message_frame(stored: StoredMessage | Message, author: dict[str, Any]) -> di
 
 
 VISITOR_AUTHOR_KIND = AuthorKind.visitor
+
+log = logging.getLogger("nameplate.chat")
 
 
 class Conversations:
@@ -231,12 +234,25 @@ class Conversations:
         async with self._sessions() as session:
             session.add(conversation)
             await session.commit()
-        await self._broker.fanout.publish(
+        # Committed: from here on a broker failure is told, not raised (the visitor's message still goes
+        # in; the board and other tabs catch up from the store).
+        await self.publish_committed(
             channels.customer(customer_id), outbound.customer_conversation_event(conversation.id)
         )
-        summary = await self.announce(conversation)
+        summary = await self.summary(conversation)
+        await self.publish_committed(channels.site(site_id), outbound.conversation(summary))
         await self._webhooks.emit(site_id, "conversation.created", summary)
         return conversation
+
+    async def publish_committed(self, channel: str, event: dict[str, Any]) -> None:
+        """Publish news of something the store already committed. This process's sockets have it either
+        way; if the broker fails, the others are re-synced from the store once it is back."""
+        try:
+            await self._broker.fanout.publish(channel, event)
+        except Exception as error:
+            log.warning(
+                "publishing %s on %s failed (%s); sockets re-sync from the store", event["type"], channel, error
+            )
 
     async def announce(self, conversation: Conversation) -> dict[str, Any]:
         """Tell the site's live board (inboxes, supervisors) what a conversation looks like now."""
@@ -264,13 +280,15 @@ class Conversations:
     def deliver(self, stored: StoredMessage, author: dict[str, Any]) -> dict[str, Any] | None:
         """Send a stored message to whoever follows its conversation: this process's sockets at once, the
         other processes' through the broker without waiting for it, so a sender's ack can follow at once.
-        Returns the frame, or None for a duplicate client_id (a retried send), which goes to nobody."""
-        if stored.duplicate:
-            return None
+        Returns the frame, or None for a duplicate client_id (a retried send).
+
+        A duplicate is published again: the original may never have been (the process died between the
+        commit and the fan-out, or Redis dropped it). Sockets that had it drop the copy (they deliver each
+        seq once); the webhooks were told with the original, so the caller does not tell them again."""
         frame = message_frame(stored, author)
         channel = channels.staff if stored.private else channels.conversation
         self._broker.fanout.publish_soon(channel(stored.conversation_id), frame)
-        return frame
+        return None if stored.duplicate else frame
 
     async def tell_webhooks(self, site_id: str, stored: StoredMessage, frame: dict[str, Any]) -> None:
         """Record `message.created` for the site's webhooks; private notes stay inside."""
@@ -361,14 +379,15 @@ class Conversations:
             await session.commit()
         if rows_changed(result) != 1:
             return False
+        # Committed: the close happened whatever the broker does now (see publish_committed).
         await self.system_line(conversation.id, f"{closed_by} closed the conversation.")
-        await self._broker.fanout.publish(
-            channels.conversation(conversation.id),
-            outbound.closed(conversation.id, closed_by),
+        await self.publish_committed(
+            channels.conversation(conversation.id), outbound.closed(conversation.id, closed_by)
         )
         closed = await self.get(conversation.id)
         if closed is not None:
-            summary = await self.announce(closed)
+            summary = await self.summary(closed)
+            await self.publish_committed(channels.site(closed.site_id), outbound.conversation(summary))
             await self._webhooks.emit(closed.site_id, "conversation.closed", summary)
         return True
 

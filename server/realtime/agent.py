@@ -30,7 +30,7 @@ from nameplate.protocol.inbound import (
     parse_agent_frame,
     parse_agent_hello,
 )
-from nameplate.protocol.vocabulary import ErrorCode, Presence, Side, is_staff
+from nameplate.protocol.vocabulary import ErrorCode, Presence, Side, UnassignReason, is_staff
 from nameplate.realtime.common import FrameLoop, Subscriptions, receive_hello, refuse
 from nameplate.realtime.connection import CLOSE_UNAUTHORIZED, Connection
 from nameplate.services import Services
@@ -79,10 +79,12 @@ async def agent_endpoint(websocket: WebSocket) -> None:
         return
     connection = Connection(websocket)
     session = AgentSession(services, connection, agent)
+    services.sockets.add(session)
     try:
         await session.start(hello)
         await FrameLoop(websocket, connection).run(parse_agent_frame, session.handle)
     finally:
+        services.sockets.discard(session)
         await connection.finish()
         await session.stop()
 
@@ -102,6 +104,13 @@ class AgentSession:
         # Ids of conversations this console has seen assigned to its agent: spares a query per message.
         # Only a hint — the message log re-checks the assignment inside the write (NewMessage.assigned_to).
         self._mine_cache: set[str] = set()
+        # Conversations this console has been told are its agent's (welcome, `assigned`), until told
+        # otherwise (`unassigned`, `closed`): what a re-sync compares with the store.
+        self._told_mine: set[str] = set()
+        connection.filler = self._stored_after
+
+    async def _stored_after(self, conversation_id: str, after: int) -> list[dict[str, Any]]:
+        return await self.services.conversations.history(conversation_id, after, include_private=True)
 
     @property
     def is_staff(self) -> bool:
@@ -118,8 +127,10 @@ class AgentSession:
         mine = [] if self.observing else await self.services.conversations.for_agent(agent.id)
         for conversation in mine:
             self._mine_cache.add(conversation.id)
+            self._told_mine.add(conversation.id)
+            # Hold, then subscribe: a live message that arrives meanwhile waits for the replay.
+            self.connection.hold(conversation.id, after=hello.resume_after.get(conversation.id, 0))
             await self._watch(conversation.id)
-            self.connection.hold(conversation.id)
         state = next(
             (a for a in await self.services.broker.routing.agents(agent.site_id) if a.agent_id == agent.id), None
         )
@@ -155,6 +166,7 @@ class AgentSession:
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        self.connection.filler = None  # breaks the session <-> connection cycle: freed without the gc
         await self.services.presence.disconnected(self.connection_id)
         await self._subscriptions.clear()
 
@@ -171,13 +183,37 @@ class AgentSession:
 
     async def _take_over(self, conversation_id: str) -> None:
         """A conversation was just assigned to this agent: follow it and send its history."""
+        self.connection.hold(conversation_id, after=0)
         try:
-            self.connection.hold(conversation_id)
             await self._watch(conversation_id)
             await self._replay(conversation_id, 0)
         except Exception:
             log.exception("sending the history of %s failed", conversation_id)
             self.connection.release(conversation_id, 0)
+
+    async def resync(self) -> None:
+        """After a broker outage or re-subscribe: what this console may have missed, from the store — the
+        messages after the last one it delivered of every conversation it follows, conversations assigned
+        to its agent meanwhile, and those closed or moved away."""
+        for conversation_id in self.connection.tracked():
+            await self.connection.fill(conversation_id)
+        if self.observing:
+            return
+        conversations = self.services.conversations
+        mine = {c.id: c for c in await conversations.for_agent(self.agent.id)}
+        for conversation_id, conversation in mine.items():
+            if conversation_id not in self._told_mine:
+                self._on_agent_event(outbound.assigned(await conversations.summary(conversation), None))
+        for conversation_id in list(self._told_mine - set(mine)):
+            stored = await conversations.get(conversation_id)
+            if stored is None:
+                continue
+            if stored.status == ConversationStatus.closed:
+                by = (await self.services.directory.card(stored.agent_id))["name"] if stored.agent_id else ""
+                self.connection.send(outbound.closed(conversation_id, by))  # once: the connection dedupes
+                self._told_mine.discard(conversation_id)
+            else:
+                self._on_agent_event(outbound.unassigned(conversation_id, UnassignReason.transferred))
 
     # -- broker events -------------------------------------------------------------------------------
     def _on_agent_event(self, event: dict[str, Any]) -> None:
@@ -190,7 +226,9 @@ class AgentSession:
             return
         if kind == "unassigned":
             self._mine_cache.discard(event.get("conversation_id", ""))
+            self._told_mine.discard(event.get("conversation_id", ""))
         elif kind == "assigned":
+            self._told_mine.add(event["conversation"]["id"])
             if len(self._mine_cache) >= MAX_CACHED_CONVERSATIONS:
                 self._mine_cache.clear()
             self._mine_cache.add(event["conversation"]["id"])
@@ -265,8 +303,9 @@ class AgentSession:
             if conversation.agent_id != self.agent.id:
                 await self._subscriptions.remove(channels.conversation(conversation.id), self.connection.send)
                 await self._subscriptions.remove(channels.staff(conversation.id), self.connection.send)
+                self.connection.untrack(conversation.id)
             return
         self.connection.send(outbound.watching(await self.services.conversations.summary(conversation)))
-        self.connection.hold(conversation.id)
+        self.connection.hold(conversation.id, after=0)
         await self._watch(conversation.id)
         await self._replay(conversation.id, 0)

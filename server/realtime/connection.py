@@ -4,8 +4,12 @@ Frames from broker handlers (synchronous callbacks) and replies to the client go
 they reach the client in the order they were produced. A task to drain the queue exists only while
 there is something to send: an idle socket costs no task beyond the one reading it.
 
-While a conversation's history is being replayed, its live `message` frames are held back and then
-released without the ones the replay already carried, so a resuming client gets every message once.
+Exactly once and in seq order, per conversation: the socket remembers the last seq it delivered of every
+conversation it follows (`track`) and drops any message at or below it (a late live copy, a republished
+resend, a replay overlapping live delivery). A message above last + 1 means one in between has not arrived
+(it went through another process and Redis, or Redis lost it): the conversation is held while the gap is
+fetched from the store (`filler`), then delivered in order. While a conversation's history is being
+replayed, its live `message` frames are held back the same way and released afterwards.
 
 While a sender's message is being published, its own socket is corked: its copy of the message and its
 ack go out after the other side's copy, together, in one write.
@@ -16,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from typing import Any
@@ -34,6 +38,9 @@ MAX_PENDING_FRAMES = 1000
 # A closing peer gets this long to receive the frames that explain the close.
 FINAL_FLUSH_SECONDS = 2.0
 
+# Reads the stored messages of a conversation after a seq, as this socket may see them (private or not).
+Filler = Callable[[str, int], Awaitable[list[dict[str, Any]]]]
+
 CLOSE_BAD_INPUT = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 4408
@@ -47,7 +54,20 @@ class State(Enum):
 
 
 class Connection:
-    __slots__ = ("websocket", "state", "_outbox", "_drainer", "_held", "_corked", "_send_now", "__weakref__")
+    __slots__ = (
+        "websocket",
+        "state",
+        "_outbox",
+        "_drainer",
+        "_held",
+        "_corked",
+        "_send_now",
+        "_delivered",
+        "_closed_sent",
+        "_fills",
+        "filler",
+        "__weakref__",
+    )
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
@@ -62,18 +82,50 @@ class Connection:
         # and most sockets are idle most of the time.
         self._outbox: deque[dict[str, Any] | tuple[int, str]] | None = None
         self._drainer: asyncio.Task[None] | None = None
-        self._held: dict[str, list[dict[str, Any]]] | None = None
+        # conversation id -> [hold count, held frames]
+        self._held: dict[str, tuple[list[int], list[dict[str, Any]]]] | None = None
         self._corked: list[dict[str, Any]] | None = None
+        # conversation id -> the last seq this socket delivered of it (only conversations it tracks).
+        self._delivered: dict[str, int] | None = None
+        self._closed_sent: set[str] | None = None
+        self._fills: set[asyncio.Task[None]] | None = None
+        self.filler: Filler | None = None
 
     def send(self, frame: dict[str, Any], replayed: bool = False) -> None:
-        """Queue a frame. `replayed` frames come from the store during a replay and are never held."""
+        """Queue a frame. `replayed` frames come from the store (replay, gap fetch) and are never held."""
         if self.state is not State.OPEN:
             return
-        if not replayed and self._held is not None and frame.get("type") == "message":
-            held = self._held.get(frame.get("conversation_id", ""))
-            if held is not None:
-                held.append(frame)
-                return
+        kind = frame.get("type")
+        if kind == "message":
+            conversation_id = frame.get("conversation_id", "")
+            if not replayed and self._held is not None:
+                held = self._held.get(conversation_id)
+                if held is not None:
+                    held[1].append(frame)
+                    return
+            delivered = self._delivered
+            if delivered is not None and conversation_id in delivered:
+                seq = frame.get("seq", 0)
+                last = delivered[conversation_id]
+                if seq <= last:
+                    return  # delivered already
+                if seq > last + 1 and not replayed and self.filler is not None:
+                    # Something in between has not reached this socket: fetch it first.
+                    self.hold(conversation_id)
+                    self._held[conversation_id][1].append(frame)  # type: ignore[index]
+                    self._start_fill(conversation_id, seq)
+                    return
+                delivered[conversation_id] = seq
+        elif kind == "closed":
+            conversation_id = frame.get("conversation_id", "")
+            if self._closed_sent is None:
+                self._closed_sent = set()
+            elif conversation_id in self._closed_sent:
+                return  # told already (live, or by a re-sync)
+            self._closed_sent.add(conversation_id)
+        self._queue(frame)
+
+    def _queue(self, frame: dict[str, Any]) -> None:
         if self._corked is not None:
             self._corked.append(frame)
             return
@@ -112,7 +164,7 @@ class Connection:
             frames, self._corked = self._corked, None
             if frames and self.state is State.OPEN and not self._write_now(frames):
                 for frame in frames:
-                    self.send(frame)
+                    self._queue(frame)
 
     def close(self, code: int, reason: str = "") -> None:
         """Close after the frames already queued (e.g. the error that explains why)."""
@@ -124,25 +176,107 @@ class Connection:
         self.state = State.CLOSING
         self._ensure_drainer()
 
-    def hold(self, conversation_id: str) -> None:
-        """Start holding live messages of this conversation while its history is replayed."""
+    # -- per-conversation delivery ---------------------------------------------------------------------
+    def track(self, conversation_id: str, after: int) -> None:
+        """Deliver this conversation's messages exactly once, in order, from seq `after` + 1 on. Tracking a
+        conversation again never moves its mark back."""
+        if self._delivered is None:
+            self._delivered = {}
+        if after > self._delivered.get(conversation_id, -1):
+            self._delivered[conversation_id] = after
+
+    def untrack(self, conversation_id: str) -> None:
+        if self._delivered is not None:
+            self._delivered.pop(conversation_id, None)
+
+    def tracked(self) -> dict[str, int]:
+        """Each tracked conversation and the last seq delivered of it."""
+        return dict(self._delivered or {})
+
+    def hold(self, conversation_id: str, after: int | None = None) -> None:
+        """Start holding live messages of this conversation (while its history is replayed). With `after`,
+        the conversation is tracked from there on (see `track`). Holds nest; each needs its `release`."""
+        if after is not None:
+            self.track(conversation_id, after)
         if self._held is None:
             self._held = {}
-        self._held.setdefault(conversation_id, [])
+        held = self._held.get(conversation_id)
+        if held is None:
+            self._held[conversation_id] = ([1], [])
+        else:
+            held[0][0] += 1
 
-    def release(self, conversation_id: str, replayed_up_to: int) -> None:
-        """Send the held live messages that the replay did not already carry, in seq order."""
-        if self._held is None:
+    def release(self, conversation_id: str, replayed_up_to: int = 0) -> None:
+        """End one hold; when the last one ends, send the held live messages the socket has not delivered
+        yet, in seq order."""
+        if self._held is None or conversation_id not in self._held:
             return
-        held = self._held.pop(conversation_id, [])
+        count, frames = self._held[conversation_id]
+        count[0] -= 1
+        if count[0] > 0:
+            return
+        del self._held[conversation_id]
         if not self._held:
             self._held = None
+        if self._delivered is not None and conversation_id in self._delivered:
+            self.track(conversation_id, replayed_up_to)
+            for frame in sorted(frames, key=lambda f: f.get("seq", 0)):
+                self.send(frame)
+            return
         seen: set[int] = set()
-        for frame in sorted(held, key=lambda f: f.get("seq", 0)):
+        for frame in sorted(frames, key=lambda f: f.get("seq", 0)):
             seq = frame.get("seq", 0)
             if seq > replayed_up_to and seq not in seen:
                 seen.add(seq)
                 self.send(frame)
+
+    def _start_fill(self, conversation_id: str, upto: int) -> None:
+        """Called with a hold taken for the fill; the fill releases it."""
+        if self._fills is None:
+            self._fills = set()
+        task = asyncio.get_running_loop().create_task(self._fill_gap(conversation_id, upto))
+        self._fills.add(task)
+        task.add_done_callback(self._fill_done)
+
+    def _fill_done(self, task: asyncio.Task[None]) -> None:
+        if self._fills is not None:
+            self._fills.discard(task)
+            if not self._fills:
+                self._fills = None
+
+    async def _fill_gap(self, conversation_id: str, upto: int) -> None:
+        try:
+            await self._fetch(conversation_id)
+        finally:
+            # Everything up to the message that revealed the gap was committed before it: what the store
+            # did not return is not for this socket (a private note, for a visitor).
+            if self._delivered is not None and conversation_id in self._delivered:
+                self.track(conversation_id, upto - 1)
+            self.release(conversation_id)
+
+    async def _fetch(self, conversation_id: str) -> None:
+        """Deliver from the store what this socket has not delivered yet of a tracked conversation."""
+        filler = self.filler
+        if filler is None or self._delivered is None or conversation_id not in self._delivered:
+            return
+        try:
+            frames = await filler(conversation_id, self._delivered[conversation_id])
+        except Exception:
+            log.exception("fetching the messages of %s from the store failed", conversation_id)
+            return
+        for frame in frames:
+            self.send(frame, replayed=True)
+
+    async def fill(self, conversation_id: str) -> None:
+        """Re-sync one tracked conversation from the store (after a broker outage): live messages are
+        held meanwhile, then everything is delivered once, in order."""
+        if self._delivered is None or conversation_id not in self._delivered or self.state is not State.OPEN:
+            return
+        self.hold(conversation_id)
+        try:
+            await self._fetch(conversation_id)
+        finally:
+            self.release(conversation_id)
 
     def _ensure_drainer(self) -> None:
         if self._drainer is None:
@@ -179,3 +313,5 @@ class Connection:
         if self._drainer is not None:
             self._drainer.cancel()
             self._drainer = None
+        for task in list(self._fills or ()):
+            task.cancel()

@@ -59,11 +59,13 @@ async def visitor_endpoint(websocket: WebSocket) -> None:
         return
     connection = Connection(websocket)
     session = VisitorSession(services, connection, site, customer)
+    services.sockets.add(session)
     try:
         await session.start(hello)
         del hello, customer  # the session has what it needs; this frame lives as long as the socket
         await FrameLoop(websocket, connection).run(parse_visitor_frame, session.handle)
     finally:
+        services.sockets.discard(session)
         await connection.finish()
         await session.stop()
 
@@ -81,6 +83,7 @@ class VisitorSession:
         "_agents_online_sent",
         "_messages",
         "_chatter",
+        "__weakref__",  # Services.sockets
     )
 
     def __init__(self, services: Services, connection: Connection, site: Site, customer: Customer) -> None:
@@ -96,6 +99,11 @@ class VisitorSession:
         self._messages = TokenBucket(settings.message_burst, settings.message_refill_per_second)
         # Typing and page frames are cheap but fan out: a few a second is all a person produces.
         self._chatter = TokenBucket(10, 3)
+        connection.filler = self._stored_after
+
+    async def _stored_after(self, conversation_id: str, after: int) -> list[dict[str, Any]]:
+        """What this visitor may see of a conversation after a seq (no private notes), from the store."""
+        return await self.services.conversations.history(conversation_id, after_seq=after)
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def start(self, hello: VisitorHello) -> None:
@@ -121,8 +129,9 @@ class VisitorSession:
             resume_after = 0
         self.conversation = ConversationView.of(conversation) if conversation is not None else None
         if conversation is not None:
+            # Hold, then subscribe: a live message that arrives meanwhile waits for the replay.
+            self.connection.hold(conversation.id, after=resume_after)
             await self._subscribe(conversation.id)
-            self.connection.hold(conversation.id)
         welcome = await self._welcome(conversation, new_token)
         self._agents_online_sent = welcome["agents_online"]
         self.connection.send(welcome)
@@ -132,6 +141,7 @@ class VisitorSession:
     async def stop(self) -> None:
         for task in list(self._tasks or ()):
             task.cancel()
+        self.connection.filler = None  # breaks the session <-> connection cycle: freed without the gc
         await self._subscriptions.clear()
 
     @property
@@ -181,6 +191,7 @@ class VisitorSession:
             if current is not None and current.customer_id != result.customer.id and not result.verified:
                 # A fresh anonymous record: the verified customer's conversation is not theirs to see.
                 await self._subscriptions.remove(channels.conversation(current.id), self._on_event)
+                self.connection.untrack(current.id)
                 self.conversation = None
             elif current is not None:
                 current.customer_id = result.customer.id
@@ -246,13 +257,47 @@ class VisitorSession:
         if conversation is None or conversation.customer_id != self.customer.id:
             return
         self.conversation = ConversationView.of(conversation)
-        await self._subscribe(conversation_id)
+        self.connection.hold(conversation_id, after=0)
+        try:
+            await self._subscribe(conversation_id)
+            await self._replay(conversation_id, 0)
+        except BaseException:
+            self.connection.release(conversation_id)
+            raise
+
+    async def resync(self) -> None:
+        """After a broker outage or re-subscribe: what this socket may have missed, from the store — the
+        messages after the last one it delivered, and the conversation's state (joined, left, closed)."""
+        current = self.conversation
+        if current is None:
+            return
+        await self.connection.fill(current.id)
+        stored = await self.services.conversations.get(current.id)
+        if stored is None or self.conversation is not current:
+            return
+        directory = self.services.directory
+        if stored.status == ConversationStatus.closed:
+            current.status = ConversationStatus.closed
+            by = (await directory.card(stored.agent_id))["name"] if stored.agent_id else ""
+            self.connection.send(outbound.closed(stored.id, by))  # once per socket: the connection dedupes
+        elif stored.status == ConversationStatus.active and stored.agent_id and stored.agent_id != current.agent_id:
+            self._on_event(outbound.agent_joined(stored.id, await directory.card(stored.agent_id)))
+        elif stored.status == ConversationStatus.queued and current.status == ConversationStatus.active:
+            card = await directory.card(current.agent_id) if current.agent_id else {"name": ""}
+            self._on_event(outbound.agent_left(stored.id, card))
 
     # -- client frames -------------------------------------------------------------------------------
     async def follow(self, conversation: Conversation) -> None:
-        """A conversation this visitor just opened: listen to it before anything is published in it."""
+        """Make `conversation` the current one: listen to it and send what it already holds (nothing, for
+        one this visitor just opened; more, for one a resend found after this socket lost track of it)."""
         self.conversation = ConversationView.of(conversation)
-        await self._subscribe(conversation.id)
+        self.connection.hold(conversation.id, after=0)
+        try:
+            await self._subscribe(conversation.id)
+        except BaseException:
+            self.connection.release(conversation.id)
+            raise
+        await self._replay(conversation.id, 0)
 
     async def handle(self, frame: Any) -> None:
         services = self.services
@@ -298,8 +343,8 @@ class VisitorSession:
             adopted = await self.services.conversations.open_for_customer(self.customer.id)
             if adopted is not None:
                 self.conversation = ConversationView.of(adopted)
+                self.connection.hold(adopted.id, after=0)
                 await self._subscribe(adopted.id)
-                self.connection.hold(adopted.id)
         earlier = await self.services.conversations.earlier(self.customer.id) if self.customer.verified else None
         conversation_id = self.conversation.id if self.conversation else None
         self.connection.send(outbound.identified(self._customer_frame(), conversation_id, token, earlier))

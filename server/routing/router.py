@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -37,6 +38,10 @@ QUEUE_COALESCE_SECONDS = 0.2
 # Handling times move slowly; recomputing them once a minute is plenty.
 HANDLE_TIME_TTL_SECONDS = 60.0
 HANDLE_TIME_SAMPLE = 50
+# Work the store already committed but the broker refused (an outage) is retried this often, this long;
+# past that, the rebuild after the outage repairs it from the store.
+REPAIR_INTERVAL_SECONDS = 0.5
+REPAIR_DEADLINE_SECONDS = 60.0
 
 
 class Router:
@@ -63,6 +68,30 @@ class Router:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def complete_later(self, what: str, attempt: Callable[[], Awaitable[None]]) -> None:
+        """The store committed something whose broker half failed (e.g. Redis restarting): retry that half
+        in the background until it works, so the operation is not left half-done."""
+        self._spawn(self._complete(what, attempt))
+
+    async def _complete(self, what: str, attempt: Callable[[], Awaitable[None]]) -> None:
+        deadline = time.monotonic() + REPAIR_DEADLINE_SECONDS
+        while True:
+            await asyncio.sleep(REPAIR_INTERVAL_SECONDS)
+            try:
+                await attempt()
+                log.info("completed %s after a broker failure", what)
+                return
+            except Exception as error:
+                if time.monotonic() > deadline:
+                    log.warning("gave up completing %s (%s); the broker's rebuild repairs it", what, error)
+                    return
+
+    async def enqueue_if_queued(self, conversation_id: str) -> None:
+        """`enqueue` again for a conversation the store still has queued (a retry after a failure)."""
+        conversation = await self._conversations.get(conversation_id)
+        if conversation is not None and conversation.status == ConversationStatus.queued:
+            await self.enqueue(conversation)
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -129,15 +158,17 @@ class Router:
         self.queue_changed(site_id)
 
     async def _announce_assignment(self, conversation: Conversation, agent_id: str, note: str | None) -> None:
+        # The assignment is committed: a broker failure now is logged, and both sides learn of it when
+        # their sockets re-sync from the store after the outage (publish_committed).
         card = await self._directory.card(agent_id)
-        await self._broker.fanout.publish(
+        await self._conversations.publish_committed(
             channels.conversation(conversation.id),
             outbound.agent_joined(conversation.id, card),
         )
         await self._conversations.system_line(conversation.id, f"{card['name']} joined the conversation.")
         summary = await self._conversations.summary(conversation)
-        await self._broker.fanout.publish(channels.agent(agent_id), outbound.assigned(summary, note))
-        await self._broker.fanout.publish(channels.site(conversation.site_id), outbound.conversation(summary))
+        await self._conversations.publish_committed(channels.agent(agent_id), outbound.assigned(summary, note))
+        await self._conversations.publish_committed(channels.site(conversation.site_id), outbound.conversation(summary))
         await self._webhooks.emit(
             conversation.site_id, "conversation.transferred" if note is not None else "conversation.assigned", summary
         )
@@ -294,7 +325,7 @@ class Router:
                 QueueEntry(conversation.id, conversation.created_at.timestamp(), team_id=conversation.team_id),
                 front=True,
             )
-            await self._broker.fanout.publish(
+            await self._conversations.publish_committed(
                 channels.conversation(conversation.id),
                 outbound.agent_left(conversation.id, card),
             )
@@ -302,7 +333,7 @@ class Router:
                 conversation.id,
                 f"{card['name']} is no longer available. You are first in line for the next person.",
             )
-            await self._broker.fanout.publish(
+            await self._conversations.publish_committed(
                 channels.agent(agent_id),
                 outbound.unassigned(conversation.id, UnassignReason.offline),
             )
@@ -347,11 +378,11 @@ class Router:
                 await self._conversations.system_line(
                     conversation.id, f"Hand-off note from {from_name}: {note}", private=True
                 )
-            await self._broker.fanout.publish(
+            await self._conversations.publish_committed(
                 channels.conversation(conversation.id),
                 outbound.transferred_to_agent(conversation.id, from_name, target.full_name),
             )
-            await self._broker.fanout.publish(
+            await self._conversations.publish_committed(
                 channels.agent(from_agent.id),
                 outbound.unassigned(conversation.id, UnassignReason.transferred),
             )
@@ -378,11 +409,11 @@ class Router:
         await self._conversations.system_line(
             conversation.id, f"{from_name} is transferring you to {team.name}. You are first in line."
         )
-        await self._broker.fanout.publish(
+        await self._conversations.publish_committed(
             channels.conversation(conversation.id),
             outbound.transferred_to_team(conversation.id, from_name, team.name),
         )
-        await self._broker.fanout.publish(
+        await self._conversations.publish_committed(
             channels.agent(from_agent.id),
             outbound.unassigned(conversation.id, UnassignReason.transferred),
         )

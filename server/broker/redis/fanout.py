@@ -177,7 +177,8 @@ class RedisFanOut(FanOut):
                 if error is not None and unawaited:
                     log.warning(
                         "%d events published without waiting did not reach Redis (%s); other processes'"
-                        " sockets get those messages from the store when they resume",
+                        " sockets get those messages from the store (a later message's gap, or the re-sync"
+                        " after the outage)",
                         unawaited,
                         error,
                     )
@@ -206,6 +207,9 @@ class RedisFanOut(FanOut):
                 except (RedisError, OSError) as error:
                     log.warning("subscribe to %r failed (%s); resubscribing", channel, error)
                     self._force_resubscribe = True
+                    # Events may be missed until the fresh subscriber is up: the watchdog runs the reset
+                    # callbacks (which re-sync every open socket from the store) once it is.
+                    self._link.note_failure()
                     return
             else:
                 pending = self._confirmations.get(channel)
@@ -236,6 +240,7 @@ class RedisFanOut(FanOut):
                 # stray subscription for good.
                 log.warning("unsubscribe from %r failed (%s); resubscribing", channel, error)
                 self._force_resubscribe = True
+                self._link.note_failure()  # as in subscribe: the re-subscribe is followed by the reset callbacks
 
     def _expect_confirmation(self, channel: str) -> asyncio.Future[bool]:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
