@@ -95,7 +95,11 @@ class Conversations:
             result = await session.execute(
                 select(Message)
                 .join(Conversation, Conversation.id == Message.conversation_id)
-                .where(Conversation.customer_id == customer_id, Message.client_id == client_id)
+                .where(
+                    Conversation.customer_id == customer_id,
+                    Message.client_id == client_id,
+                    Message.author_kind == AuthorKind.visitor.value,  # the visitor's own key, not an agent's
+                )
                 .order_by(Message.created_at.desc())
                 .limit(1)
             )

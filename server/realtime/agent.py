@@ -29,7 +29,7 @@ from nameplate.protocol.frames import (
     parse_agent_frame,
     parse_agent_hello,
 )
-from nameplate.realtime.common import FrameLoop, Subscriptions, receive_hello, refuse
+from nameplate.realtime.common import FrameLoop, Subscriptions, ask_allowed, receive_hello, refuse
 from nameplate.realtime.connection import CLOSE_UNAUTHORIZED, Connection
 from nameplate.services import Services
 from nameplate.store.message_log.log import ConversationClosed, NewMessage, NotAssigned
@@ -96,6 +96,8 @@ class AgentSession:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._messages = TokenBucket(30, 10)
         self._chatter = TokenBucket(20, 5)
+        # Read receipts write to the store and fan out: a console opening many chats sends a burst.
+        self._asks = TokenBucket(60, 10)
         # An observing supervisor watches without being online for routing and writes nothing.
         self.observing = False
         # Ids of conversations this console has seen assigned to its agent: spares a query per message.
@@ -238,6 +240,7 @@ class AgentSession:
             await self.services.conversations.tell_webhooks(self.agent.site_id, stored, delivered)
 
     async def handle(self, frame: Any) -> None:
+        ask_allowed(frame, self._asks)
         if self.observing and not isinstance(frame, Watch | Ping):
             raise Forbidden("this console is observing: open the inbox to take part")
         if isinstance(frame, AgentSend):

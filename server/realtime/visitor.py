@@ -30,7 +30,15 @@ from nameplate.protocol.frames import (
     parse_visitor_frame,
     parse_visitor_hello,
 )
-from nameplate.realtime.common import FrameLoop, Subscriptions, receive_hello, refuse, take_origin
+from nameplate.realtime.common import (
+    ASK_RATE,
+    FrameLoop,
+    Subscriptions,
+    ask_allowed,
+    receive_hello,
+    refuse,
+    take_origin,
+)
 from nameplate.realtime.connection import Connection
 from nameplate.services import Services
 from nameplate.store.message_log.log import ConversationClosed, NewMessage
@@ -80,6 +88,8 @@ class VisitorSession:
         "_agents_online_sent",
         "_messages",
         "_chatter",
+        "_asks",
+        "_proven",
     )
 
     def __init__(self, services: Services, connection: Connection, site: Site, customer: Customer) -> None:
@@ -95,6 +105,11 @@ class VisitorSession:
         self._messages = TokenBucket(settings.message_burst, settings.message_refill_per_second)
         # Typing and page frames are cheap but fan out: a few a second is all a person produces.
         self._chatter = TokenBucket(10, 3)
+        # Identify, read, e-mail, rate and history frames each write to the store or fan out to webhooks.
+        self._asks = TokenBucket(*ASK_RATE)
+        # Set once this socket has shown a valid user_hash: a verified customer's token alone is not proof
+        # of who is at the keyboard (a shared browser), so their earlier chats need this.
+        self._proven = False
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def start(self, hello: VisitorHello) -> None:
@@ -144,7 +159,7 @@ class VisitorSession:
             "teams": [{"id": t.id, "name": t.name} for t in await self.services.directory.teams(self.site.id)],
             # Only a verified customer sees their earlier conversations: an anonymous token proves
             # nothing about who is at the keyboard beyond this browser.
-            "earlier": await self.services.conversations.earlier(self.customer.id) if self.customer.verified else [],
+            "earlier": await self.services.conversations.earlier(self.customer.id) if self._shows_history() else [],
         }
         if conversation is not None:
             agent = await self.services.directory.card(conversation.agent_id) if conversation.agent_id else None
@@ -158,6 +173,9 @@ class VisitorSession:
             }
         return frame
 
+    def _shows_history(self) -> bool:
+        return self.customer.verified and self._proven
+
     def _customer_frame(self) -> dict[str, Any]:
         return {"id": self.customer.id, "name": self.customer.name, "verified": self.customer.verified}
 
@@ -170,12 +188,18 @@ class VisitorSession:
         )
         previous = self.customer
         self.customer = CustomerView.of(result.customer)
+        self._proven = result.verified
         if result.customer.id != previous.id and subscribed:
             await self._subscriptions.remove(channels.customer(previous.id), self._on_customer_event)
             await self._subscriptions.add(channels.customer(result.customer.id), self._on_customer_event)
             current = self.conversation
-            if current is not None and current.customer_id != result.customer.id and not result.verified:
-                # A fresh anonymous record: the verified customer's conversation is not theirs to see.
+            if (
+                current is not None
+                and current.customer_id != result.customer.id
+                and (not result.verified or previous.verified)
+            ):
+                # A fresh anonymous record, or another verified user on this socket: the previous
+                # customer's conversation is not theirs to see or write into.
                 await self._subscriptions.remove(channels.conversation(current.id), self._on_event)
                 self.conversation = None
             elif current is not None:
@@ -250,6 +274,7 @@ class VisitorSession:
 
     # -- client frames -------------------------------------------------------------------------------
     async def handle(self, frame: Any) -> None:
+        ask_allowed(frame, self._asks)
         if isinstance(frame, SendMessage):
             await self._message(frame)
         elif isinstance(frame, Typing):
@@ -286,7 +311,7 @@ class VisitorSession:
             }
             if token is not None:
                 reply["token"] = token
-            if self.customer.verified:
+            if self._shows_history():
                 reply["earlier"] = await self.services.conversations.earlier(self.customer.id)
             self.connection.send(reply)
             if adopted is not None:
@@ -302,7 +327,7 @@ class VisitorSession:
 
     async def _history(self, conversation_id: str) -> None:
         conversation = await self.services.conversations.get(conversation_id)
-        if not self.customer.verified or conversation is None or conversation.customer_id != self.customer.id:
+        if not self._shows_history() or conversation is None or conversation.customer_id != self.customer.id:
             raise NameplateError("not_found", "no such conversation", 404)
         messages = await self.services.conversations.history(conversation.id)
         self.connection.send({"type": "history", "conversation_id": conversation.id, "messages": messages})
