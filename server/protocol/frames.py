@@ -22,9 +22,9 @@ MAX_FRAME_BYTES = 64 * 1024
 # socket costs at most this much before hello (uvicorn's default, 16 MiB, was read whole).
 WS_MAX_SIZE = 2 * MAX_FRAME_BYTES
 
-# Seqs are counters in a 64-bit column and numbers in JavaScript: anything beyond 2^53 is not a real seq, and
-# would overflow the database's integer (a crash) rather than simply match nothing.
-MAX_SEQ = 2**53
+# Seqs are INTEGER columns (32-bit in PostgreSQL): a larger number is not a real seq, and would crash the
+# query that compares it rather than simply match nothing.
+MAX_SEQ = 2**31 - 1
 Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
 # JSON escapes of UTF-16 surrogates (\ud800–\udfff): paired they are one character, alone they are text
 # no database or encoder accepts.
