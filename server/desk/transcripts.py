@@ -459,15 +459,16 @@ CSV_COLUMNS = ("conversation_id", "seq", "sent_at", "author_kind", "author_name"
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-# A spreadsheet set to split on ";" (or one that re-splits on ",") sees a new cell after each separator:
-# "x;=1+2" would start one with a formula.
-_SPLIT_FORMULA = re.compile(r"[;,]\s*[=+\-@\t\r]")
+# A spreadsheet that splits on ";" (some locales) or tabs ignores the quotes inside a line of a
+# comma-separated file and starts a new cell after each one: "x;=1+2" would begin a cell with a formula.
+_SPLIT_FORMULA = re.compile(r"([;\t]\s*)([=+\-@])")
 
 
 def csv_safe(value: str) -> str:
-    """Text people typed, made inert for spreadsheets: a leading quote keeps a would-be formula as text,
-    at the start of the cell or after a separator inside it (every cell is also quoted: see csv_text)."""
-    return "'" + value if value.startswith(FORMULA_STARTS) or _SPLIT_FORMULA.search(value) else value
+    """Text people typed, made inert for spreadsheets: a quote before a would-be formula keeps it text, at
+    the start of the cell and after each ";" or tab inside it (every cell is also quoted: see csv_text)."""
+    value = _SPLIT_FORMULA.sub(r"\1'\2", value)
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
 def csv_record(line: Line) -> list[str]:

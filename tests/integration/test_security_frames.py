@@ -28,7 +28,9 @@ async def raw_visitor(server: RunningServer) -> Client:
 
 async def raw_agent(server: RunningServer) -> Client:
     cookie = await agent_cookie(server.base_url, "jane@acme.example")
-    ws = await websockets.connect(f"{server.ws_url}/ws/agent", additional_headers={"Cookie": cookie}, ping_interval=None)
+    ws = await websockets.connect(
+        f"{server.ws_url}/ws/agent", additional_headers={"Cookie": cookie}, ping_interval=None
+    )
     return Client(ws)
 
 
@@ -195,6 +197,8 @@ async def test_lone_surrogates_and_huge_seqs_never_reach_postgresql(tmp_path: Pa
             from sqlalchemy import select
 
             bodies = list(
-                (await session.execute(select(Message.body).where(Message.conversation_id == conversation_id))).scalars()
+                (
+                    await session.execute(select(Message.body).where(Message.conversation_id == conversation_id))
+                ).scalars()
             )
         assert sorted(bodies) == ["first", "still fine"]
