@@ -1,8 +1,7 @@
 /* Nameplate chat widget — talk to a real, named person.
  *   <script src="https://HOST/widget.js" data-site="SITE_KEY" async></script>
  *   Options: data-accent="#1d5c4b" data-position="left|right" data-greeting="…" data-title="…"
- *   API: Nameplate.open(), .close(), .identify({user_id, user_hash, name, email, attributes}),
- *   .reset() (the site's sign-out: forget this browser's visitor and start anonymous);
+ *   API: Nameplate.open(), .close(), .identify({user_id, user_hash, name, email, attributes}), .reset();
  *   queued before the script loads: window.Nameplate = {q: [["identify", {...}]]}.
  * One custom element in a shadow root; the only global is window.Nameplate. Nothing reaches the page
  * before the server's hello (a server that is down costs one console.warn); people's text reaches the
@@ -547,14 +546,13 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
     save(S.identify = pick);
     send({ type: "identify", ...pick });
   }
-  // The site's sign-out. The stored token reads this visitor's open chat (and, with proof, a verified
-  // customer's earlier ones): on a shared browser the next person must not inherit it. Everything this
-  // browser kept goes (token, identity, conversation, unsent messages), the socket closes, and the widget
-  // starts again as a new anonymous visitor.
+  // The site's sign-out: forget this browser's visitor (token, identity, chat, outbox), start anonymous.
   function reset() {
     const sock = ws;
-    ws = asked = null;
-    ready = false;
+    ws = asked = past = lastPage = null;
+    ready = verified = false;
+    earlier = [];
+    attempts = tokenRetries = 0;
     clearInterval(heartbeat);
     clearTimeout(retryTimer);
     retryTimer = null;
@@ -563,11 +561,6 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
     S = { outbox: [], seen_seq: 0 };
     for (const rec of byClient.values()) rec.node?.remove();
     byClient.clear();
-    past = null;
-    earlier = [];
-    verified = false;
-    lastPage = null;
-    attempts = tokenRetries = 0;
     if (host) $.past.textContent = "";
     resetView(null);
     if (host) render();

@@ -41,6 +41,18 @@ async def check_keys_per_author(server: RunningServer) -> None:
     assert bodies == ["visitor says one", "agent says two", "agent says three", "visitor says four"]
     assert [m["seq"] for m in history] == sorted({m["seq"] for m in history})
 
+    # After the close, a visitor message with a key only the agent used is new (it opens a conversation),
+    # not mistaken for a resend of the visitor's own that crossed the close.
+    await jane.send(type="message", conversation_id=conversation_id, client_id="agent-5", body="agent says five")
+    await jane.expect("ack", lambda f: f["client_id"] == "agent-5")
+    await jane.send(type="close", conversation_id=conversation_id)
+    await visitor.expect("closed")
+    await visitor.send(type="message", client_id="agent-5", body="visitor starts again")
+    again = await visitor.expect("ack", lambda f: f["client_id"] == "agent-5")
+    assert again["conversation_id"] != conversation_id
+    reopened = await server.services.conversations.history(again["conversation_id"])
+    assert [m["body"] for m in reopened if m["author"]["kind"] == "visitor"] == ["visitor starts again"]
+
 
 async def test_client_ids_are_keyed_per_author(server: RunningServer) -> None:
     await check_keys_per_author(server)
