@@ -22,7 +22,7 @@ import websockets
 from nameplate.app import create_app
 from nameplate.config import Settings
 from nameplate.demo.seed import seed_demo
-from nameplate.protocol.frames import WS_MAX_SIZE
+from nameplate.protocol.inbound import WS_MAX_SIZE
 from nameplate.realtime.lean_protocol import LeanWebSocketProtocol
 from nameplate.services import Services
 

@@ -9,6 +9,7 @@ from collections import defaultdict
 from dataclasses import replace
 
 from nameplate.broker.base import Broker, Event, Handler
+from nameplate.protocol.vocabulary import Presence
 from nameplate.routing.plan import AgentState, QueueEntry, plan_assignments
 
 log = logging.getLogger("nameplate.broker")
@@ -83,10 +84,10 @@ class MemoryBroker(Broker):
             for site_id, agents in self._agents.items():
                 for agent_id, state in list(agents.items()):
                     key = (site_id, agent_id)
-                    if state.status == "offline" or self._live(key, now):
+                    if state.status == Presence.offline or self._live(key, now):
                         continue
                     if self._gone_since.get(key, 0.0) + grace <= now:
-                        agents[agent_id] = replace(state, status="offline")
+                        agents[agent_id] = replace(state, status=Presence.offline)
                         gone.append(key)
         return gone
 
@@ -101,7 +102,7 @@ class MemoryBroker(Broker):
                     agent_id, status, capacity, teams=teams, last_assigned_at=time.time()
                 )
             else:
-                became_available = status == "available" and current.status != "available"
+                became_available = status == Presence.available and current.status != Presence.available
                 self._agents[site_id][agent_id] = replace(
                     current,
                     status=status,
@@ -144,7 +145,7 @@ class MemoryBroker(Broker):
     async def attach(self, site_id: str, agent_id: str, conversation_id: str) -> None:
         async with self._lock:
             self._queues[site_id].pop(conversation_id, None)
-            state = self._agents[site_id].get(agent_id) or AgentState(agent_id, "offline", 0)
+            state = self._agents[site_id].get(agent_id) or AgentState(agent_id, Presence.offline, 0)
             self._agents[site_id][agent_id] = replace(state, conversations=state.conversations | {conversation_id})
 
     async def detach(self, site_id: str, agent_id: str, conversation_id: str) -> None:
@@ -160,7 +161,7 @@ class MemoryBroker(Broker):
             self._queues[site_id] = {e.conversation_id: e for e in queue}
             agents = self._agents[site_id]
             for agent_id, conversations in conversations_by_agent.items():
-                state = agents.get(agent_id) or AgentState(agent_id, "offline", 0)
+                state = agents.get(agent_id) or AgentState(agent_id, Presence.offline, 0)
                 agents[agent_id] = replace(state, conversations=frozenset(conversations))
 
     # -- counters ----------------------------------------------------------------------------------

@@ -79,6 +79,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from nameplate.broker.base import Broker, Event, Handler, ResetCallback
 from nameplate.broker.memory import dispatch
+from nameplate.protocol.vocabulary import Presence
 from nameplate.routing.plan import AgentState, QueueEntry, plan_assignments
 
 log = logging.getLogger("nameplate.broker")
@@ -856,7 +857,7 @@ class RedisBroker(Broker):
     def _ensure_agent(self, pipe: Pipeline, site_id: str, agent_id: str) -> None:
         """An unknown agent gets an offline, zero-capacity record (as in the memory backend)."""
         key = self._agent_key(site_id, agent_id)
-        defaults = {"status": "offline", "capacity": 0, "teams": "[]", "last_assigned_at": 0.0}
+        defaults = {"status": Presence.offline, "capacity": 0, "teams": "[]", "last_assigned_at": 0.0}
         for name, value in defaults.items():
             pipe.hsetnx(key, name, value)
         pipe.sadd(self._site_key(site_id, "agents"), agent_id)
@@ -871,7 +872,7 @@ class RedisBroker(Broker):
             current, last = await pipe.hmget(key, ["status", "last_assigned_at"])
             now = time.time()
             # Coming online counts as "just got a chat", so the longest-idle rule stays fair to others.
-            became_available = current is None or (status == "available" and current != "available")
+            became_available = current is None or (status == Presence.available and current != Presence.available)
             last_assigned_at = now if became_available else float(last or 0.0)
 
             def write(pipe: Pipeline) -> None:

@@ -14,7 +14,8 @@ from nameplate.errors import Forbidden, NameplateError, NotFound
 from nameplate.integrations.webhooks import Webhooks
 from nameplate.people.customers import customer_card, display_name
 from nameplate.people.directory import Directory
-from nameplate.protocol import channels
+from nameplate.protocol import channels, outbound
+from nameplate.protocol.vocabulary import ErrorCode, Side
 from nameplate.store.engine import Sessions
 from nameplate.store.message_log.log import MessageLog, NewMessage, StoredMessage
 from nameplate.store.models import (
@@ -31,19 +32,18 @@ from nameplate.store.views import ConversationView, CustomerView
 
 
 def message_frame(stored: StoredMessage | Message, author: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "message",
-        "conversation_id": stored.conversation_id,
-        "seq": stored.seq,
-        "author": author,
-        "body": stored.body,
-        "private": stored.private,
-        "client_id": stored.client_id,
-        "sent_at": iso(stored.created_at),
-    }
+    return outbound.message(
+        stored.conversation_id,
+        stored.seq,
+        author,
+        stored.body,
+        stored.private,
+        stored.client_id,
+        iso(stored.created_at),
+    )
 
 
-VISITOR_AUTHOR_KIND = AuthorKind.visitor.value
+VISITOR_AUTHOR_KIND = AuthorKind.visitor
 
 
 class Conversations:
@@ -81,7 +81,7 @@ class Conversations:
                 select(Conversation)
                 .where(
                     Conversation.customer_id == customer_id,
-                    Conversation.status != ConversationStatus.closed.value,
+                    Conversation.status != ConversationStatus.closed,
                 )
                 .order_by(Conversation.created_at.desc())
                 .limit(1)
@@ -109,7 +109,7 @@ class Conversations:
         async with self._sessions() as session:
             result = await session.execute(
                 select(Conversation)
-                .where(Conversation.agent_id == agent_id, Conversation.status == ConversationStatus.active.value)
+                .where(Conversation.agent_id == agent_id, Conversation.status == ConversationStatus.active)
                 .order_by(Conversation.assigned_at)
             )
             return list(result.scalars())
@@ -137,7 +137,7 @@ class Conversations:
         async with self._sessions() as session:
             result = await session.execute(
                 select(Conversation)
-                .where(Conversation.customer_id == customer_id, Conversation.status == ConversationStatus.closed.value)
+                .where(Conversation.customer_id == customer_id, Conversation.status == ConversationStatus.closed)
                 .order_by(Conversation.created_at.desc())
                 .limit(limit)
             )
@@ -150,7 +150,7 @@ class Conversations:
                         .where(
                             Message.conversation_id == conversation.id,
                             Message.private.is_(False),
-                            Message.author_kind != AuthorKind.system.value,
+                            Message.author_kind != AuthorKind.system,
                         )
                         .order_by(Message.seq.desc())
                         .limit(1)
@@ -208,9 +208,9 @@ class Conversations:
         return frames
 
     async def _author(self, kind: str, agent_id: str | None, visitor: dict[str, Any]) -> dict[str, Any]:
-        if kind == AuthorKind.agent.value and agent_id:
+        if kind == AuthorKind.agent and agent_id:
             return {"kind": kind, **(await self._directory.card(agent_id))}
-        if kind == AuthorKind.visitor.value:
+        if kind == AuthorKind.visitor:
             return visitor
         return {"kind": kind}
 
@@ -222,9 +222,9 @@ class Conversations:
     def clean_body(self, body: str) -> str:
         cleaned = body.strip()
         if not cleaned:
-            raise NameplateError("empty", "a message needs some text")
+            raise NameplateError(ErrorCode.empty, "a message needs some text")
         if len(cleaned) > self._max_chars:
-            raise NameplateError("too_large", f"messages are limited to {self._max_chars} characters")
+            raise NameplateError(ErrorCode.too_large, f"messages are limited to {self._max_chars} characters")
         return cleaned
 
     async def start(self, site_id: str, customer_id: str, team_id: str | None = None) -> Conversation:
@@ -233,7 +233,7 @@ class Conversations:
             session.add(conversation)
             await session.commit()
         await self._broker.publish(
-            channels.customer(customer_id), {"type": "conversation", "conversation_id": conversation.id}
+            channels.customer(customer_id), outbound.customer_conversation_event(conversation.id)
         )
         summary = await self.announce(conversation)
         await self._webhooks.emit(site_id, "conversation.created", summary)
@@ -242,9 +242,7 @@ class Conversations:
     async def announce(self, conversation: Conversation) -> dict[str, Any]:
         """Tell the site's live board (inboxes, supervisors) what a conversation looks like now."""
         summary = await self.summary(conversation)
-        await self._broker.publish(
-            channels.site(conversation.site_id), {"type": "conversation", "conversation": summary}
-        )
+        await self._broker.publish(channels.site(conversation.site_id), outbound.conversation(summary))
         return summary
 
     async def post(self, message: NewMessage, author: dict[str, Any], site_id: str | None = None) -> StoredMessage:
@@ -282,11 +280,11 @@ class Conversations:
 
     async def system_line(self, conversation_id: str, body: str, private: bool = False) -> StoredMessage:
         return await self.post(
-            NewMessage(conversation_id, AuthorKind.system.value, body, private=private, allow_closed=True),
-            {"kind": AuthorKind.system.value},
+            NewMessage(conversation_id, AuthorKind.system, body, private=private, allow_closed=True),
+            {"kind": AuthorKind.system},
         )
 
-    async def mark_read(self, conversation_id: str, by: str, seq: int) -> None:
+    async def mark_read(self, conversation_id: str, by: Side, seq: int) -> None:
         """`by` ("visitor" or "agent") has read up to `seq`. Capped at the conversation's last message as
         stored now — a session's copy of the conversation is as old as the session — and published only
         when it moves the mark forward."""
@@ -304,13 +302,13 @@ class Conversations:
         if moved is not None:
             await self._broker.publish(
                 channels.conversation(conversation_id),
-                {"type": "read", "conversation_id": conversation_id, "by": by, "seq": moved},
+                outbound.read(conversation_id, by, moved),
             )
 
-    async def typing(self, conversation_id: str, by: str, on: bool, name: str | None = None) -> None:
+    async def typing(self, conversation_id: str, by: Side, on: bool, name: str | None = None) -> None:
         await self._broker.publish(
             channels.conversation(conversation_id),
-            {"type": "typing", "conversation_id": conversation_id, "by": by, "name": name, "on": on},
+            outbound.typing(conversation_id, by, on, name),
         )
 
     async def mark_assigned(self, conversation_id: str, agent_id: str) -> Conversation | None:
@@ -318,8 +316,8 @@ class Conversations:
         async with self._sessions() as session:
             result = await session.execute(
                 update(Conversation)
-                .where(Conversation.id == conversation_id, Conversation.status == ConversationStatus.queued.value)
-                .values(status=ConversationStatus.active.value, agent_id=agent_id, assigned_at=utcnow())
+                .where(Conversation.id == conversation_id, Conversation.status == ConversationStatus.queued)
+                .values(status=ConversationStatus.active, agent_id=agent_id, assigned_at=utcnow())
             )
             await session.commit()
             if result.rowcount != 1:
@@ -327,13 +325,13 @@ class Conversations:
             return await session.get(Conversation, conversation_id)
 
     async def mark_requeued(self, conversation_id: str, team_id: str | None = None) -> bool:
-        values: dict[str, Any] = {"status": ConversationStatus.queued.value, "agent_id": None}
+        values: dict[str, Any] = {"status": ConversationStatus.queued, "agent_id": None}
         if team_id is not None:
             values["team_id"] = team_id
         async with self._sessions() as session:
             result = await session.execute(
                 update(Conversation)
-                .where(Conversation.id == conversation_id, Conversation.status == ConversationStatus.active.value)
+                .where(Conversation.id == conversation_id, Conversation.status == ConversationStatus.active)
                 .values(**values)
             )
             await session.commit()
@@ -346,7 +344,7 @@ class Conversations:
                 .where(
                     Conversation.id == conversation_id,
                     Conversation.agent_id == from_agent,
-                    Conversation.status == ConversationStatus.active.value,
+                    Conversation.status == ConversationStatus.active,
                 )
                 .values(agent_id=to_agent, assigned_at=utcnow())
             )
@@ -358,8 +356,8 @@ class Conversations:
         async with self._sessions() as session:
             result = await session.execute(
                 update(Conversation)
-                .where(Conversation.id == conversation.id, Conversation.status != ConversationStatus.closed.value)
-                .values(status=ConversationStatus.closed.value, closed_at=utcnow())
+                .where(Conversation.id == conversation.id, Conversation.status != ConversationStatus.closed)
+                .values(status=ConversationStatus.closed, closed_at=utcnow())
             )
             await session.commit()
         if result.rowcount != 1:
@@ -367,7 +365,7 @@ class Conversations:
         await self.system_line(conversation.id, f"{closed_by} closed the conversation.")
         await self._broker.publish(
             channels.conversation(conversation.id),
-            {"type": "closed", "conversation_id": conversation.id, "by": closed_by},
+            outbound.closed(conversation.id, closed_by),
         )
         closed = await self.get(conversation.id)
         if closed is not None:
@@ -383,7 +381,7 @@ class Conversations:
             await session.commit()
 
     async def rate(self, conversation: Conversation | ConversationView, score: int, comment: str) -> None:
-        if conversation.status != ConversationStatus.closed.value:
+        if conversation.status != ConversationStatus.closed:
             raise Forbidden("a conversation can be rated once it is closed")
         async with self._sessions() as session:
             existing = await session.get(Rating, conversation.id)
@@ -394,5 +392,5 @@ class Conversations:
             await session.commit()
         await self._broker.publish(
             channels.staff(conversation.id),
-            {"type": "rating", "conversation_id": conversation.id, "score": score, "comment": comment},
+            outbound.rating(conversation.id, score, comment),
         )

@@ -9,6 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from nameplate.errors import NameplateError, NotFound
+from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.store.engine import Sessions
 from nameplate.store.models import CannedResponse, iso
 
@@ -22,20 +23,20 @@ def clean_shortcut(value: str) -> str:
     """The stored form of a shortcut: without a leading "/", lower case; or a NameplateError saying why not."""
     shortcut = value.strip().removeprefix("/").lower()
     if not shortcut:
-        raise NameplateError("invalid", "a shortcut is required")
+        raise NameplateError(ErrorCode.invalid, "a shortcut is required")
     if len(shortcut) > MAX_SHORTCUT_CHARS:
-        raise NameplateError("invalid", f"shortcuts are limited to {MAX_SHORTCUT_CHARS} characters")
+        raise NameplateError(ErrorCode.invalid, f"shortcuts are limited to {MAX_SHORTCUT_CHARS} characters")
     if not SHORTCUT_PATTERN.fullmatch(shortcut):
-        raise NameplateError("invalid", "shortcuts may only contain letters, digits, - and _")
+        raise NameplateError(ErrorCode.invalid, "shortcuts may only contain letters, digits, - and _")
     return shortcut
 
 
 def clean_canned_body(value: str) -> str:
     body = value.strip()
     if not body:
-        raise NameplateError("invalid", "the response text is required")
+        raise NameplateError(ErrorCode.invalid, "the response text is required")
     if len(body) > MAX_BODY_CHARS:
-        raise NameplateError("invalid", f"responses are limited to {MAX_BODY_CHARS} characters")
+        raise NameplateError(ErrorCode.invalid, f"responses are limited to {MAX_BODY_CHARS} characters")
     return body
 
 
@@ -61,7 +62,7 @@ class CannedResponses:
             try:
                 await session.commit()
             except IntegrityError as exc:
-                raise NameplateError("exists", f"/{canned.shortcut} already exists", 409) from exc
+                raise NameplateError(ErrorCode.exists, f"/{canned.shortcut} already exists", 409) from exc
         return canned
 
     async def delete(self, site_id: str, canned_id: str) -> None:

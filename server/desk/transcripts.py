@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, exists, func, or_, select
 from nameplate.errors import NameplateError, NotFound
 from nameplate.people.customers import customer_card
 from nameplate.people.directory import agent_card
+from nameplate.protocol.vocabulary import STAFF_ROLES, ErrorCode
 from nameplate.store.engine import Sessions
 from nameplate.store.models import (
     Agent,
@@ -33,7 +34,6 @@ from nameplate.store.models import (
     Customer,
     Message,
     Rating,
-    Role,
     Site,
     Team,
     iso,
@@ -47,7 +47,6 @@ EXPORT_BATCH = 500
 MAX_SEARCH_CHARS = 200
 SYSTEM_AUTHOR_NAME = "System"
 VISITOR_FALLBACK_NAME = "Visitor"
-STAFF_ROLES = frozenset({Role.supervisor.value, Role.admin.value})
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -89,25 +88,25 @@ def parse_day(value: str | None, name: str) -> date | None:
     try:
         return date.fromisoformat(value.strip())
     except ValueError as exc:
-        raise NameplateError("invalid", f"{name} must be a date like 2024-05-31") from exc
+        raise NameplateError(ErrorCode.invalid, f"{name} must be a date like 2024-05-31") from exc
 
 
 def day_bounds(first: date | None, last: date | None) -> tuple[datetime | None, datetime | None]:
     """[start of `first`, start of the day after `last`) in UTC: both days are included."""
     if first is not None and last is not None and first > last:
-        raise NameplateError("invalid", "the start date is after the end date")
+        raise NameplateError(ErrorCode.invalid, "the start date is after the end date")
     try:
         start = datetime(first.year, first.month, first.day, tzinfo=UTC) if first else None
         end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1) if last else None
     except OverflowError as exc:  # 9999-12-31: the day after it is beyond what a datetime holds
-        raise NameplateError("invalid", "dates must be before 9999-12-31", 422) from exc
+        raise NameplateError(ErrorCode.invalid, "dates must be before 9999-12-31", 422) from exc
     return start, end
 
 
 def author_name(kind: str, given: str | None, family: str | None, customer_name: str | None) -> str:
-    if kind == AuthorKind.agent.value:
+    if kind == AuthorKind.agent:
         return f"{given} {family}" if given is not None else "Former agent"
-    if kind == AuthorKind.visitor.value:
+    if kind == AuthorKind.visitor:
         return customer_name or VISITOR_FALLBACK_NAME
     return SYSTEM_AUTHOR_NAME
 
@@ -331,7 +330,7 @@ class Transcripts:
             conditions.append(worked_on(query.agent_id))
         if query.status:
             if query.status not in {s.value for s in ConversationStatus}:
-                raise NameplateError("invalid", "status must be queued, active or closed")
+                raise NameplateError(ErrorCode.invalid, "status must be queued, active or closed")
             conditions.append(Conversation.status == query.status)
         if query.team_id:
             conditions.append(Conversation.team_id == query.team_id)
@@ -430,7 +429,7 @@ class Transcripts:
                 .outerjoin(Agent, Agent.id == Conversation.agent_id)
                 .where(
                     Conversation.site_id == site_id,
-                    Conversation.status.in_([ConversationStatus.queued.value, ConversationStatus.active.value]),
+                    Conversation.status.in_([ConversationStatus.queued, ConversationStatus.active]),
                 )
                 .order_by(Conversation.created_at, Conversation.id)
             )

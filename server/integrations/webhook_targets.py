@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import httpx
 
 from nameplate.errors import NameplateError
+from nameplate.protocol.vocabulary import ErrorCode
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Names that are the server itself whatever the resolver says.
@@ -28,7 +29,7 @@ class TargetRefused(NameplateError):
     """The URL names a host that is not on the public internet (or does not resolve)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__("invalid", message, 422)
+        super().__init__(ErrorCode.invalid, message, 422)
 
 
 @dataclass(frozen=True)

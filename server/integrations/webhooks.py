@@ -27,6 +27,7 @@ from nameplate.infra.background import BackgroundTask
 from nameplate.infra.refreshing_cache import RefreshingCache
 from nameplate.integrations import webhook_targets
 from nameplate.integrations.webhook_targets import TargetRefused
+from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.store.engine import Sessions
 from nameplate.store.models import Webhook, WebhookDelivery, iso, new_id, utcnow
 
@@ -91,15 +92,15 @@ class Webhooks:
     async def create(self, site_id: str, url: str, events: str = "*") -> Webhook:
         url = url.strip()
         if not url.startswith(("http://", "https://")) or len(url) > 2000:
-            raise NameplateError("invalid", "a webhook needs an http:// or https:// URL", 422)
+            raise NameplateError(ErrorCode.invalid, "a webhook needs an http:// or https:// URL", 422)
         chosen = events.split() or ["*"]
         unknown = [e for e in chosen if e != "*" and e not in EVENT_TYPES]
         if unknown:
-            raise NameplateError("invalid", f"unknown event types: {', '.join(unknown)}", 422)
+            raise NameplateError(ErrorCode.invalid, f"unknown event types: {', '.join(unknown)}", 422)
         try:
             await webhook_targets.check(url, self.allow_private)
         except (httpx.InvalidURL, ValueError) as exc:
-            raise NameplateError("invalid", "that webhook URL cannot be parsed", 422) from exc
+            raise NameplateError(ErrorCode.invalid, "that webhook URL cannot be parsed", 422) from exc
         hook = Webhook(site_id=site_id, url=url, events=" ".join(chosen))
         async with self._sessions() as session:
             session.add(hook)
@@ -111,7 +112,7 @@ class Webhooks:
         async with self._sessions() as session:
             hook = await session.get(Webhook, webhook_id)
             if hook is None or hook.site_id != site_id:
-                raise NameplateError("not_found", "no such webhook", 404)
+                raise NameplateError(ErrorCode.not_found, "no such webhook", 404)
             hook.active = False
             # Its pending retries stop with it: nothing more is sent to a URL the admin removed.
             await session.execute(

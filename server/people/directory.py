@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from nameplate.errors import NameplateError, NotFound
 from nameplate.infra.refreshing_cache import RefreshingCache
 from nameplate.people.credentials import hash_password
+from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.store.engine import Sessions
 from nameplate.store.models import Agent, AgentTeam, Role, Site, Team
 
@@ -35,9 +36,9 @@ def agent_card(agent: Agent) -> dict[str, Any]:
 def clean_name(value: str | None, field: str) -> str:
     cleaned = " ".join((value or "").split())
     if not cleaned:
-        raise NameplateError("invalid", f"{field} is required")
+        raise NameplateError(ErrorCode.invalid, f"{field} is required")
     if len(cleaned) > 100:
-        raise NameplateError("invalid", f"{field} is limited to 100 characters")
+        raise NameplateError(ErrorCode.invalid, f"{field} is limited to 100 characters")
     return cleaned
 
 
@@ -94,14 +95,14 @@ class Directory:
         password: str,
         title: str = "",
         intro: str = "",
-        role: str = Role.agent.value,
+        role: str = Role.agent,
         capacity: int | None = None,
     ) -> Agent:
         if role not in {r.value for r in Role}:
-            raise NameplateError("invalid", f"role must be one of {', '.join(r.value for r in Role)}")
+            raise NameplateError(ErrorCode.invalid, f"role must be one of {', '.join(r.value for r in Role)}")
         email = email.strip().lower()
         if "@" not in email or len(email) > 254:
-            raise NameplateError("invalid", "a valid e-mail address is required")
+            raise NameplateError(ErrorCode.invalid, "a valid e-mail address is required")
         agent = Agent(
             site_id=site_id,
             given_name=clean_name(given_name, "given name"),
@@ -118,7 +119,7 @@ class Directory:
             try:
                 await session.commit()
             except IntegrityError as exc:
-                raise NameplateError("exists", "an agent with that e-mail already exists", 409) from exc
+                raise NameplateError(ErrorCode.exists, "an agent with that e-mail already exists", 409) from exc
         return agent
 
     async def agent(self, agent_id: str) -> Agent | None:

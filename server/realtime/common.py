@@ -12,9 +12,11 @@ from starlette.datastructures import Headers
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from nameplate.broker.base import Broker, Handler
-from nameplate.errors import NameplateError
+from nameplate.errors import NameplateError, RateLimited
 from nameplate.infra.rate_limit import TokenBucket
-from nameplate.protocol.frames import ProtocolError, error_frame
+from nameplate.protocol import outbound
+from nameplate.protocol.inbound import ProtocolError
+from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.realtime.connection import CLOSE_BAD_INPUT, CLOSE_RATE_LIMITED, CLOSE_UNAUTHORIZED, Connection
 
 log = logging.getLogger("nameplate.realtime")
@@ -36,7 +38,7 @@ ASK_FRAME_TYPES = frozenset({"identify", "read", "email", "rate", "history"})
 def ask_allowed(frame: Any, bucket: TokenBucket) -> None:
     """Refuse (rate_limited) an ask frame beyond the socket's budget; other frames pass untouched."""
     if getattr(frame, "type", None) in ASK_FRAME_TYPES and not bucket.take():
-        raise NameplateError("rate_limited", "too many requests on this connection; wait a moment")
+        raise RateLimited("too many requests on this connection; wait a moment")
 
 
 async def receive_text(websocket: WebSocket) -> str | None:
@@ -56,7 +58,7 @@ async def receive_hello(websocket: WebSocket, parse: Callable[[str], HelloT]) ->
     except (TimeoutError, WebSocketDisconnect):
         text = None
     if text is None:
-        await refuse(websocket, "hello_required", "say hello first")
+        await refuse(websocket, ErrorCode.hello_required, "say hello first")
         return None
     try:
         return parse(text)
@@ -73,10 +75,10 @@ def take_origin(websocket: WebSocket) -> str | None:
     return origin
 
 
-async def refuse(websocket: WebSocket, code: str, message: str) -> None:
+async def refuse(websocket: WebSocket, code: ErrorCode, message: str) -> None:
     """Explain, then close 4401: the client must not retry with the same credentials."""
     try:
-        await websocket.send_json(error_frame(code, message))
+        await websocket.send_json(outbound.error(code, message))
         await websocket.close(CLOSE_UNAUTHORIZED, message[:120])
     except Exception:
         pass
@@ -114,7 +116,7 @@ class FrameLoop:
             self.rate_limited = 0
         except NameplateError as exc:
             self._error(exc.code, exc.message, frame)
-            if exc.code == "rate_limited":
+            if isinstance(exc, RateLimited):
                 self.rate_limited += 1
                 if self.rate_limited > MAX_RATE_LIMITED:
                     self.connection.close(CLOSE_RATE_LIMITED, "rate limited")
@@ -129,7 +131,7 @@ class FrameLoop:
             if not self.crash_logged:
                 self.crash_logged = True
                 log.exception("handling a frame failed (later failures on this socket are not logged)")
-            self._error("internal", "something went wrong on our side; try again", frame)
+            self._error(ErrorCode.internal, "something went wrong on our side; try again", frame)
             # Counted like bad frames: a peer that keeps crashing handlers is closed with 4400.
             self.bad_frames += 1
             if self.bad_frames >= MAX_CONSECUTIVE_BAD_FRAMES:
@@ -137,11 +139,8 @@ class FrameLoop:
                 return False
         return True
 
-    def _error(self, code: str, message: str, frame: Any) -> None:
-        # Name the message the error is about, so the client can mark that one as failed.
-        client_id = getattr(frame, "client_id", None)
-        extra = {"client_id": client_id} if client_id else {}
-        self.connection.send(error_frame(code, message, **extra))
+    def _error(self, code: ErrorCode, message: str, frame: Any) -> None:
+        self.connection.send(outbound.error(code, message, getattr(frame, "client_id", None)))
 
 
 class Subscriptions:

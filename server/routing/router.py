@@ -20,8 +20,8 @@ from nameplate.chat.conversations import Conversations
 from nameplate.errors import NameplateError, NotFound
 from nameplate.integrations.webhooks import Webhooks
 from nameplate.people.directory import Directory
-from nameplate.protocol import channels
-from nameplate.protocol.frames import queue_frame
+from nameplate.protocol import channels, outbound
+from nameplate.protocol.vocabulary import ErrorCode, Presence, UnassignReason
 from nameplate.routing.plan import QueueEntry
 from nameplate.routing.wait_time import expected_wait_seconds, mean_handle_seconds
 from nameplate.store.engine import Sessions
@@ -79,16 +79,13 @@ class Router:
         if preferred is not None:
             agents = {a.agent_id: a for a in await self._broker.agents(conversation.site_id)}
             state = agents.get(preferred)
-            if state is not None and state.status == "available" and not state.has_room:
+            if state is not None and state.status == Presence.available and not state.has_room:
                 only_preferred = True
                 handle = await self.handle_seconds(conversation.site_id)
-                offer = {
-                    "type": "offer",
-                    "conversation_id": conversation.id,
-                    "agent": await self._directory.card(preferred),
-                    # About one chat of theirs has to finish first; they run `capacity` at once.
-                    "expected_wait_s": round(handle / max(1, state.capacity)),
-                }
+                # About one chat of theirs has to finish first; they run `capacity` at once.
+                offer = outbound.offer(
+                    conversation.id, await self._directory.card(preferred), round(handle / max(1, state.capacity))
+                )
         entry = QueueEntry(
             conversation.id,
             conversation.created_at.timestamp(),
@@ -116,7 +113,7 @@ class Router:
             await self._broker.enqueue(conversation.site_id, updated)
             await self.drain(conversation.site_id)
             return
-        raise NameplateError("not_queued", "this conversation is no longer waiting")
+        raise NameplateError(ErrorCode.not_queued, "this conversation is no longer waiting")
 
     async def drain(self, site_id: str) -> None:
         """Give every queued conversation that can be served now to an agent."""
@@ -134,16 +131,12 @@ class Router:
         card = await self._directory.card(agent_id)
         await self._broker.publish(
             channels.conversation(conversation.id),
-            {"type": "agent_joined", "conversation_id": conversation.id, "agent": card},
+            outbound.agent_joined(conversation.id, card),
         )
         await self._conversations.system_line(conversation.id, f"{card['name']} joined the conversation.")
         summary = await self._conversations.summary(conversation)
-        await self._broker.publish(
-            channels.agent(agent_id), {"type": "assigned", "conversation": summary, "note": note}
-        )
-        await self._broker.publish(
-            channels.site(conversation.site_id), {"type": "conversation", "conversation": summary}
-        )
+        await self._broker.publish(channels.agent(agent_id), outbound.assigned(summary, note))
+        await self._broker.publish(channels.site(conversation.site_id), outbound.conversation(summary))
         await self._webhooks.emit(
             conversation.site_id, "conversation.transferred" if note is not None else "conversation.assigned", summary
         )
@@ -166,7 +159,7 @@ class Router:
         """Fresh `queue` frames to every queued visitor, and the board to the site's consoles."""
         queue = await self._broker.queue(site_id)
         agents = await self._broker.agents(site_id)
-        online = sum(1 for a in agents if a.status != "offline")
+        online = sum(1 for a in agents if a.status != Presence.offline)
         handle = await self.handle_seconds(site_id)
         told = self._told.setdefault(site_id, {})
         now_told: dict[str, tuple[int, int | None, int]] = {}
@@ -176,8 +169,7 @@ class Router:
             now_told[entry.conversation_id] = (position, wait, online)
             if told.get(entry.conversation_id) == now_told[entry.conversation_id]:
                 continue
-            frame = queue_frame(entry.conversation_id, position, wait)
-            frame["agents_online"] = online
+            frame = outbound.queue(entry.conversation_id, position, wait, online)
             updates.append((channels.conversation(entry.conversation_id), frame))
         self._told[site_id] = now_told
         updates.append((channels.site(site_id), self._board(queue, agents, handle)))
@@ -199,12 +191,11 @@ class Router:
                     (a for a in await self._broker.agents(site_id) if a.agent_id == entry.preferred_agent_id), None
                 )
                 capacity = state.capacity if state else 1
-                return {
-                    "type": "offer",
-                    "conversation_id": conversation_id,
-                    "agent": await self._directory.card(entry.preferred_agent_id),
-                    "expected_wait_s": round(await self.handle_seconds(site_id) / max(1, capacity)),
-                }
+                return outbound.offer(
+                    conversation_id,
+                    await self._directory.card(entry.preferred_agent_id),
+                    round(await self.handle_seconds(site_id) / max(1, capacity)),
+                )
         return None
 
     async def board(self, site_id: str) -> dict[str, Any]:
@@ -215,9 +206,8 @@ class Router:
 
     @staticmethod
     def _board(queue: list[QueueEntry], agents: list[Any], handle: float) -> dict[str, Any]:
-        return {
-            "type": "board",
-            "queue": [
+        return outbound.board(
+            [
                 {
                     "conversation_id": e.conversation_id,
                     "position": n,
@@ -225,8 +215,8 @@ class Router:
                 }
                 for n, e in enumerate(queue, start=1)
             ],
-            "agents": [{"id": a.agent_id, "status": a.status, "load": a.load, "capacity": a.capacity} for a in agents],
-        }
+            [{"id": a.agent_id, "status": a.status, "load": a.load, "capacity": a.capacity} for a in agents],
+        )
 
     async def position(self, site_id: str, conversation_id: str) -> dict[str, Any] | None:
         """The `queue` frame for one conversation, or None if it is not queued."""
@@ -234,13 +224,12 @@ class Router:
         for position, entry in enumerate(queue, start=1):
             if entry.conversation_id == conversation_id:
                 agents = await self._broker.agents(site_id)
-                frame = queue_frame(
+                return outbound.queue(
                     conversation_id,
                     position,
                     self._wait_for(entry, position, agents, await self.handle_seconds(site_id)),
+                    sum(1 for a in agents if a.status != Presence.offline),
                 )
-                frame["agents_online"] = sum(1 for a in agents if a.status != "offline")
-                return frame
         return None
 
     async def handle_seconds(self, site_id: str) -> float:
@@ -252,7 +241,7 @@ class Router:
                 select(Conversation.assigned_at, Conversation.closed_at)
                 .where(
                     Conversation.site_id == site_id,
-                    Conversation.status == ConversationStatus.closed.value,
+                    Conversation.status == ConversationStatus.closed,
                     Conversation.assigned_at.is_not(None),
                     Conversation.closed_at > utcnow() - timedelta(days=1),
                 )
@@ -270,22 +259,25 @@ class Router:
         await self._broker.set_agent_status(agent.site_id, agent.id, status, agent.capacity, teams)
         await self.publish_load(agent.site_id, agent.id)
         await self.publish_availability(agent.site_id)
-        if status == "available":
+        if status == Presence.available:
             await self.drain(agent.site_id)
         else:
             self.queue_changed(agent.site_id)
 
+    async def agents_online(self, site_id: str) -> int:
+        return sum(1 for a in await self._broker.agents(site_id) if a.status != Presence.offline)
+
     async def publish_availability(self, site_id: str) -> None:
         """Tell the site's visitors how many agents are online, so "no one is online" never goes stale."""
-        online = sum(1 for a in await self._broker.agents(site_id) if a.status != "offline")
-        await self._broker.publish(channels.visitors(site_id), {"type": "agents_online", "count": online})
+        online = await self.agents_online(site_id)
+        await self._broker.publish(channels.visitors(site_id), outbound.agents_online(online))
 
     async def publish_load(self, site_id: str, agent_id: str) -> None:
         for state in await self._broker.agents(site_id):
             if state.agent_id == agent_id:
                 await self._broker.publish(
                     channels.agent(agent_id),
-                    {"type": "status", "status": state.status, "load": state.load, "capacity": state.capacity},
+                    outbound.status(state.status, state.load, state.capacity),
                 )
 
     async def agent_gone(self, site_id: str, agent_id: str) -> None:
@@ -302,7 +294,7 @@ class Router:
             )
             await self._broker.publish(
                 channels.conversation(conversation.id),
-                {"type": "agent_left", "conversation_id": conversation.id, "agent": card},
+                outbound.agent_left(conversation.id, card),
             )
             await self._conversations.system_line(
                 conversation.id,
@@ -310,7 +302,7 @@ class Router:
             )
             await self._broker.publish(
                 channels.agent(agent_id),
-                {"type": "unassigned", "conversation_id": conversation.id, "reason": "offline"},
+                outbound.unassigned(conversation.id, UnassignReason.offline),
             )
             requeued = await self._conversations.get(conversation.id)
             if requeued is not None:
@@ -336,7 +328,7 @@ class Router:
         note: str,
     ) -> None:
         if bool(to_agent_id) == bool(to_team_id):
-            raise NameplateError("invalid", "transfer to exactly one of to_agent or to_team")
+            raise NameplateError(ErrorCode.invalid, "transfer to exactly one of to_agent or to_team")
         from_name = from_agent.full_name
         note = note.strip()[:2000]
         if to_agent_id:
@@ -344,9 +336,9 @@ class Router:
             if target is None or target.site_id != conversation.site_id or not target.active:
                 raise NotFound("no such colleague")
             if target.id == from_agent.id:
-                raise NameplateError("invalid", "this conversation is already yours")
+                raise NameplateError(ErrorCode.invalid, "this conversation is already yours")
             if not await self._conversations.hand_over(conversation.id, from_agent.id, target.id):
-                raise NameplateError("conflict", "the conversation changed hands meanwhile", 409)
+                raise NameplateError(ErrorCode.conflict, "the conversation changed hands meanwhile", 409)
             await self._broker.detach(conversation.site_id, from_agent.id, conversation.id)
             await self._broker.attach(conversation.site_id, target.id, conversation.id)
             if note:
@@ -355,16 +347,11 @@ class Router:
                 )
             await self._broker.publish(
                 channels.conversation(conversation.id),
-                {
-                    "type": "transferred",
-                    "conversation_id": conversation.id,
-                    "from": from_name,
-                    "to_agent": target.full_name,
-                },
+                outbound.transferred_to_agent(conversation.id, from_name, target.full_name),
             )
             await self._broker.publish(
                 channels.agent(from_agent.id),
-                {"type": "unassigned", "conversation_id": conversation.id, "reason": "transferred"},
+                outbound.unassigned(conversation.id, UnassignReason.transferred),
             )
             moved = await self._conversations.get(conversation.id)
             assert moved is not None
@@ -377,7 +364,7 @@ class Router:
         if team is None:
             raise NotFound("no such team")
         if not await self._conversations.mark_requeued(conversation.id, team_id=team.id):
-            raise NameplateError("conflict", "the conversation changed hands meanwhile", 409)
+            raise NameplateError(ErrorCode.conflict, "the conversation changed hands meanwhile", 409)
         await self._broker.detach(conversation.site_id, from_agent.id, conversation.id)
         requeued = await self._conversations.get(conversation.id)
         if requeued is not None:
@@ -391,11 +378,11 @@ class Router:
         )
         await self._broker.publish(
             channels.conversation(conversation.id),
-            {"type": "transferred", "conversation_id": conversation.id, "from": from_name, "to_team": team.name},
+            outbound.transferred_to_team(conversation.id, from_name, team.name),
         )
         await self._broker.publish(
             channels.agent(from_agent.id),
-            {"type": "unassigned", "conversation_id": conversation.id, "reason": "transferred"},
+            outbound.unassigned(conversation.id, UnassignReason.transferred),
         )
         await self._broker.enqueue(
             conversation.site_id,
@@ -430,7 +417,7 @@ class Router:
             site_ids = set(
                 (
                     await session.execute(
-                        select(Conversation.site_id).where(Conversation.status == ConversationStatus.queued.value)
+                        select(Conversation.site_id).where(Conversation.status == ConversationStatus.queued)
                     )
                 ).scalars()
             )

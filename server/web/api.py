@@ -9,8 +9,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from nameplate.errors import NameplateError, NotFound
+from nameplate.people.photos import load_photo
+from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.services import Services
-from nameplate.store.models import AgentPhoto, Site
+from nameplate.store.models import Site
 from nameplate.web.responses import client_ip, error_response, read_json
 
 VISITOR_TOKEN_WINDOW_SECONDS = 60.0
@@ -47,13 +49,13 @@ async def create_visitor(request: Request) -> Response:
     data = await read_json(request, max_bytes=4096)
     key = data.get("site")
     if not isinstance(key, str) or not key:
-        raise NameplateError("invalid", "site (the site's public key) is required", 422)
+        raise NameplateError(ErrorCode.invalid, "site (the site's public key) is required", 422)
     site = await services.directory.site_by_key(key)
     if site is None:
         raise NotFound("unknown site key")
     origin = request.headers.get("origin")
     if not site.origin_allowed(origin):
-        return error_response(403, "origin", "this page's origin may not use this site's chat")
+        return error_response(403, ErrorCode.origin, "this page's origin may not use this site's chat")
     # Each token is a customer row: a script minting them in a loop is refused per address (a site's real
     # visitors come from many addresses and ask once each). Checked after the site, before the write.
     within, retry_after = await services.broker.hit(
@@ -63,7 +65,9 @@ async def create_visitor(request: Request) -> Response:
     )
     if not within:
         headers = {"Retry-After": str(max(1, math.ceil(retry_after))), **cors_headers(site, origin)}
-        return error_response(429, "rate_limited", "too many new visitors from this address; try again later", headers)
+        return error_response(
+            429, ErrorCode.rate_limited, "too many new visitors from this address; try again later", headers
+        )
     customer, token = await services.customers.create_visitor(site)
     return JSONResponse(
         {"token": token, "customer_id": customer.id}, status_code=201, headers=cors_headers(site, origin)
@@ -87,10 +91,9 @@ async def readyz(request: Request) -> Response:
 
 async def agent_photo(request: Request) -> Response:
     services = _services(request)
-    async with services.sessions() as session:
-        photo = await session.get(AgentPhoto, request.path_params["agent_id"])
+    photo = await load_photo(services.sessions, request.path_params["agent_id"])
     if photo is None:
-        return error_response(404, "not_found", "no photo")
+        return error_response(404, ErrorCode.not_found, "no photo")
     return Response(
         photo.data,
         media_type=photo.content_type,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import websockets
 
-from nameplate.protocol.frames import MAX_FRAME_BYTES, MAX_SEQ, WS_MAX_SIZE
+from nameplate.protocol.inbound import MAX_FRAME_BYTES, MAX_SEQ, WS_MAX_SIZE
 from nameplate.realtime.common import ASK_RATE, MAX_CONSECUTIVE_BAD_FRAMES
 from nameplate.store.models import Message
 from tests.harness import Client, RunningServer, agent_cookie, connect_agent, connect_visitor, visitor_token

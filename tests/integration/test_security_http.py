@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 import nameplate.people.credentials as credentials
 from nameplate.config import Settings
 from nameplate.demo.seed import DEMO_PASSWORD
-from nameplate.protocol.frames import WS_MAX_SIZE
+from nameplate.protocol.inbound import WS_MAX_SIZE
 from nameplate.store.models import Customer
 from tests.harness import Client, RunningServer, connect_agent, connect_visitor, running_server, seeded_settings
 from tests.integration.test_console_http import client, csrf_from, logged_in, page_token
