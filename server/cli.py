@@ -19,6 +19,7 @@ from nameplate.protocol.vocabulary import ErrorCode
 if TYPE_CHECKING:
     from nameplate.demo.seed import DemoAgent
     from nameplate.services import Services
+    from nameplate.store.models import Agent, Site
 
 T = TypeVar("T")
 
@@ -87,7 +88,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     origins = f"{base} http://localhost:{args.port} http://127.0.0.1:{args.port}"
 
     async def seed(services: Services) -> tuple[list[DemoAgent], str]:
-        people = await seed_demo(services, origins)
+        people = await seed_demo(services, origins, showcase=True)
         site = await services.directory.site_by_key(DEMO_SITE_KEY)
         assert site is not None
         return people, site.secret
@@ -110,6 +111,7 @@ def demo_banner(database: str, base: str, people: list[DemoAgent], identity_secr
         f"Nameplate demo — database {database}",
         "",
         f"  Shop page (visitor):   {base}/demo",
+        f"  Signed-in customer:    {base}/demo/signed-in   (Sam Rivera, verified, chatted with Jane before)",
         f"  Agent console:         {base}/login",
         f"  Site key:              {DEMO_SITE_KEY}",
         f"  Identity secret:       {identity_secret}",
@@ -143,13 +145,13 @@ def cmd_migrate(_args: argparse.Namespace) -> None:
 def cmd_site_create(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
 
-    async def work(services):  # noqa: ANN001, ANN202
+    async def work(services: Services) -> Site:
         return await services.directory.create_site(args.name, allowed_origins=" ".join(args.origin or []))
 
     site = asyncio.run(_with_services(settings, work))
-    print(f"site created: {site.name}")  # type: ignore[attr-defined]
-    print(f"  public key (for the widget tag): {site.public_key}")  # type: ignore[attr-defined]
-    print(f"  identity secret (keep private):  {site.secret}")  # type: ignore[attr-defined]
+    print(f"site created: {site.name}")
+    print(f"  public key (for the widget tag): {site.public_key}")
+    print(f"  identity secret (keep private):  {site.secret}")
 
 
 def cmd_agent_create(args: argparse.Namespace) -> None:
@@ -160,7 +162,7 @@ def cmd_agent_create(args: argparse.Namespace) -> None:
     password = os.environ.get("NAMEPLATE_AGENT_PASSWORD") or getpass.getpass("Password for the new agent: ")
     photo = Path(args.photo).read_bytes() if args.photo else None
 
-    async def work(services):  # noqa: ANN001, ANN202
+    async def work(services: Services) -> Agent:
         site = await services.directory.site_by_key(args.site)
         if site is None:
             raise NameplateError(ErrorCode.not_found, f"no site with key {args.site!r}")
@@ -184,13 +186,13 @@ def cmd_agent_create(args: argparse.Namespace) -> None:
     except (NameplateError, ValueError) as exc:
         print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
         sys.exit(2)
-    print(f"agent created: {agent.full_name} <{agent.email}> ({agent.role})")  # type: ignore[attr-defined]
+    print(f"agent created: {agent.full_name} <{agent.email}> ({agent.role})")
 
 
 def cmd_apikey(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
 
-    async def work(services):  # noqa: ANN001, ANN202
+    async def work(services: Services) -> str:
         site = await services.directory.site_by_key(args.site)
         if site is None:
             raise SystemExit(f"error: no site with key {args.site!r}")
@@ -216,11 +218,13 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     settings = Settings.from_env()
 
-    async def work(services):  # noqa: ANN001, ANN202
+    async def work(services: Services) -> None:
         site = await services.directory.site_by_key(args.site)
         if site is None:
             raise SystemExit(f"error: no site with key {args.site!r}")
         first, last = parse_day(args.date_from, "from"), parse_day(args.date_to, "to")
+        if first is None or last is None:
+            raise SystemExit("error: --from and --to are dates, YYYY-MM-DD")
         batches = Transcripts(services.sessions).stream_lines(site.id, first, last)
         chunks = (
             csv_chunks(batches)

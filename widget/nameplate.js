@@ -71,8 +71,8 @@
   const HTML = `<div class="root${LEFT ? " left" : ""}">
 <button class="launcher" aria-expanded="false" aria-controls="np-panel">${icon(26, 'd="M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-4.3 3.4A.8.8 0 0 1 3.4 20.8V18H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2zm3 6.5a1.5 1.5 0 1 0 0 .01zm5 0a1.5 1.5 0 1 0 0 .01zm5 0a1.5 1.5 0 1 0 0 .01z"')}${icon(22, X_PATH, "shut")}<span class="badge" aria-hidden="true" hidden></span></button>
 <section class="panel" id="np-panel" role="dialog" aria-labelledby="np-title" hidden>
- <header class="head"><div class="ht"><h2 class="title" id="np-title"></h2><p class="sub"></p></div>
-  <button class="x" aria-label="Close chat">${icon(20, X_PATH)}</button></header>
+ <div class="head"><div class="ht"><h2 class="title" id="np-title"></h2><p class="sub"></p></div>
+  <button class="x" aria-label="Close chat">${icon(20, X_PATH)}</button></div>
  <div class="card" hidden><img class="photo" alt=""><span class="mono" aria-hidden="true" hidden></span>
   <div class="ct"><p class="lead"></p><p class="name"></p><p class="job"></p><p class="intro"></p></div></div>
  <div class="banner" hidden></div>
@@ -247,6 +247,8 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
     on($.list, "scroll", () => { stuck = $.list.scrollHeight - $.list.scrollTop - $.list.clientHeight < 80; });
     if (W.ResizeObserver) new ResizeObserver(() => stuck && scrollDown()).observe($.list); // forms come and go
     on($.panel, "keydown", (e) => { if (e.key === "Escape") { e.stopPropagation(); close(); } });
+    // Escape anywhere on the page closes the open chat too, unless the page used that Escape itself.
+    on(document, "keydown", (e) => { if (e.key === "Escape" && !e.defaultPrevented && !$.panel.hidden) close(); });
     submitted($.composer, submit);
     submitted($.email, saveEmail);
     on($.input, "keydown", (e) => { if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); submit(); } });

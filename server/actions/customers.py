@@ -34,7 +34,7 @@ async def record_page_view(
     await services.conversations.system_line(
         conversation.id, f"{display_name(customer)} is now on {title or url} ({url})", private=True
     )
-    await services.broker.publish(
+    await services.broker.fanout.publish(
         channels.staff(conversation.id), outbound.page(conversation.id, customer.id, url, title)
     )
 
@@ -50,7 +50,7 @@ async def post_customer_event(
         await services.webhooks.emit(site.id, "event.created", {"customer_id": customer.id, **item})
         open_conversation = await services.conversations.open_for_customer(customer.id)
         if open_conversation is not None:
-            await services.broker.publish(
+            await services.broker.fanout.publish(
                 channels.staff(open_conversation.id),
                 outbound.customer_event(open_conversation.id, customer.id, item),
             )

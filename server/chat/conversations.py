@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import case, select, update
+from sqlmodel import col
 
 from nameplate.broker.base import Broker
 from nameplate.errors import Forbidden, NameplateError, NotFound
@@ -16,7 +17,7 @@ from nameplate.people.customers import customer_card, display_name
 from nameplate.people.directory import Directory
 from nameplate.protocol import channels, outbound
 from nameplate.protocol.vocabulary import ErrorCode, Side
-from nameplate.store.engine import Sessions
+from nameplate.store.engine import Sessions, rows_changed
 from nameplate.store.message_log.log import MessageLog, NewMessage, StoredMessage
 from nameplate.store.models import (
     AuthorKind,
@@ -80,10 +81,10 @@ class Conversations:
             result = await session.execute(
                 select(Conversation)
                 .where(
-                    Conversation.customer_id == customer_id,
-                    Conversation.status != ConversationStatus.closed,
+                    col(Conversation.customer_id) == customer_id,
+                    col(Conversation.status) != ConversationStatus.closed,
                 )
-                .order_by(Conversation.created_at.desc())
+                .order_by(col(Conversation.created_at).desc())
                 .limit(1)
             )
             return result.scalar_one_or_none()
@@ -94,13 +95,13 @@ class Conversations:
         async with self._sessions() as session:
             result = await session.execute(
                 select(Message)
-                .join(Conversation, Conversation.id == Message.conversation_id)
+                .join(Conversation, col(Conversation.id) == col(Message.conversation_id))
                 .where(
-                    Conversation.customer_id == customer_id,
-                    Message.client_id == client_id,
-                    Message.author_kind == AuthorKind.visitor.value,  # the visitor's own key, not an agent's
+                    col(Conversation.customer_id) == customer_id,
+                    col(Message.client_id) == client_id,
+                    col(Message.author_kind) == AuthorKind.visitor,  # the visitor's own key, not an agent's
                 )
-                .order_by(Message.created_at.desc())
+                .order_by(col(Message.created_at).desc())
                 .limit(1)
             )
             return result.scalar_one_or_none()
@@ -109,27 +110,27 @@ class Conversations:
         async with self._sessions() as session:
             result = await session.execute(
                 select(Conversation)
-                .where(Conversation.agent_id == agent_id, Conversation.status == ConversationStatus.active)
-                .order_by(Conversation.assigned_at)
+                .where(col(Conversation.agent_id) == agent_id, col(Conversation.status) == ConversationStatus.active)
+                .order_by(col(Conversation.assigned_at))
             )
             return list(result.scalars())
 
     async def with_status(self, status: ConversationStatus, site_id: str | None = None) -> list[Conversation]:
-        query = select(Conversation).where(Conversation.status == status.value)
+        query = select(Conversation).where(col(Conversation.status) == status.value)
         if site_id is not None:
-            query = query.where(Conversation.site_id == site_id)
+            query = query.where(col(Conversation.site_id) == site_id)
         async with self._sessions() as session:
-            return list((await session.execute(query.order_by(Conversation.created_at))).scalars())
+            return list((await session.execute(query.order_by(col(Conversation.created_at)))).scalars())
 
     async def previous_agent_id(self, customer_id: str, excluding: str | None = None) -> str | None:
         """The agent who last helped this customer: a returning customer goes to them first."""
-        query = select(Conversation.agent_id).where(
-            Conversation.customer_id == customer_id, Conversation.agent_id.is_not(None)
+        query = select(col(Conversation.agent_id)).where(
+            col(Conversation.customer_id) == customer_id, col(Conversation.agent_id).is_not(None)
         )
         if excluding is not None:
-            query = query.where(Conversation.id != excluding)
+            query = query.where(col(Conversation.id) != excluding)
         async with self._sessions() as session:
-            result = await session.execute(query.order_by(Conversation.created_at.desc()).limit(1))
+            result = await session.execute(query.order_by(col(Conversation.created_at).desc()).limit(1))
             return result.scalar_one_or_none()
 
     async def earlier(self, customer_id: str, limit: int = 5) -> list[dict[str, Any]]:
@@ -137,8 +138,10 @@ class Conversations:
         async with self._sessions() as session:
             result = await session.execute(
                 select(Conversation)
-                .where(Conversation.customer_id == customer_id, Conversation.status == ConversationStatus.closed)
-                .order_by(Conversation.created_at.desc())
+                .where(
+                    col(Conversation.customer_id) == customer_id, col(Conversation.status) == ConversationStatus.closed
+                )
+                .order_by(col(Conversation.created_at).desc())
                 .limit(limit)
             )
             conversations = list(result.scalars())
@@ -146,13 +149,13 @@ class Conversations:
             for conversation in conversations:
                 last = (
                     await session.execute(
-                        select(Message.body)
+                        select(col(Message.body))
                         .where(
-                            Message.conversation_id == conversation.id,
-                            Message.private.is_(False),
-                            Message.author_kind != AuthorKind.system,
+                            col(Message.conversation_id) == conversation.id,
+                            col(Message.private).is_(False),
+                            col(Message.author_kind) != AuthorKind.system,
                         )
-                        .order_by(Message.seq.desc())
+                        .order_by(col(Message.seq).desc())
                         .limit(1)
                     )
                 ).scalar_one_or_none()
@@ -194,11 +197,11 @@ class Conversations:
         self, conversation_id: str, after_seq: int = 0, include_private: bool = False
     ) -> list[dict[str, Any]]:
         """Message frames with seq > after_seq, in order: the replay a reconnecting client receives."""
-        query = select(Message).where(Message.conversation_id == conversation_id, Message.seq > after_seq)
+        query = select(Message).where(col(Message.conversation_id) == conversation_id, col(Message.seq) > after_seq)
         if not include_private:
-            query = query.where(Message.private.is_(False))
+            query = query.where(col(Message.private).is_(False))
         async with self._sessions() as session:
-            messages = list((await session.execute(query.order_by(Message.seq))).scalars())
+            messages = list((await session.execute(query.order_by(col(Message.seq)))).scalars())
             conversation = await session.get(Conversation, conversation_id)
             customer = await session.get(Customer, conversation.customer_id) if conversation else None
         visitor = self.visitor_author(customer)
@@ -232,7 +235,7 @@ class Conversations:
         async with self._sessions() as session:
             session.add(conversation)
             await session.commit()
-        await self._broker.publish(
+        await self._broker.fanout.publish(
             channels.customer(customer_id), outbound.customer_conversation_event(conversation.id)
         )
         summary = await self.announce(conversation)
@@ -242,7 +245,7 @@ class Conversations:
     async def announce(self, conversation: Conversation) -> dict[str, Any]:
         """Tell the site's live board (inboxes, supervisors) what a conversation looks like now."""
         summary = await self.summary(conversation)
-        await self._broker.publish(channels.site(conversation.site_id), outbound.conversation(summary))
+        await self._broker.fanout.publish(channels.site(conversation.site_id), outbound.conversation(summary))
         return summary
 
     async def post(self, message: NewMessage, author: dict[str, Any], site_id: str | None = None) -> StoredMessage:
@@ -270,7 +273,7 @@ class Conversations:
             return None
         frame = message_frame(stored, author)
         channel = channels.staff if stored.private else channels.conversation
-        self._broker.publish_soon(channel(stored.conversation_id), frame)
+        self._broker.fanout.publish_soon(channel(stored.conversation_id), frame)
         return frame
 
     async def tell_webhooks(self, site_id: str, stored: StoredMessage, frame: dict[str, Any]) -> None:
@@ -288,25 +291,25 @@ class Conversations:
         """`by` ("visitor" or "agent") has read up to `seq`. Capped at the conversation's last message as
         stored now — a session's copy of the conversation is as old as the session — and published only
         when it moves the mark forward."""
-        column = Conversation.visitor_read_seq if by == "visitor" else Conversation.agent_read_seq
-        upto = case((Conversation.last_seq < seq, Conversation.last_seq), else_=seq)
+        column = col(Conversation.visitor_read_seq) if by == "visitor" else col(Conversation.agent_read_seq)
+        upto = case((col(Conversation.last_seq) < seq, col(Conversation.last_seq)), else_=seq)
         async with self._sessions() as session:
             result = await session.execute(
                 update(Conversation)
-                .where(Conversation.id == conversation_id, column < upto)
+                .where(col(Conversation.id) == conversation_id, column < upto)
                 .values({column: upto})
                 .returning(column)
             )
             moved = result.scalar_one_or_none()
             await session.commit()
         if moved is not None:
-            await self._broker.publish(
+            await self._broker.fanout.publish(
                 channels.conversation(conversation_id),
                 outbound.read(conversation_id, by, moved),
             )
 
     async def typing(self, conversation_id: str, by: Side, on: bool, name: str | None = None) -> None:
-        await self._broker.publish(
+        await self._broker.fanout.publish(
             channels.conversation(conversation_id),
             outbound.typing(conversation_id, by, on, name),
         )
@@ -316,11 +319,11 @@ class Conversations:
         async with self._sessions() as session:
             result = await session.execute(
                 update(Conversation)
-                .where(Conversation.id == conversation_id, Conversation.status == ConversationStatus.queued)
+                .where(col(Conversation.id) == conversation_id, col(Conversation.status) == ConversationStatus.queued)
                 .values(status=ConversationStatus.active, agent_id=agent_id, assigned_at=utcnow())
             )
             await session.commit()
-            if result.rowcount != 1:
+            if rows_changed(result) != 1:
                 return None
             return await session.get(Conversation, conversation_id)
 
@@ -331,39 +334,39 @@ class Conversations:
         async with self._sessions() as session:
             result = await session.execute(
                 update(Conversation)
-                .where(Conversation.id == conversation_id, Conversation.status == ConversationStatus.active)
+                .where(col(Conversation.id) == conversation_id, col(Conversation.status) == ConversationStatus.active)
                 .values(**values)
             )
             await session.commit()
-            return result.rowcount == 1
+            return rows_changed(result) == 1
 
     async def hand_over(self, conversation_id: str, from_agent: str, to_agent: str) -> bool:
         async with self._sessions() as session:
             result = await session.execute(
                 update(Conversation)
                 .where(
-                    Conversation.id == conversation_id,
-                    Conversation.agent_id == from_agent,
-                    Conversation.status == ConversationStatus.active,
+                    col(Conversation.id) == conversation_id,
+                    col(Conversation.agent_id) == from_agent,
+                    col(Conversation.status) == ConversationStatus.active,
                 )
                 .values(agent_id=to_agent, assigned_at=utcnow())
             )
             await session.commit()
-            return result.rowcount == 1
+            return rows_changed(result) == 1
 
     async def close(self, conversation: Conversation, closed_by: str) -> bool:
         """Close for good; a later visitor message starts a new conversation. False if already closed."""
         async with self._sessions() as session:
             result = await session.execute(
                 update(Conversation)
-                .where(Conversation.id == conversation.id, Conversation.status != ConversationStatus.closed)
+                .where(col(Conversation.id) == conversation.id, col(Conversation.status) != ConversationStatus.closed)
                 .values(status=ConversationStatus.closed, closed_at=utcnow())
             )
             await session.commit()
-        if result.rowcount != 1:
+        if rows_changed(result) != 1:
             return False
         await self.system_line(conversation.id, f"{closed_by} closed the conversation.")
-        await self._broker.publish(
+        await self._broker.fanout.publish(
             channels.conversation(conversation.id),
             outbound.closed(conversation.id, closed_by),
         )
@@ -376,7 +379,7 @@ class Conversations:
     async def set_offline_email(self, conversation_id: str, email: str) -> None:
         async with self._sessions() as session:
             await session.execute(
-                update(Conversation).where(Conversation.id == conversation_id).values(offline_email=email)
+                update(Conversation).where(col(Conversation.id) == conversation_id).values(offline_email=email)
             )
             await session.commit()
 
@@ -390,7 +393,7 @@ class Conversations:
             else:
                 existing.score, existing.comment = score, comment.strip()
             await session.commit()
-        await self._broker.publish(
+        await self._broker.fanout.publish(
             channels.staff(conversation.id),
             outbound.rating(conversation.id, score, comment),
         )

@@ -7,10 +7,11 @@ from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from nameplate.errors import NameplateError, NotFound
 from nameplate.protocol.vocabulary import ErrorCode
-from nameplate.store.engine import Sessions
+from nameplate.store.engine import Sessions, rows_changed
 from nameplate.store.models import CannedResponse, iso
 
 MAX_SHORTCUT_CHARS = 40
@@ -51,7 +52,9 @@ class CannedResponses:
     async def for_site(self, site_id: str) -> list[CannedResponse]:
         async with self._sessions() as session:
             result = await session.execute(
-                select(CannedResponse).where(CannedResponse.site_id == site_id).order_by(CannedResponse.shortcut)
+                select(CannedResponse)
+                .where(col(CannedResponse.site_id) == site_id)
+                .order_by(col(CannedResponse.shortcut))
             )
             return list(result.scalars())
 
@@ -69,8 +72,10 @@ class CannedResponses:
         """Delete one of this site's responses; another site's id is 'not found'."""
         async with self._sessions() as session:
             result = await session.execute(
-                delete(CannedResponse).where(CannedResponse.id == canned_id, CannedResponse.site_id == site_id)
+                delete(CannedResponse).where(
+                    col(CannedResponse.id) == canned_id, col(CannedResponse.site_id) == site_id
+                )
             )
             await session.commit()
-        if result.rowcount != 1:
+        if rows_changed(result) != 1:
             raise NotFound("no such canned response")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from nameplate.errors import NotFound
 from nameplate.people.customers import Customers, customer_card, display_name
@@ -61,13 +62,13 @@ class ConsoleLookups:
             rows = (
                 await session.execute(
                     select(Conversation, Customer, Rating)
-                    .join(Customer, Customer.id == Conversation.customer_id)
-                    .outerjoin(Rating, Rating.conversation_id == Conversation.id)
+                    .join(Customer, col(Customer.id) == col(Conversation.customer_id))
+                    .outerjoin(Rating, col(Rating.conversation_id) == col(Conversation.id))
                     .where(
-                        Conversation.agent_id == agent_id,
-                        Conversation.status == ConversationStatus.closed,
+                        col(Conversation.agent_id) == agent_id,
+                        col(Conversation.status) == ConversationStatus.closed,
                     )
-                    .order_by(Conversation.closed_at.desc())
+                    .order_by(col(Conversation.closed_at).desc())
                     .limit(RECENTLY_CLOSED)
                 )
             ).all()

@@ -9,6 +9,7 @@ import hashlib
 import secrets
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from nameplate.errors import NameplateError
 from nameplate.protocol.vocabulary import ErrorCode
@@ -49,7 +50,7 @@ class ApiKeys:
     async def list(self, site_id: str) -> list[ApiKey]:
         async with self._sessions() as session:
             result = await session.execute(
-                select(ApiKey).where(ApiKey.site_id == site_id).order_by(ApiKey.created_at.desc())
+                select(ApiKey).where(col(ApiKey.site_id) == site_id).order_by(col(ApiKey.created_at).desc())
             )
             return list(result.scalars())
 
@@ -59,7 +60,7 @@ class ApiKeys:
             return None
         async with self._sessions() as session:
             record = (
-                await session.execute(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+                await session.execute(select(ApiKey).where(col(ApiKey.key_hash) == hash_key(key)))
             ).scalar_one_or_none()
             if record is None or record.revoked_at is not None:
                 return None

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select, update
+from sqlmodel import col
 
 from nameplate.errors import NameplateError
 from nameplate.infra.background import BackgroundTask
@@ -28,7 +29,7 @@ from nameplate.infra.refreshing_cache import RefreshingCache
 from nameplate.integrations import webhook_targets
 from nameplate.integrations.webhook_targets import TargetRefused
 from nameplate.protocol.vocabulary import ErrorCode
-from nameplate.store.engine import Sessions
+from nameplate.store.engine import Sessions, rows_changed
 from nameplate.store.models import Webhook, WebhookDelivery, iso, new_id, utcnow
 
 log = logging.getLogger("nameplate.webhooks")
@@ -117,7 +118,7 @@ class Webhooks:
             # Its pending retries stop with it: nothing more is sent to a URL the admin removed.
             await session.execute(
                 update(WebhookDelivery)
-                .where(WebhookDelivery.webhook_id == hook.id, WebhookDelivery.status == "pending")
+                .where(col(WebhookDelivery.webhook_id) == hook.id, col(WebhookDelivery.status) == "pending")
                 .values(status="failed", last_error="webhook deleted")
             )
             await session.commit()
@@ -130,7 +131,9 @@ class Webhooks:
     async def _look_up(self, site_id: str) -> list[Webhook]:
         async with self._sessions() as session:
             result = await session.execute(
-                select(Webhook).where(Webhook.site_id == site_id, Webhook.active.is_(True)).order_by(Webhook.created_at)
+                select(Webhook)
+                .where(col(Webhook.site_id) == site_id, col(Webhook.active).is_(True))
+                .order_by(col(Webhook.created_at))
             )
             return list(result.scalars())
 
@@ -138,9 +141,9 @@ class Webhooks:
         async with self._sessions() as session:
             result = await session.execute(
                 select(WebhookDelivery, Webhook)
-                .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
-                .where(Webhook.site_id == site_id)
-                .order_by(WebhookDelivery.created_at.desc())
+                .join(Webhook, col(Webhook.id) == col(WebhookDelivery.webhook_id))
+                .where(col(Webhook.site_id) == site_id)
+                .order_by(col(WebhookDelivery.created_at).desc())
                 .limit(limit)
             )
             return [(delivery, hook) for delivery, hook in result.all()]
@@ -194,9 +197,9 @@ class Webhooks:
         now = utcnow()
         async with self._sessions() as session:
             result = await session.execute(
-                select(WebhookDelivery.id, WebhookDelivery.next_attempt_at)
-                .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
-                .order_by(WebhookDelivery.next_attempt_at)
+                select(col(WebhookDelivery.id), col(WebhookDelivery.next_attempt_at))
+                .where(col(WebhookDelivery.status) == "pending", col(WebhookDelivery.next_attempt_at) <= now)
+                .order_by(col(WebhookDelivery.next_attempt_at))
                 .limit(BATCH)
             )
             due = list(result.all())
@@ -205,13 +208,13 @@ class Webhooks:
                 lease = await session.execute(
                     update(WebhookDelivery)
                     .where(
-                        WebhookDelivery.id == delivery_id,
-                        WebhookDelivery.next_attempt_at == due_at,
-                        WebhookDelivery.status == "pending",
+                        col(WebhookDelivery.id) == delivery_id,
+                        col(WebhookDelivery.next_attempt_at) == due_at,
+                        col(WebhookDelivery.status) == "pending",
                     )
                     .values(next_attempt_at=now + timedelta(seconds=LEASE_SECONDS))
                 )
-                if lease.rowcount == 1:
+                if rows_changed(lease) == 1:
                     claimed.append(delivery_id)
             await session.commit()
         for delivery_id in claimed:
@@ -271,7 +274,7 @@ class Webhooks:
         async with self._sessions() as session:
             await session.execute(
                 update(WebhookDelivery)
-                .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending")
+                .where(col(WebhookDelivery.id) == delivery_id, col(WebhookDelivery.status) == "pending")
                 .values(**values)
             )
             await session.commit()

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from nameplate.errors import NameplateError
 from nameplate.people.credentials import VisitorTokens, identity_verified
@@ -124,7 +125,7 @@ class Identity:
         async with self._sessions() as session:
             existing = (
                 await session.execute(
-                    select(Customer).where(Customer.site_id == site.id, Customer.external_id == user_id)
+                    select(Customer).where(col(Customer.site_id) == site.id, col(Customer.external_id) == user_id)
                 )
             ).scalar_one_or_none()
             me = await session.get(Customer, current.id)
@@ -187,9 +188,11 @@ class Identity:
     async def _merge(session: Any, anonymous: Customer, into: Customer) -> None:
         """Fold an anonymous record into a verified one: its conversations and pages move over."""
         await session.execute(
-            update(Conversation).where(Conversation.customer_id == anonymous.id).values(customer_id=into.id)
+            update(Conversation).where(col(Conversation.customer_id) == anonymous.id).values(customer_id=into.id)
         )
-        await session.execute(update(PageView).where(PageView.customer_id == anonymous.id).values(customer_id=into.id))
+        await session.execute(
+            update(PageView).where(col(PageView.customer_id) == anonymous.id).values(customer_id=into.id)
+        )
         if anonymous.attributes:
             into.attributes = {**anonymous.attributes, **(into.attributes or {})}
         into.name = into.name or anonymous.name

@@ -7,6 +7,7 @@ import io
 
 from PIL import Image, UnidentifiedImageError
 from sqlalchemy import update
+from sqlmodel import col
 
 from nameplate.errors import NameplateError
 from nameplate.protocol.vocabulary import ErrorCode
@@ -32,9 +33,9 @@ def normalise_photo(data: bytes) -> bytes:
             if width * height > MAX_PIXELS:
                 raise NameplateError(ErrorCode.bad_image, "that image has too many pixels")
             probe.verify()
-        with Image.open(io.BytesIO(data)) as image:
-            image.draft("RGB", (SIDE * 2, SIDE * 2))
-            image = image.convert("RGB")
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.draft("RGB", (SIDE * 2, SIDE * 2))
+            image = opened.convert("RGB")
     except NameplateError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -64,5 +65,7 @@ async def store_photo(sessions: Sessions, agent_id: str, data: bytes) -> None:
             session.add(AgentPhoto(agent_id=agent_id, content_type="image/jpeg", data=jpeg))
         else:
             photo.data, photo.content_type, photo.updated_at = jpeg, "image/jpeg", utcnow()
-        await session.execute(update(Agent).where(Agent.id == agent_id).values(photo_version=Agent.photo_version + 1))
+        await session.execute(
+            update(Agent).where(col(Agent.id) == agent_id).values(photo_version=col(Agent.photo_version) + 1)
+        )
         await session.commit()

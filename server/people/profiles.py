@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import update
+from sqlmodel import col
 
 from nameplate.errors import NameplateError, NotFound
 from nameplate.people.directory import clean_name
@@ -40,7 +41,7 @@ class Profiles:
             "intro": clean_line(intro, "intro", MAX_INTRO_CHARS),
         }
         async with self._sessions() as session:
-            await session.execute(update(Agent).where(Agent.id == agent_id).values(**values))
+            await session.execute(update(Agent).where(col(Agent.id) == agent_id).values(**values))
             await session.commit()
             agent = await session.get(Agent, agent_id, populate_existing=True)
         if agent is None:

@@ -138,6 +138,8 @@ class AgentHello(Frame):
     resume_after: dict[str, Seq] = Field(default_factory=dict, max_length=1000)
     # Supervisors watching the live view: not online for routing, read-only.
     observe: bool = False
+    # The status to arrive in; unset, agents arrive available and supervisors and admins away.
+    status: Literal["available", "away"] | None = None
 
 
 class AgentSend(SendMessage):
@@ -249,14 +251,16 @@ def parse_visitor_hello(text: str | bytes) -> VisitorHello:
     data = _load(text)
     if data["type"] != "hello":
         raise ProtocolError(ErrorCode.hello_required, "the first frame must be hello")
-    return _validate(_visitor_hello, data)
+    hello: VisitorHello = _validate(_visitor_hello, data)
+    return hello
 
 
 def parse_agent_hello(text: str | bytes) -> AgentHello:
     data = _load(text)
     if data["type"] != "hello":
         raise ProtocolError(ErrorCode.hello_required, "the first frame must be hello")
-    return _validate(_agent_hello, data)
+    hello: AgentHello = _validate(_agent_hello, data)
+    return hello
 
 
 def parse_visitor_frame(text: str | bytes) -> Any:

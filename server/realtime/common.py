@@ -46,8 +46,9 @@ async def receive_text(websocket: WebSocket) -> str | None:
     message = await websocket.receive()
     if message["type"] == "websocket.disconnect":
         return None
-    if message.get("text") is not None:
-        return message["text"]
+    text: str | None = message.get("text")
+    if text is not None:
+        return text
     return message.get("bytes", b"").decode("utf-8", errors="replace") or "\x00binary"
 
 
@@ -166,7 +167,7 @@ class Subscriptions:
             if pending is not None:
                 await asyncio.shield(pending)
             return
-        pending = asyncio.ensure_future(self._broker.subscribe(channel, handler))
+        pending = asyncio.ensure_future(self._broker.fanout.subscribe(channel, handler))
         self._live[key] = pending
         try:
             await asyncio.shield(pending)
@@ -189,7 +190,7 @@ class Subscriptions:
         if pending is not None:
             with contextlib.suppress(Exception):
                 await pending
-        await self._broker.unsubscribe(channel, handler)
+        await self._broker.fanout.unsubscribe(channel, handler)
 
     async def clear(self) -> None:
         for channel, handler in list(self._live):

@@ -298,7 +298,7 @@ class VisitorSession:
             if self._chatter.take():
                 await record_page_view(services, self.customer, self.conversation, frame.url, frame.title)
         elif isinstance(frame, Rate):
-            conversation = self.conversation
+            conversation: Conversation | ConversationView | None = self.conversation
             if frame.conversation_id:
                 conversation = await services.conversations.get(frame.conversation_id)
             rated = await rate_conversation(services, self.customer.id, conversation, frame.score, frame.comment)

@@ -19,7 +19,8 @@ VISITOR_TOKEN_WINDOW_SECONDS = 60.0
 
 
 def _services(request: Request) -> Services:
-    return request.app.state.services
+    services: Services = request.app.state.services
+    return services
 
 
 def cors_headers(site: Site | None, origin: str | None) -> dict[str, str]:
@@ -58,7 +59,7 @@ async def create_visitor(request: Request) -> Response:
         return error_response(403, ErrorCode.origin, "this page's origin may not use this site's chat")
     # Each token is a customer row: a script minting them in a loop is refused per address (a site's real
     # visitors come from many addresses and ask once each). Checked after the site, before the write.
-    within, retry_after = await services.broker.hit(
+    within, retry_after = await services.broker.counters.hit(
         f"visitor-tokens:{client_ip(request)}",
         services.settings.visitor_tokens_per_minute,
         VISITOR_TOKEN_WINDOW_SECONDS,

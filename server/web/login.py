@@ -51,7 +51,7 @@ async def throttle(services: Services, email: str, ip: str, failed: bool = False
     behind one office address all logging in at nine must not lock each other out; a guesser does."""
     waits = []
     for key in throttle_keys(email, ip):
-        within, retry_after = await services.broker.hit(
+        within, retry_after = await services.broker.counters.hit(
             key, LOGIN_ATTEMPTS - (0 if failed else 1), LOGIN_WINDOW_SECONDS, cost=1 if failed else 0
         )
         if not within:

@@ -28,7 +28,8 @@ CSRF_HEADER = "x-csrf-token"
 
 
 def services_of(request: Request) -> Services:
-    return request.app.state.services
+    services: Services = request.app.state.services
+    return services
 
 
 def csrf_token(request: Request) -> str:
