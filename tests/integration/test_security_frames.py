@@ -202,3 +202,4 @@ async def test_lone_surrogates_and_huge_seqs_never_reach_postgresql(tmp_path: Pa
                 ).scalars()
             )
         assert sorted(bodies) == ["first", "still fine"]
+        await visitor.close()  # before the server stops: it waits for open sockets

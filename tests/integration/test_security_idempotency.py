@@ -52,6 +52,9 @@ async def check_keys_per_author(server: RunningServer) -> None:
     assert again["conversation_id"] != conversation_id
     reopened = await server.services.conversations.history(again["conversation_id"])
     assert [m["body"] for m in reopened if m["author"]["kind"] == "visitor"] == ["visitor starts again"]
+    for client in (visitor, jane):  # before the server stops: it waits for open sockets
+        await client.drain(0.05)
+        await client.close()
 
 
 async def test_client_ids_are_keyed_per_author(server: RunningServer) -> None:

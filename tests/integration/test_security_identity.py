@@ -169,3 +169,6 @@ async def test_fixation_and_expiry_are_refused_on_postgresql_and_redis(tmp_path:
         assert await refused_hello(server, old) == ("bad_token", 4401)
         shared, _ = await connect_visitor(server, token=welcome["token"])
         assert shared.of_type("welcome")[0]["earlier"] == []
+        for client in (victim, shared):  # before the server stops: it waits for open sockets
+            await client.drain(0.05)
+            await client.close()
