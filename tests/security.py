@@ -26,7 +26,9 @@ async def postgres_redis_server(tmp_path: Path, **overrides: Any) -> AsyncIterat
             redis_url=redis_url,
             redis_prefix=unique_prefix("security"),
             database_pool_size=5,
-            **overrides,
+            # No agent's grace runs out while the server stops: once (under load) a requeue during shutdown
+            # held uvicorn's lifespan past the harness's 15 s.
+            **{"agent_grace_seconds": 30.0, **overrides},
         )
         running = await start_server(settings)
         try:
