@@ -28,6 +28,7 @@ def run_server(settings: Settings, host: str, port: int, server_log_level: str |
     import uvicorn
 
     from nameplate.app import create_app
+    from nameplate.protocol.inbound import WS_MAX_SIZE
     from nameplate.realtime.lean_protocol import LeanWebSocketProtocol
 
     uvicorn.run(
@@ -40,7 +41,13 @@ def run_server(settings: Settings, host: str, port: int, server_log_level: str |
         # Pings every 20 s find dead peers (phones that walked out of Wi-Fi) within a minute.
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
+        # A frame larger than the protocol accepts is refused (1009) as it arrives, not read whole first
+        # (uvicorn's default would buffer 16 MiB per socket before hello).
+        ws_max_size=WS_MAX_SIZE,
         proxy_headers=True,
+        # The proxies whose X-Forwarded-For is believed: without it every agent behind a proxy shares the
+        # proxy's address, for the log-in throttle and the token limit alike (see README).
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         log_level=server_log_level or settings.log_level,
     )
 

@@ -33,6 +33,17 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from exc
 
 
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
 def normalise_database_url(url: str) -> str:
     """Accept the URLs users paste from their host (postgres://, sqlite:///) and pick the async driver."""
     if url.startswith("postgres://"):
@@ -95,6 +106,18 @@ class Settings:
     # Connections per process to PostgreSQL, kept open; callers beyond them wait their turn. The message log
     # has one more of its own.
     database_pool_size: int = 20
+    # Widget tokens minted per client address per minute (POST /api/v1/visitors). Each is a customer row;
+    # real browsers ask once and keep theirs, so even a busy office behind one address stays far below.
+    visitor_tokens_per_minute: int = 120
+    # How long widget tokens last: an anonymous one (a returning visitor finds their chat), a verified
+    # customer's (renewed with each verified identify).
+    anonymous_token_days: float = 30.0
+    verified_token_hours: float = 24.0
+    # Webhooks to loopback, private, link-local and metadata addresses are refused unless this is on
+    # (a site admin must not reach the server's own network through them).
+    webhooks_allow_private: bool = False
+    # Proxies whose X-Forwarded-For uvicorn believes (uvicorn's own setting, passed through by serve).
+    forwarded_allow_ips: str = "127.0.0.1,::1"
 
     @property
     def cookie_secure(self) -> bool:
@@ -123,4 +146,9 @@ class Settings:
             message_refill_per_second=_float(env, "MESSAGE_REFILL_PER_SECOND", 2.0),
             log_level=env.get("LOG_LEVEL") or "info",
             database_pool_size=_int(env, "DATABASE_POOL_SIZE", 20),
+            visitor_tokens_per_minute=_int(env, "VISITOR_TOKENS_PER_MINUTE", 120),
+            anonymous_token_days=_float(env, "ANONYMOUS_TOKEN_DAYS", 30.0),
+            verified_token_hours=_float(env, "VERIFIED_TOKEN_HOURS", 24.0),
+            webhooks_allow_private=_bool(env, "WEBHOOKS_ALLOW_PRIVATE", False),
+            forwarded_allow_ips=env.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1",
         )

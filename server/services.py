@@ -66,10 +66,14 @@ class Services:
         sessions = make_sessions(engine)
         broker = make_broker(settings.redis_url, settings.redis_prefix)
         message_log = MessageLog(engine)
-        tokens = VisitorTokens(settings.secret_key)
+        tokens = VisitorTokens(
+            settings.secret_key,
+            anonymous_seconds=int(settings.anonymous_token_days * 86400),
+            verified_seconds=int(settings.verified_token_hours * 3600),
+        )
         directory = Directory(sessions, settings.agent_default_capacity)
         customers = Customers(sessions, tokens)
-        webhooks = Webhooks(sessions)
+        webhooks = Webhooks(sessions, allow_private=settings.webhooks_allow_private)
         conversations = Conversations(sessions, message_log, broker, directory, settings.max_message_chars, webhooks)
         router = Router(sessions, broker, conversations, directory, webhooks)
         presence = Presence(broker, router, settings.agent_grace_seconds, settings.presence_interval_seconds)

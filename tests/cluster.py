@@ -112,6 +112,8 @@ async def cluster(
         "LOG_LEVEL": env_overrides.pop("LOG_LEVEL", "warning"),
         # The machine's PostgreSQL allows 100 clients in all, shared with whatever else runs there.
         "DATABASE_POOL_SIZE": env_overrides.pop("DATABASE_POOL_SIZE", "5"),
+        # Every test client mints its tokens from 127.0.0.1.
+        "VISITOR_TOKENS_PER_MINUTE": env_overrides.pop("VISITOR_TOKENS_PER_MINUTE", "1000000"),
         **env_overrides,
     }
     settings = Settings.from_env(env)

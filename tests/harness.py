@@ -22,6 +22,7 @@ import websockets
 from nameplate.app import create_app
 from nameplate.config import Settings
 from nameplate.demo.seed import seed_demo
+from nameplate.protocol.inbound import WS_MAX_SIZE
 from nameplate.realtime.lean_protocol import LeanWebSocketProtocol
 from nameplate.services import Services
 
@@ -40,6 +41,8 @@ def test_settings(tmp_path: Path, **overrides: Any) -> Settings:
         secret_key="test-secret-" + uuid.uuid4().hex,
         agent_grace_seconds=1.0,
         presence_interval_seconds=0.1,
+        # Every test client mints its tokens from 127.0.0.1; the limit itself is tested at its default.
+        visitor_tokens_per_minute=1_000_000,
     )
     return replace(base, **overrides)
 
@@ -68,6 +71,7 @@ async def start_server(settings: Settings, port: int | None = None) -> RunningSe
         log_level="warning",
         ws=LeanWebSocketProtocol,
         ws_per_message_deflate=False,
+        ws_max_size=WS_MAX_SIZE,  # as `nameplate serve` runs it
         lifespan="on",
     )
     server = uvicorn.Server(config)

@@ -1,7 +1,7 @@
 /* Nameplate chat widget — talk to a real, named person.
  *   <script src="https://HOST/widget.js" data-site="SITE_KEY" async></script>
  *   Options: data-accent="#1d5c4b" data-position="left|right" data-greeting="…" data-title="…"
- *   API: Nameplate.open(), .close(), .identify({user_id, user_hash, name, email, attributes});
+ *   API: Nameplate.open(), .close(), .identify({user_id, user_hash, name, email, attributes}), .reset();
  *   queued before the script loads: window.Nameplate = {q: [["identify", {...}]]}.
  * One custom element in a shadow root; the only global is window.Nameplate. Nothing reaches the page
  * before the server's hello (a server that is down costs one console.warn); people's text reaches the
@@ -17,12 +17,12 @@
   const warn = (text) => { if (!warned) { warned = true; try { console.warn("Nameplate chat: " + text); } catch { /* no console */ } } };
   const SITE = script?.dataset.site;
   if (!SITE || !script.src) {
-    W.Nameplate = { version: "0", open() {}, close() {}, identify() {} };
+    W.Nameplate = { version: "0", open() {}, close() {}, identify() {}, reset() {} };
     warn("the script tag needs src and data-site");
     return;
   }
   let wantOpen = false;
-  const api = { version: "1", open() { wantOpen = true; open(true); }, close() { wantOpen = false; close(); }, identify };
+  const api = { version: "1", open() { wantOpen = true; open(true); }, close() { wantOpen = false; close(); }, identify, reset };
   W.Nameplate = api;
 
   // -- configuration
@@ -547,6 +547,26 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
     if (JSON.stringify(pick) === JSON.stringify(S.identify || null)) return;
     save(S.identify = pick);
     send({ type: "identify", ...pick });
+  }
+  // The site's sign-out: forget this browser's visitor (token, identity, chat, outbox), start anonymous.
+  function reset() {
+    const sock = ws;
+    ws = asked = past = lastPage = null;
+    ready = verified = false;
+    earlier = [];
+    attempts = tokenRetries = 0;
+    clearInterval(heartbeat);
+    clearTimeout(retryTimer);
+    retryTimer = null;
+    if (sock) { sock.onclose = sock.onmessage = null; try { sock.close(); } catch { /* gone */ } }
+    try { localStorage.removeItem(KEY); } catch { /* storage off */ }
+    S = { outbox: [], seen_seq: 0 };
+    for (const rec of byClient.values()) rec.node?.remove();
+    byClient.clear();
+    if (host) $.past.textContent = "";
+    resetView(null);
+    if (host) render();
+    if (!dead) reconnect();
   }
   // A token: identify made this visitor another customer record.
   function customer(f) {

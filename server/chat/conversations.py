@@ -99,7 +99,11 @@ class Conversations:
             result = await session.execute(
                 select(Message)
                 .join(Conversation, col(Conversation.id) == col(Message.conversation_id))
-                .where(col(Conversation.customer_id) == customer_id, col(Message.client_id) == client_id)
+                .where(
+                    col(Conversation.customer_id) == customer_id,
+                    col(Message.client_id) == client_id,
+                    col(Message.author_kind) == AuthorKind.visitor,  # the visitor's own key, not an agent's
+                )
                 .order_by(col(Message.created_at).desc())
                 .limit(1)
             )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -95,8 +96,11 @@ def day_bounds(first: date | None, last: date | None) -> tuple[datetime | None, 
     """[start of `first`, start of the day after `last`) in UTC: both days are included."""
     if first is not None and last is not None and first > last:
         raise NameplateError(ErrorCode.invalid, "the start date is after the end date")
-    start = datetime(first.year, first.month, first.day, tzinfo=UTC) if first else None
-    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1) if last else None
+    try:
+        start = datetime(first.year, first.month, first.day, tzinfo=UTC) if first else None
+        end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1) if last else None
+    except OverflowError as exc:  # 9999-12-31: the day after it is beyond what a datetime holds
+        raise NameplateError(ErrorCode.invalid, "dates must be before 9999-12-31", 422) from exc
     return start, end
 
 
@@ -460,8 +464,15 @@ CSV_COLUMNS = ("conversation_id", "seq", "sent_at", "author_kind", "author_name"
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
+# A spreadsheet that splits on ";" (some locales) or tabs ignores the quotes inside a line of a
+# comma-separated file and starts a new cell after each one: "x;=1+2" would begin a cell with a formula.
+_SPLIT_FORMULA = re.compile(r"([;\t]\s*)([=+\-@])")
+
+
 def csv_safe(value: str) -> str:
-    """Text people typed, made inert for spreadsheets: a leading quote keeps a would-be formula as text."""
+    """Text people typed, made inert for spreadsheets: a quote before a would-be formula keeps it text, at
+    the start of the cell and after each ";" or tab inside it (every cell is also quoted: see csv_text)."""
+    value = _SPLIT_FORMULA.sub(r"\1'\2", value)
     return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
@@ -480,7 +491,8 @@ def csv_record(line: Line) -> list[str]:
 
 def csv_text(records: Iterable[list[str] | tuple[str, ...]]) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer).writerows(records)
+    # Every cell quoted: a reader that splits on ";" still keeps "a;b" in one cell.
+    csv.writer(buffer, quoting=csv.QUOTE_ALL).writerows(records)
     return buffer.getvalue()
 
 
@@ -509,6 +521,15 @@ def transcript_csv(transcript: Transcript) -> str:
     return csv_text([CSV_COLUMNS, *(csv_record(line) for line in transcript.lines)])
 
 
+# Everything a text viewer may start a new line at: \r alone, \n, \r\n, and the Unicode line breaks.
+LINE_BREAKS = re.compile(r"\r\n|[\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def one_line(value: object) -> str:
+    """Typed text that must stay on its line (a header fact, a name): line breaks become spaces."""
+    return LINE_BREAKS.sub(" ", str(value))
+
+
 def transcript_text(transcript: Transcript) -> str:
     """A transcript as plain text: a header of facts, then one entry per message."""
     c = transcript.conversation
@@ -524,12 +545,13 @@ def transcript_text(transcript: Transcript) -> str:
         ("Duration", format_duration(c.duration_seconds()) if c.closed_at else "ongoing"),
     ]
     if c.rating_score is not None:
-        comment = f' ("{c.rating_comment}")' if c.rating_comment else ""
+        comment = f' ("{one_line(c.rating_comment)}")' if c.rating_comment else ""
         facts.append(("Rating", f"{c.rating_score}/5{comment}"))
-    out = [f"{label}: {value}" for label, value in facts]
+    out = [f"{label}: {one_line(value)}" for label, value in facts]
     out.append("")
     for line in transcript.lines:
         label = line.author_kind + (", private note" if line.private else "")
-        body = line.body.replace("\r\n", "\n").replace("\n", "\n    ")
-        out.append(f"[{format_time(line.sent_at, seconds=True)}] {line.author_name} ({label}): {body}")
+        # Continuation lines are indented, so no body can start a line that looks like an entry.
+        body = "\n    ".join(LINE_BREAKS.split(line.body))
+        out.append(f"[{format_time(line.sent_at, seconds=True)}] {one_line(line.author_name)} ({label}): {body}")
     return "\n".join(out) + "\n"

@@ -26,6 +26,8 @@ from sqlmodel import col
 from nameplate.errors import NameplateError
 from nameplate.infra.background import BackgroundTask
 from nameplate.infra.refreshing_cache import RefreshingCache
+from nameplate.integrations import webhook_targets
+from nameplate.integrations.webhook_targets import TargetRefused
 from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.store.engine import Sessions, rows_changed
 from nameplate.store.models import Webhook, WebhookDelivery, iso, new_id, utcnow
@@ -75,8 +77,12 @@ def _subscribed(hook: Webhook, event_type: str) -> bool:
 
 
 class Webhooks:
-    def __init__(self, sessions: Sessions, retry_base_seconds: float = RETRY_BASE_SECONDS) -> None:
+    def __init__(
+        self, sessions: Sessions, retry_base_seconds: float = RETRY_BASE_SECONDS, allow_private: bool = False
+    ) -> None:
         self._sessions = sessions
+        # WEBHOOKS_ALLOW_PRIVATE: off by default, see webhook_targets.
+        self.allow_private = allow_private
         self.retry_base_seconds = retry_base_seconds
         self._hooks = RefreshingCache("webhooks of site", lambda: HOOKS_CACHE_SECONDS, self._look_up)
         self._wake = asyncio.Event()
@@ -92,6 +98,10 @@ class Webhooks:
         unknown = [e for e in chosen if e != "*" and e not in EVENT_TYPES]
         if unknown:
             raise NameplateError(ErrorCode.invalid, f"unknown event types: {', '.join(unknown)}", 422)
+        try:
+            await webhook_targets.check(url, self.allow_private)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise NameplateError(ErrorCode.invalid, "that webhook URL cannot be parsed", 422) from exc
         hook = Webhook(site_id=site_id, url=url, events=" ".join(chosen))
         async with self._sessions() as session:
             session.add(hook)
@@ -105,6 +115,12 @@ class Webhooks:
             if hook is None or hook.site_id != site_id:
                 raise NameplateError(ErrorCode.not_found, "no such webhook", 404)
             hook.active = False
+            # Its pending retries stop with it: nothing more is sent to a URL the admin removed.
+            await session.execute(
+                update(WebhookDelivery)
+                .where(col(WebhookDelivery.webhook_id) == hook.id, col(WebhookDelivery.status) == "pending")
+                .values(status="failed", last_error="webhook deleted")
+            )
             await session.commit()
         self._hooks.forget(site_id)
 
@@ -209,7 +225,11 @@ class Webhooks:
         async with self._sessions() as session:
             delivery = await session.get(WebhookDelivery, delivery_id)
             hook = await session.get(Webhook, delivery.webhook_id) if delivery else None
-        if delivery is None or hook is None:
+        if delivery is None or hook is None or delivery.status != "pending":
+            return
+        if not hook.active:
+            # Deleted after this delivery was claimed: drop it rather than post to a removed URL.
+            await self._finish(delivery.id, {"status": "failed", "last_error": "webhook deleted"})
             return
         body = delivery.payload.encode()
         headers = {
@@ -222,14 +242,23 @@ class Webhooks:
         status_code: int | None = None
         error: str | None = None
         try:
+            # Resolved again at every attempt: a name that pointed outside at create may point inside now.
+            target = await webhook_targets.check(hook.url, self.allow_private)
+            if target.host_header is not None:
+                headers["Host"] = target.host_header
+            extensions = {"sni_hostname": target.sni} if target.sni else None
             if self._client is None:
                 self._client = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
-            response = await self._client.post(hook.url, content=body, headers=headers)
+            response = await self._client.post(target.url, content=body, headers=headers, extensions=extensions)
             status_code = response.status_code
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:500]
+        except TargetRefused as exc:
+            error = exc.message
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+            # Coarse on purpose: "connection refused" vs "timed out" vs a TLS detail per host and port
+            # would let a site admin map what answers where.
+            error = "timed out" if isinstance(exc, httpx.TimeoutException) else "could not deliver"
         attempts = delivery.attempts + 1
         values: dict[str, Any] = {"attempts": attempts, "last_status_code": status_code, "last_error": error}
         if error is None:
@@ -239,8 +268,13 @@ class Webhooks:
         else:
             delay = self.retry_base_seconds * 2 ** (attempts - 1)
             values.update(next_attempt_at=utcnow() + timedelta(seconds=delay))
+        await self._finish(delivery.id, values)
+
+    async def _finish(self, delivery_id: str, values: dict[str, Any]) -> None:
         async with self._sessions() as session:
             await session.execute(
-                update(WebhookDelivery).where(col(WebhookDelivery.id) == delivery.id).values(**values)
+                update(WebhookDelivery)
+                .where(col(WebhookDelivery.id) == delivery_id, col(WebhookDelivery.status) == "pending")
+                .values(**values)
             )
             await session.commit()

@@ -51,18 +51,20 @@ class Customers:
         return customer, self._tokens.issue(site.id, customer.id)
 
     async def from_token(self, site: Site, token: str) -> Customer | None:
-        """The customer a token belongs to, following merges; None for a forged or foreign token."""
+        """The customer a token belongs to; None for a forged, expired or foreign token.
+
+        A verified record is read only with a token minted at its verification: an anonymous token that
+        was planted in a browser before its user signed in (its record became, or was merged into, the
+        verified one) reads nothing. Merges always go into verified records, so the `merged_into`
+        pointer is never followed: such a token is refused and the widget starts afresh."""
         claims = self._tokens.read(token)
         if claims is None or claims.site_id != site.id:
             return None
         async with self._sessions() as session:
             customer = await session.get(Customer, claims.customer_id)
-            # An anonymous record folded into a verified one keeps working through its pointer.
-            for _ in range(3):
-                if customer is None or customer.merged_into is None:
-                    break
-                customer = await session.get(Customer, customer.merged_into)
-        if customer is None or customer.site_id != site.id:
+        if customer is None or customer.site_id != site.id or customer.merged_into is not None:
+            return None
+        if customer.verified != claims.verified:
             return None
         return customer
 

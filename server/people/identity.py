@@ -149,8 +149,9 @@ class Identity:
             except IntegrityError as exc:
                 # Two tabs verified the same new user at once: the other won; use its record.
                 raise NameplateError(ErrorCode.conflict, "please retry identify", 409) from exc
-        changed = target.id != current.id
-        return IdentifyResult(target, self._tokens.issue(site.id, target.id) if changed else None, True)
+        # Always a fresh token: the one the visitor came with may have been planted (session fixation),
+        # and this one is the only kind that reads a verified record.
+        return IdentifyResult(target, self._tokens.issue(site.id, target.id, verified=True), True)
 
     async def _unverified(
         self,

@@ -113,6 +113,11 @@ class Staff:
         password_hash = hash_password(check_password(password))
         return await self._revoke(site_id, agent_id, password_hash=password_hash)
 
+    async def end_sessions(self, site_id: str, agent_id: str) -> Agent:
+        """Log out: every session cookie of this agent stops working, a copied one included, and their
+        open consoles close (all devices: the cookie holds no id of its own to end just one)."""
+        return await self._revoke(site_id, agent_id)
+
     async def _revoke(self, site_id: str, agent_id: str, **values: object) -> Agent:
         await self.get(site_id, agent_id)
         async with self._sessions() as session:

@@ -8,6 +8,7 @@ into a model or raise `ProtocolError` with a code for the `error` frame. Server 
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -17,6 +18,18 @@ from nameplate.protocol.vocabulary import ErrorCode
 
 # Frames larger than this are refused before JSON parsing: a message body is capped far below it.
 MAX_FRAME_BYTES = 64 * 1024
+# What the websocket server reads of one frame at most (uvicorn's ws_max_size): a frame a little over the
+# limit still gets a `too_large` error frame; one beyond this is cut off with 1009 as it arrives, so a
+# socket costs at most this much before hello (uvicorn's default, 16 MiB, was read whole).
+WS_MAX_SIZE = 2 * MAX_FRAME_BYTES
+
+# Seqs are INTEGER columns (32-bit in PostgreSQL): a larger number is not a real seq, and would crash the
+# query that compares it rather than simply match nothing.
+MAX_SEQ = 2**31 - 1
+Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
+# JSON escapes of UTF-16 surrogates (\ud800–\udfff): paired they are one character, alone they are text
+# no database or encoder accepts.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 ClientId = Annotated[str, Field(min_length=1, max_length=64)]
 ConversationId = Annotated[str, Field(min_length=1, max_length=32)]
@@ -46,7 +59,7 @@ class VisitorHello(Frame):
     site: str = Field(min_length=1, max_length=64)
     token: str = Field(min_length=1, max_length=512)
     conversation_id: ConversationId | None = None
-    resume_after: int = Field(default=0, ge=0)
+    resume_after: Seq = 0
     # The visitor's locale and time zone, from the browser, shown to the agent.
     locale: str | None = Field(default=None, max_length=35)
     timezone: str | None = Field(default=None, max_length=64)
@@ -90,7 +103,7 @@ class Typing(Frame):
 
 class Read(Frame):
     type: Literal["read"]
-    seq: int = Field(ge=0)
+    seq: Seq
     conversation_id: ConversationId | None = None
 
 
@@ -122,7 +135,7 @@ class Ping(Frame):
 class AgentHello(Frame):
     type: Literal["hello"]
     # conversation_id → last seq the console has; conversations not named get their full history.
-    resume_after: dict[str, int] = Field(default_factory=dict)
+    resume_after: dict[str, Seq] = Field(default_factory=dict, max_length=1000)
     # Supervisors watching the live view: not online for routing, read-only.
     observe: bool = False
     # The status to arrive in; unset, agents arrive available and supervisors and admins away.
@@ -203,9 +216,24 @@ def _load(text: str | bytes) -> dict[str, Any]:
         data = json.loads(text)
     except (ValueError, TypeError) as exc:
         raise ProtocolError(ErrorCode.bad_json, "frames must be JSON objects") from exc
+    except RecursionError as exc:
+        raise ProtocolError(ErrorCode.bad_json, "frames must not nest that deeply") from exc
+    if _SURROGATE_ESCAPE.search(text if isinstance(text, str) else text.decode("utf-8", "replace")):
+        _reject_lone_surrogates(data)
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise ProtocolError(ErrorCode.bad_frame, 'frames must be JSON objects with a "type"')
     return data
+
+
+def _reject_lone_surrogates(data: Any) -> None:
+    """Only for frames that escape a surrogate: encoding finds a lone one (paired ones were joined by
+    the parser)."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ProtocolError(ErrorCode.bad_frame, "text must be valid Unicode (a lone surrogate was sent)") from exc
+    except RecursionError as exc:
+        raise ProtocolError(ErrorCode.bad_json, "frames must not nest that deeply") from exc
 
 
 def _validate(adapter: TypeAdapter[Any], data: dict[str, Any]) -> Any:

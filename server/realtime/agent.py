@@ -31,7 +31,7 @@ from nameplate.protocol.inbound import (
     parse_agent_hello,
 )
 from nameplate.protocol.vocabulary import ErrorCode, Presence, Side, UnassignReason, is_staff
-from nameplate.realtime.common import FrameLoop, Subscriptions, receive_hello, refuse
+from nameplate.realtime.common import FrameLoop, Subscriptions, ask_allowed, receive_hello, refuse
 from nameplate.realtime.connection import CLOSE_UNAUTHORIZED, Connection
 from nameplate.services import Services
 from nameplate.store.models import Agent, Conversation, ConversationStatus
@@ -99,6 +99,8 @@ class AgentSession:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._messages = TokenBucket(30, 10)
         self._chatter = TokenBucket(20, 5)
+        # Read receipts write to the store and fan out: a console opening many chats sends a burst.
+        self._asks = TokenBucket(60, 10)
         # An observing supervisor watches without being online for routing and writes nothing.
         self.observing = False
         # Ids of conversations this console has seen assigned to its agent: spares a query per message.
@@ -263,6 +265,7 @@ class AgentSession:
             raise
 
     async def handle(self, frame: Any) -> None:
+        ask_allowed(frame, self._asks)
         services = self.services
         if self.observing and not isinstance(frame, Watch | Ping):
             raise Forbidden("this console is observing: open the inbox to take part")

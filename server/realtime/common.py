@@ -13,6 +13,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from nameplate.broker.base import Broker, Handler
 from nameplate.errors import NameplateError, RateLimited
+from nameplate.infra.rate_limit import TokenBucket
 from nameplate.protocol import outbound
 from nameplate.protocol.inbound import ProtocolError
 from nameplate.protocol.vocabulary import ErrorCode
@@ -28,6 +29,16 @@ HELLO_TIMEOUT_SECONDS = 10.0
 MAX_CONSECUTIVE_BAD_FRAMES = 20
 # Rate-limited frames beyond this many in a row end the socket.
 MAX_RATE_LIMITED = 30
+# Frames that write to the store or fan out (webhooks, the other side) but that a person sends rarely:
+# a burst of 20, then 2 a second, per socket.
+ASK_RATE = (20.0, 2.0)
+ASK_FRAME_TYPES = frozenset({"identify", "read", "email", "rate", "history"})
+
+
+def ask_allowed(frame: Any, bucket: TokenBucket) -> None:
+    """Refuse (rate_limited) an ask frame beyond the socket's budget; other frames pass untouched."""
+    if getattr(frame, "type", None) in ASK_FRAME_TYPES and not bucket.take():
+        raise RateLimited("too many requests on this connection; wait a moment")
 
 
 async def receive_text(websocket: WebSocket) -> str | None:
@@ -77,13 +88,14 @@ async def refuse(websocket: WebSocket, code: ErrorCode, message: str) -> None:
 class FrameLoop:
     """Reads frames until the peer leaves, passing each to `handle`; turns errors into `error` frames."""
 
-    __slots__ = ("websocket", "connection", "bad_frames", "rate_limited")  # one per open socket
+    __slots__ = ("websocket", "connection", "bad_frames", "rate_limited", "crash_logged")  # one per open socket
 
     def __init__(self, websocket: WebSocket, connection: Connection) -> None:
         self.websocket = websocket
         self.connection = connection
         self.bad_frames = 0
         self.rate_limited = 0
+        self.crash_logged = False
 
     async def run(self, parse: Callable[[str], Any], handle: Callable[[Any], Awaitable[None]]) -> None:
         while True:
@@ -116,8 +128,16 @@ class FrameLoop:
                 self.connection.close(CLOSE_BAD_INPUT, "too many bad frames")
                 return False
         except Exception:
-            log.exception("handling a frame failed")
+            # One traceback per socket: a peer repeating a frame that breaks a handler must not fill the log.
+            if not self.crash_logged:
+                self.crash_logged = True
+                log.exception("handling a frame failed (later failures on this socket are not logged)")
             self._error(ErrorCode.internal, "something went wrong on our side; try again", frame)
+            # Counted like bad frames: a peer that keeps crashing handlers is closed with 4400.
+            self.bad_frames += 1
+            if self.bad_frames >= MAX_CONSECUTIVE_BAD_FRAMES:
+                self.connection.close(CLOSE_BAD_INPUT, "too many bad frames")
+                return False
         return True
 
     def _error(self, code: ErrorCode, message: str, frame: Any) -> None:

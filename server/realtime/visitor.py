@@ -32,7 +32,15 @@ from nameplate.protocol.inbound import (
     parse_visitor_hello,
 )
 from nameplate.protocol.vocabulary import ConversationStatus, ErrorCode, Side
-from nameplate.realtime.common import FrameLoop, Subscriptions, receive_hello, refuse, take_origin
+from nameplate.realtime.common import (
+    ASK_RATE,
+    FrameLoop,
+    Subscriptions,
+    ask_allowed,
+    receive_hello,
+    refuse,
+    take_origin,
+)
 from nameplate.realtime.connection import Connection
 from nameplate.services import Services
 from nameplate.store.models import Conversation, Customer, Site, iso
@@ -84,6 +92,8 @@ class VisitorSession:
         "_messages",
         "_chatter",
         "__weakref__",  # Services.sockets
+        "_asks",
+        "_proven",
     )
 
     def __init__(self, services: Services, connection: Connection, site: Site, customer: Customer) -> None:
@@ -99,6 +109,11 @@ class VisitorSession:
         self._messages = TokenBucket(settings.message_burst, settings.message_refill_per_second)
         # Typing and page frames are cheap but fan out: a few a second is all a person produces.
         self._chatter = TokenBucket(10, 3)
+        # Identify, read, e-mail, rate and history frames each write to the store or fan out to webhooks.
+        self._asks = TokenBucket(*ASK_RATE)
+        # Set once this socket has shown a valid user_hash: a verified customer's token alone is not proof
+        # of who is at the keyboard (a shared browser), so their earlier chats need this.
+        self._proven = False
         connection.filler = self._stored_after
 
     async def _stored_after(self, conversation_id: str, after: int) -> list[dict[str, Any]]:
@@ -165,11 +180,14 @@ class VisitorSession:
             current,
             await self.services.router.agents_online(self.site.id),
             [{"id": t.id, "name": t.name} for t in await self.services.directory.teams(self.site.id)],
-            # Only a verified customer sees their earlier conversations: an anonymous token proves
-            # nothing about who is at the keyboard beyond this browser.
-            await self.services.conversations.earlier(self.customer.id) if self.customer.verified else [],
+            # Only a verified customer who proved it on this socket sees their earlier conversations: a
+            # token proves nothing about who is at the keyboard beyond this browser.
+            await self.services.conversations.earlier(self.customer.id) if self._shows_history() else [],
             token,
         )
+
+    def _shows_history(self) -> bool:
+        return self.customer.verified and self._proven
 
     def _customer_frame(self) -> dict[str, Any]:
         return {"id": self.customer.id, "name": self.customer.name, "verified": self.customer.verified}
@@ -184,12 +202,18 @@ class VisitorSession:
         )
         previous = self.customer
         self.customer = CustomerView.of(result.customer)
+        self._proven = result.verified
         if result.customer.id != previous.id and subscribed:
             await self._subscriptions.remove(channels.customer(previous.id), self._on_customer_event)
             await self._subscriptions.add(channels.customer(result.customer.id), self._on_customer_event)
             current = self.conversation
-            if current is not None and current.customer_id != result.customer.id and not result.verified:
-                # A fresh anonymous record: the verified customer's conversation is not theirs to see.
+            if (
+                current is not None
+                and current.customer_id != result.customer.id
+                and (not result.verified or previous.verified)
+            ):
+                # A fresh anonymous record, or another verified user on this socket: the previous
+                # customer's conversation is not theirs to see or write into.
                 await self._subscriptions.remove(channels.conversation(current.id), self._on_event)
                 self.connection.untrack(current.id)
                 self.conversation = None
@@ -300,6 +324,7 @@ class VisitorSession:
         await self._replay(conversation.id, 0)
 
     async def handle(self, frame: Any) -> None:
+        ask_allowed(frame, self._asks)
         services = self.services
         if isinstance(frame, SendMessage):
             body = services.conversations.clean_body(frame.body)
@@ -345,7 +370,7 @@ class VisitorSession:
                 self.conversation = ConversationView.of(adopted)
                 self.connection.hold(adopted.id, after=0)
                 await self._subscribe(adopted.id)
-        earlier = await self.services.conversations.earlier(self.customer.id) if self.customer.verified else None
+        earlier = await self.services.conversations.earlier(self.customer.id) if self._shows_history() else None
         conversation_id = self.conversation.id if self.conversation else None
         self.connection.send(outbound.identified(self._customer_frame(), conversation_id, token, earlier))
         if adopted is not None:
@@ -353,7 +378,7 @@ class VisitorSession:
 
     async def _history(self, conversation_id: str) -> None:
         conversation = await self.services.conversations.get(conversation_id)
-        if not self.customer.verified or conversation is None or conversation.customer_id != self.customer.id:
+        if not self._shows_history() or conversation is None or conversation.customer_id != self.customer.id:
             raise NotFound("no such conversation")
         messages = await self.services.conversations.history(conversation.id)
         self.connection.send(outbound.history(conversation.id, messages))

@@ -146,7 +146,9 @@ class Conversation(SQLModel, table=True):
 class Message(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("conversation_id", "seq"),
-        UniqueConstraint("conversation_id", "client_id"),
+        # Per author: a client_id is the sender's own idempotency key, and one side reusing the other's
+        # (by chance or on purpose) must not make a message vanish as a "retry".
+        UniqueConstraint("conversation_id", "author_kind", "client_id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     conversation_id: str = Field(foreign_key="conversation.id", max_length=32)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -11,7 +13,9 @@ from nameplate.people.photos import load_photo
 from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.services import Services
 from nameplate.store.models import Site
-from nameplate.web.responses import error_response, read_json
+from nameplate.web.responses import client_ip, error_response, read_json
+
+VISITOR_TOKEN_WINDOW_SECONDS = 60.0
 
 
 def _services(request: Request) -> Services:
@@ -53,6 +57,18 @@ async def create_visitor(request: Request) -> Response:
     origin = request.headers.get("origin")
     if not site.origin_allowed(origin):
         return error_response(403, ErrorCode.origin, "this page's origin may not use this site's chat")
+    # Each token is a customer row: a script minting them in a loop is refused per address (a site's real
+    # visitors come from many addresses and ask once each). Checked after the site, before the write.
+    within, retry_after = await services.broker.counters.hit(
+        f"visitor-tokens:{client_ip(request)}",
+        services.settings.visitor_tokens_per_minute,
+        VISITOR_TOKEN_WINDOW_SECONDS,
+    )
+    if not within:
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after))), **cors_headers(site, origin)}
+        return error_response(
+            429, ErrorCode.rate_limited, "too many new visitors from this address; try again later", headers
+        )
     customer, token = await services.customers.create_visitor(site)
     return JSONResponse(
         {"token": token, "customer_id": customer.id}, status_code=201, headers=cors_headers(site, origin)

@@ -31,14 +31,22 @@ async def _authorised(request: Request) -> tuple[Services, Site, Customer]:
     return services, site, customer
 
 
-def _int_param(request: Request, name: str, default: int) -> int:
+# A timeline is paged from its newest end; deeper than this is a script, not a person, and the window
+# it needs (offset + limit rows of each kind) must stay a small, valid SQL LIMIT.
+MAX_OFFSET = 10_000
+
+
+def _int_param(request: Request, name: str, default: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError as exc:
         raise NameplateError(ErrorCode.invalid, f"{name} must be a whole number", 422) from exc
+    if not 0 <= value <= high:
+        raise NameplateError(ErrorCode.invalid, f"{name} must be between 0 and {high}", 422)
+    return value
 
 
 async def post_event(request: Request) -> Response:
@@ -50,8 +58,8 @@ async def post_event(request: Request) -> Response:
 
 async def get_timeline(request: Request) -> Response:
     services, _site, customer = await _authorised(request)
-    limit = _int_param(request, "limit", 20)
-    offset = _int_param(request, "offset", 0)
+    limit = _int_param(request, "limit", 20, MAX_OFFSET)  # clamped to MAX_PAGE by the timeline
+    offset = _int_param(request, "offset", 0, MAX_OFFSET)
     items = await services.timeline.items(customer.id, limit=limit, offset=offset)
     return JSONResponse({"items": items, "limit": limit, "offset": offset, "next_offset": offset + len(items)})
 

@@ -21,7 +21,8 @@ from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.services import Services
 from nameplate.store.models import Agent
 from nameplate.web.pages import check_csrf, current_agent, render
-from nameplate.web.responses import error_response, read_json
+from nameplate.web.responses import client_ip, error_response, read_json
+from nameplate.web.supervisor import staff_of
 
 # 5 tries per 5 minutes, per account and per address: slows guessing to a crawl, barely noticed by people.
 LOGIN_ATTEMPTS = 5
@@ -30,10 +31,6 @@ LOGIN_WINDOW_SECONDS = 300.0
 
 def wants_json_body(request: Request) -> bool:
     return request.headers.get("content-type", "").startswith("application/json")
-
-
-def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 async def login_credentials(request: Request) -> tuple[str, str, bool]:
@@ -68,7 +65,10 @@ async def authenticate(services: Services, email: str, password: str) -> Agent |
     for agent in candidates:
         if await asyncio.to_thread(verify_password, agent.password_hash, password):
             return agent
-    await asyncio.to_thread(verify_password, None, password)  # same work whether or not the e-mail exists
+    if not candidates:
+        # One hash check for an unknown e-mail too, never two for a known one: the time of a wrong
+        # password does not tell whether the address has an account.
+        await asyncio.to_thread(verify_password, None, password)
     return None
 
 
@@ -124,6 +124,10 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     """Always CSRF-checked (form field or X-CSRF-Token header): a foreign page must not sign agents out."""
     await check_csrf(request)
+    agent = await current_agent(request)
+    if agent is not None:
+        # Ended in the store, not only in this browser: a copy of the cookie is worthless from now on.
+        await staff_of(request).end_sessions(agent.site_id, agent.id)
     request.session.clear()
     if wants_json_body(request) or "application/json" in request.headers.get("accept", ""):
         return JSONResponse({"ok": True})

@@ -13,6 +13,11 @@ from nameplate.protocol.inbound import reject_nul
 from nameplate.protocol.vocabulary import ErrorCode
 
 
+def client_ip(request: Request) -> str:
+    """The peer's address; behind a proxy, the one it forwards when uvicorn trusts it (FORWARDED_ALLOW_IPS)."""
+    return request.client.host if request.client else "unknown"
+
+
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 

@@ -112,7 +112,7 @@ async def test_the_schema_has_the_types_and_names_both_engines_need(database_url
 
     async with engine.connect() as connection:
         found = await connection.run_sync(describe)
-    assert found["uniques"] == {"uq_message_conversation_id_seq", "uq_message_conversation_id_client_id"}
+    assert found["uniques"] == {"uq_message_conversation_id_seq", "uq_message_conversation_id_author_kind_client_id"}
     assert found["fks"] == {"fk_message_conversation_id_conversation", "fk_message_agent_id_agent"}
     assert found["body"] == "text"
     if engine.dialect.name == "postgresql":

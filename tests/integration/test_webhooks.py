@@ -6,6 +6,8 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,7 +20,23 @@ from starlette.routing import Route
 import nameplate.integrations.webhooks as server_webhooks
 from nameplate.integrations.webhooks import sign, verify_signature
 from nameplate.store.models import Webhook
-from tests.harness import RunningServer, connect_agent, connect_visitor, free_port, poll_until
+from tests.harness import (
+    RunningServer,
+    connect_agent,
+    connect_visitor,
+    free_port,
+    poll_until,
+    running_server,
+    seeded_settings,
+)
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    """These tests post to a receiver on 127.0.0.1: internal targets are allowed, as WEBHOOKS_ALLOW_PRIVATE does.
+    That they are refused by default is tests/integration/test_security_webhooks.py."""
+    async with running_server(await seeded_settings(tmp_path, webhooks_allow_private=True)) as running:
+        yield running
 
 
 class Receiver:

@@ -6,7 +6,8 @@ writer then stores the planned rows and advances the conversations in the same t
 PostgreSQL writer (`message_log_postgres`) states the same rules in its one statement, so that a batch
 costs one round trip; the engine tests hold both to every rule. Seqs are gap-free and unique per
 conversation even with several processes writing to PostgreSQL (the rows stay locked until commit), and
-a `client_id` already stored for the conversation returns its original seq: retries never duplicate.
+a `client_id` already stored for the conversation by the same kind of author returns its original seq:
+retries never duplicate, and the other side's client_ids never swallow a message.
 """
 
 from __future__ import annotations
@@ -91,11 +92,11 @@ def plan_batch(
     now: datetime,
 ) -> BatchPlan:
     """One result per message, in order, and the rows that store the new ones. Pure: no database."""
-    known = {(m.conversation_id, m.client_id): m for m in already_stored}
+    known = {(m.conversation_id, m.author_kind, m.client_id): m for m in already_stored}
     plan = BatchPlan()
     first_reply: set[str] = set()
     for message in batch:
-        key = (message.conversation_id, message.client_id)
+        key = (message.conversation_id, message.author_kind, message.client_id)
         if message.client_id and key in known:
             plan.results.append(replace(known[key], duplicate=True))
             continue

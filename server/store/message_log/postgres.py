@@ -54,7 +54,7 @@ from nameplate.store.models import AuthorKind, Conversation, ConversationStatus,
 
 _CONVERSATION = f'"{Conversation.__tablename__}"'
 _MESSAGE = f'"{Message.__tablename__}"'
-_CLIENT_ID_UNIQUE = "uq_message_conversation_id_client_id"
+_CLIENT_ID_UNIQUE = "uq_message_conversation_id_author_kind_client_id"
 # Another process committing the same client_id between two attempts needs a retry of its own each time;
 # past this many, something else is wrong.
 MAX_ATTEMPTS = 5
@@ -82,7 +82,8 @@ WITH batch AS (
     LEFT JOIN locked AS l ON l.id = b.conversation_id
     LEFT JOIN LATERAL (
         SELECT m.seq, m.author_kind, m.agent_id, m.body, m.private, m.created_at FROM {_MESSAGE} AS m
-        WHERE m.conversation_id = b.conversation_id AND m.client_id = b.client_id AND {{look_up_retries}}
+        WHERE m.conversation_id = b.conversation_id AND m.author_kind = b.author_kind
+              AND m.client_id = b.client_id AND {{look_up_retries}}
     ) AS e ON true
 ), planned AS MATERIALIZED (
     SELECT ord, conversation_id, author_kind, agent_id, body, private, client_id,
@@ -178,9 +179,13 @@ async def write_batch(pg: Any, batch: list[NewMessage]) -> list[StoredMessage | 
 
 
 def _first_copies(batch: list[NewMessage]) -> list[int]:
-    """For each message, the index of the first message in the batch with its (conversation, client_id)."""
-    first: dict[tuple[str, str], int] = {}
-    return [first.setdefault((m.conversation_id, m.client_id), n) if m.client_id else n for n, m in enumerate(batch)]
+    """For each message, the index of the first message in the batch with its (conversation, author kind,
+    client_id)."""
+    first: dict[tuple[str, str, str], int] = {}
+    return [
+        first.setdefault((m.conversation_id, m.author_kind, m.client_id), n) if m.client_id else n
+        for n, m in enumerate(batch)
+    ]
 
 
 def _columns(batch: list[NewMessage], indices: list[int]) -> list[list[Any]]:

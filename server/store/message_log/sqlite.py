@@ -81,7 +81,7 @@ def _write_batch(connection: sqlite3.Connection, batch: list[NewMessage]) -> lis
     # Matched as pairs: "conversation_id IN (…) AND client_id IN (…)" probes the unique index for every
     # combination, quadratic in the batch, and "(conversation_id, client_id) IN (VALUES …)" scans the
     # table; a CROSS JOIN from the pairs (SQLite keeps that loop order) is one index probe per pair.
-    sent = sorted({(m.conversation_id, m.client_id) for m in batch if m.client_id})
+    sent = sorted({(m.conversation_id, m.author_kind, m.client_id) for m in batch if m.client_id})
     rows = connection.execute(
         f"SELECT id, last_seq, status, agent_id FROM {_CONVERSATION} WHERE id IN ({_marks(len(conversation_ids))})",
         conversation_ids,
@@ -90,11 +90,12 @@ def _write_batch(connection: sqlite3.Connection, batch: list[NewMessage]) -> lis
     stored: list[StoredMessage] = []
     if sent:
         found = connection.execute(
-            f"WITH sent(conversation_id, client_id) AS (VALUES {', '.join(['(?, ?)'] * len(sent))})"
+            f"WITH sent(conversation_id, author_kind, client_id) AS (VALUES {', '.join(['(?, ?, ?)'] * len(sent))})"
             " SELECT m.conversation_id, m.seq, m.author_kind, m.body, m.agent_id, m.client_id, m.private,"
             f" m.created_at FROM sent CROSS JOIN {_MESSAGE} AS m"
-            " ON m.conversation_id = sent.conversation_id AND m.client_id = sent.client_id",
-            [value for pair in sent for value in pair],
+            " ON m.conversation_id = sent.conversation_id AND m.author_kind = sent.author_kind"
+            " AND m.client_id = sent.client_id",
+            [value for triple in sent for value in triple],
         )
         stored = [
             StoredMessage(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), _read_time(row[7]))
