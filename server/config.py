@@ -95,6 +95,10 @@ class Settings:
     # Connections per process to PostgreSQL, kept open; callers beyond them wait their turn. The message log
     # has one more of its own.
     database_pool_size: int = 20
+    # Insight: a queued visitor gone this long has given up; digests go out at this local time.
+    abandon_grace_seconds: float = 20.0
+    digest_time: str = "08:00"
+    digest_timezone: str = "UTC"
 
     @property
     def cookie_secure(self) -> bool:
@@ -123,4 +127,7 @@ class Settings:
             message_refill_per_second=_float(env, "MESSAGE_REFILL_PER_SECOND", 2.0),
             log_level=env.get("LOG_LEVEL") or "info",
             database_pool_size=_int(env, "DATABASE_POOL_SIZE", 20),
+            abandon_grace_seconds=_float(env, "ABANDON_GRACE_SECONDS", 20.0),
+            digest_time=env.get("DIGEST_TIME") or "08:00",
+            digest_timezone=env.get("DIGEST_TIMEZONE") or "UTC",
         )

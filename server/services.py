@@ -58,6 +58,7 @@ class Services:
         webhooks = Webhooks(sessions)
         conversations = Conversations(sessions, message_log, broker, directory, settings.max_message_chars, webhooks)
         router = Router(sessions, broker, conversations, directory, webhooks)
+        router.abandon_grace_seconds = settings.abandon_grace_seconds
         presence = Presence(broker, router, settings.agent_grace_seconds, settings.presence_interval_seconds)
         return cls(
             settings,

@@ -5,12 +5,15 @@ The frames published here are exactly what sockets forward, so the realtime laye
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, select, update
 
 from nameplate.broker.base import Broker
 from nameplate.errors import Forbidden, NameplateError, NotFound
+from nameplate.insight import events as insight
+from nameplate.insight.events import EventKind
 from nameplate.integrations.webhooks import Webhooks
 from nameplate.people.customers import customer_card, display_name
 from nameplate.people.directory import Directory
@@ -227,6 +230,9 @@ class Conversations:
         conversation = Conversation(site_id=site_id, customer_id=customer_id, team_id=team_id)
         async with self._sessions() as session:
             session.add(conversation)
+            insight.record(
+                session, EventKind.queued, conversation.id, site_id, team_id=team_id, at=conversation.created_at
+            )
             await session.commit()
         await self._broker.publish(
             channels.customer(customer_id), {"type": "conversation", "conversation_id": conversation.id}
@@ -311,18 +317,26 @@ class Conversations:
 
     async def mark_assigned(self, conversation_id: str, agent_id: str) -> Conversation | None:
         """queued → active with this agent. None if it is no longer queued (closed meanwhile)."""
+        now = utcnow()
         async with self._sessions() as session:
             result = await session.execute(
                 update(Conversation)
                 .where(Conversation.id == conversation_id, Conversation.status == ConversationStatus.queued.value)
-                .values(status=ConversationStatus.active.value, agent_id=agent_id, assigned_at=utcnow())
+                .values(status=ConversationStatus.active.value, agent_id=agent_id, assigned_at=now)
+                .returning(Conversation.site_id, Conversation.team_id)
             )
+            changed = result.first()
+            if changed is not None:
+                await insight.record_assigned(session, conversation_id, changed[0], changed[1], agent_id, now)
             await session.commit()
-            if result.rowcount != 1:
+            if changed is None:
                 return None
             return await session.get(Conversation, conversation_id)
 
-    async def mark_requeued(self, conversation_id: str, team_id: str | None = None) -> bool:
+    async def mark_requeued(
+        self, conversation_id: str, team_id: str | None = None, transferred_by: str | None = None
+    ) -> bool:
+        """active → queued; `transferred_by` is the agent who sent it to `team_id` (None: they went away)."""
         values: dict[str, Any] = {"status": ConversationStatus.queued.value, "agent_id": None}
         if team_id is not None:
             values["team_id"] = team_id
@@ -331,9 +345,18 @@ class Conversations:
                 update(Conversation)
                 .where(Conversation.id == conversation_id, Conversation.status == ConversationStatus.active.value)
                 .values(**values)
+                .returning(Conversation.site_id, Conversation.team_id)
             )
+            changed = result.first()
+            if changed is not None:
+                if transferred_by is not None:
+                    insight.record(
+                        session, EventKind.transfer, conversation_id, changed[0], team_id=changed[1],
+                        agent_id=transferred_by, detail=f"team:{team_id}",
+                    )  # fmt: skip
+                insight.record(session, EventKind.queued, conversation_id, changed[0], team_id=changed[1])
             await session.commit()
-            return result.rowcount == 1
+            return changed is not None
 
     async def hand_over(self, conversation_id: str, from_agent: str, to_agent: str) -> bool:
         async with self._sessions() as session:
@@ -345,9 +368,20 @@ class Conversations:
                     Conversation.status == ConversationStatus.active.value,
                 )
                 .values(agent_id=to_agent, assigned_at=utcnow())
+                .returning(Conversation.site_id, Conversation.team_id)
             )
+            changed = result.first()
+            if changed is not None:
+                site_id, team_id = changed
+                insight.record(
+                    session, EventKind.transfer, conversation_id, site_id, team_id=team_id, agent_id=from_agent,
+                    detail=to_agent,
+                )  # fmt: skip
+                insight.record(
+                    session, EventKind.assigned, conversation_id, site_id, team_id=team_id, agent_id=to_agent
+                )
             await session.commit()
-            return result.rowcount == 1
+            return changed is not None
 
     async def close(self, conversation: Conversation, closed_by: str) -> bool:
         """Close for good; a later visitor message starts a new conversation. False if already closed."""
@@ -356,9 +390,17 @@ class Conversations:
                 update(Conversation)
                 .where(Conversation.id == conversation.id, Conversation.status != ConversationStatus.closed.value)
                 .values(status=ConversationStatus.closed.value, closed_at=utcnow())
+                .returning(Conversation.site_id, Conversation.team_id, Conversation.agent_id, Conversation.closed_at)
             )
+            changed = result.first()
+            if changed is not None:
+                site_id, team_id, agent_id, closed_at = changed
+                insight.record(
+                    session, EventKind.closed, conversation.id, site_id, team_id=team_id, agent_id=agent_id,
+                    at=closed_at,
+                )  # fmt: skip
             await session.commit()
-        if result.rowcount != 1:
+        if changed is None:
             return False
         await self.system_line(conversation.id, f"{closed_by} closed the conversation.")
         await self._broker.publish(
@@ -370,6 +412,26 @@ class Conversations:
             summary = await self.announce(closed)
             await self._webhooks.emit(closed.site_id, "conversation.closed", summary)
         return True
+
+    async def abandon(self, conversation_id: str, page: str | None, left_at: datetime) -> Conversation | None:
+        """The visitor gave up (left at `left_at`) while queued: closed, with a `left` event. None if it was
+        no longer queued."""
+        now = left_at
+        async with self._sessions() as session:
+            result = await session.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation_id, Conversation.status == ConversationStatus.queued.value)
+                .values(status=ConversationStatus.closed.value, closed_at=now)
+                .returning(Conversation.site_id, Conversation.team_id)
+            )
+            changed = result.first()
+            if changed is not None:
+                await insight.record_left(session, conversation_id, changed[0], changed[1], page, now)
+                insight.record(session, EventKind.closed, conversation_id, changed[0], team_id=changed[1], at=now)
+            await session.commit()
+            if changed is None:
+                return None
+            return await session.get(Conversation, conversation_id)
 
     async def set_offline_email(self, conversation_id: str, email: str) -> None:
         async with self._sessions() as session:
@@ -387,6 +449,7 @@ class Conversations:
                 session.add(Rating(conversation_id=conversation.id, score=score, comment=comment.strip()))
             else:
                 existing.score, existing.comment = score, comment.strip()
+            await insight.record_rated(session, conversation.id, conversation.site_id, score)
             await session.commit()
         await self._broker.publish(
             channels.staff(conversation.id),

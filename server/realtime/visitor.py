@@ -134,6 +134,9 @@ class VisitorSession:
         for task in list(self._tasks or ()):
             task.cancel()
         await self._subscriptions.clear()
+        # Insight: a visitor who goes away while queued may have given up waiting (the router decides).
+        if self.conversation is not None and self.conversation.status == ConversationStatus.queued.value:
+            self.services.router.visitor_left(self.conversation, self.customer.id)
 
     async def _welcome(self, conversation: Conversation | None) -> dict[str, Any]:
         frame: dict[str, Any] = {

@@ -25,7 +25,8 @@ from nameplate.protocol.frames import queue_frame
 from nameplate.routing.plan import QueueEntry
 from nameplate.routing.wait_time import expected_wait_seconds, mean_handle_seconds
 from nameplate.store.engine import Sessions
-from nameplate.store.models import Agent, Conversation, ConversationStatus, utcnow
+from nameplate.desk.transcripts import as_utc
+from nameplate.store.models import Agent, Conversation, ConversationStatus, Customer, utcnow
 from nameplate.store.views import ConversationView
 
 log = logging.getLogger("nameplate.routing")
@@ -36,6 +37,7 @@ QUEUE_COALESCE_SECONDS = 0.2
 # Handling times move slowly; recomputing them once a minute is plenty.
 HANDLE_TIME_TTL_SECONDS = 60.0
 HANDLE_TIME_SAMPLE = 50
+DEFAULT_ABANDON_GRACE_SECONDS = 20.0
 
 
 class Router:
@@ -57,6 +59,8 @@ class Router:
         self._handle_times: dict[str, tuple[float, float]] = {}
         # What this process last told each queued conversation, so an unchanged position is not resent.
         self._told: dict[str, dict[str, tuple[int, int | None, int]]] = {}
+        # How long a queued visitor may be gone (a reload, a blip) before they count as having given up.
+        self.abandon_grace_seconds = DEFAULT_ABANDON_GRACE_SECONDS
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
@@ -318,6 +322,34 @@ class Router:
         await self.publish_availability(site_id)
         await self.drain(site_id)
 
+    # -- visitors leaving ----------------------------------------------------------------------------
+    def visitor_left(self, conversation: Conversation | ConversationView, customer_id: str) -> None:
+        """A visitor's socket closed while their conversation was queued. After a grace period (a reload or
+        a blip reconnects well within it) the conversation is abandoned unless the visitor came back."""
+        self._spawn(self._abandon_later(conversation.site_id, conversation.id, customer_id, utcnow()))
+
+    async def _abandon_later(self, site_id: str, conversation_id: str, customer_id: str, left_at: Any) -> None:
+        await asyncio.sleep(self.abandon_grace_seconds)
+        try:
+            async with self._sessions() as session:
+                customer = await session.get(Customer, customer_id)
+            # Every visitor socket marks the customer seen when it starts, in any process: a later mark
+            # means they are back (on this page or another), and still waiting.
+            if customer is None or as_utc(customer.last_seen_at) > left_at:
+                return
+            abandoned = await self._conversations.abandon(conversation_id, customer.current_url, left_at)
+            if abandoned is None:
+                return
+            await self._broker.dequeue(site_id, conversation_id)
+            await self._broker.publish(
+                channels.conversation(conversation_id),
+                {"type": "closed", "conversation_id": conversation_id, "by": "nobody: the visitor left"},
+            )
+            await self._conversations.announce(abandoned)
+            self.queue_changed(site_id)
+        except Exception:
+            log.exception("abandoning conversation %s failed", conversation_id)
+
     async def release(self, conversation: Conversation) -> None:
         """The agent's slot is free again (closed conversation): give it to whoever waits."""
         if conversation.agent_id:
@@ -376,7 +408,7 @@ class Router:
         team = teams.get(to_team_id or "")
         if team is None:
             raise NotFound("no such team")
-        if not await self._conversations.mark_requeued(conversation.id, team_id=team.id):
+        if not await self._conversations.mark_requeued(conversation.id, team_id=team.id, transferred_by=from_agent.id):
             raise NameplateError("conflict", "the conversation changed hands meanwhile", 409)
         await self._broker.detach(conversation.site_id, from_agent.id, conversation.id)
         requeued = await self._conversations.get(conversation.id)
