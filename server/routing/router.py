@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from nameplate.broker.base import Broker
 from nameplate.chat.conversations import Conversations
+from nameplate.desk.transcripts import as_utc
 from nameplate.errors import NameplateError, NotFound
 from nameplate.integrations.webhooks import Webhooks
 from nameplate.people.directory import Directory
@@ -25,7 +26,6 @@ from nameplate.protocol.frames import queue_frame
 from nameplate.routing.plan import QueueEntry
 from nameplate.routing.wait_time import expected_wait_seconds, mean_handle_seconds
 from nameplate.store.engine import Sessions
-from nameplate.desk.transcripts import as_utc
 from nameplate.store.models import Agent, Conversation, ConversationStatus, Customer, utcnow
 from nameplate.store.views import ConversationView
 

@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+
 from nameplate.broker.base import Broker, Event
 from nameplate.broker.memory import MemoryBroker
 from nameplate.broker.redis import RedisBroker
-
 from nameplate.routing.plan import AgentState, QueueEntry
 from tests.services import REDIS_URL, require_redis, unique_prefix
 
