@@ -273,9 +273,7 @@ def behind(
             continue
         if team_id is not None and f.team_id != team_id:
             continue
-        if agent_id is not None and not (
-            agent_id in f.handled or f.closed_by == agent_id or f.rated_agent == agent_id
-        ):
+        if agent_id is not None and not (agent_id in f.handled or f.closed_by == agent_id or f.rated_agent == agent_id):
             continue
         if agent_id is not None and metric in ("rated", "satisfied") and f.rated_agent != agent_id:
             continue
