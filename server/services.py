@@ -12,6 +12,7 @@ from nameplate.broker import make_broker
 from nameplate.broker.base import Broker
 from nameplate.chat.conversations import Conversations
 from nameplate.config import Settings
+from nameplate.insight.service import Insight
 from nameplate.integrations.api_keys import ApiKeys
 from nameplate.integrations.webhooks import Webhooks
 from nameplate.people.credentials import VisitorTokens
@@ -45,6 +46,7 @@ class Services:
     webhooks: Webhooks
     api_keys: ApiKeys
     timeline: Timeline
+    insight: Insight
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -76,6 +78,7 @@ class Services:
             webhooks,
             ApiKeys(sessions),
             Timeline(sessions),
+            Insight(sessions, directory, settings.digest_time, settings.digest_timezone),
         )
 
     async def start(self) -> None:
@@ -89,6 +92,7 @@ class Services:
         await self.router.rebuild()
         self.presence.start()
         self.webhooks.start()
+        self.insight.start()
         await self.router.drain_all()
 
     async def recover_broker_state(self) -> None:
@@ -99,6 +103,7 @@ class Services:
         await self.router.drain_all()
 
     async def stop(self) -> None:
+        await self.insight.stop()
         await self.webhooks.stop()
         await self.presence.stop()
         await self.router.stop()

@@ -6,11 +6,12 @@ first queued, in that zone. All of a conversation's events are read (a rating ca
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from nameplate.errors import NameplateError
 from nameplate.insight.events import EventKind, as_utc
@@ -24,14 +25,17 @@ from nameplate.insight.metrics import (
     figures,
     local_day,
 )
+from nameplate.insight.topics import Embedder, Question, Topic, cluster, count_previous, default_embedder, question_of
 from nameplate.people.customers import display_name
 from nameplate.people.directory import Directory
 from nameplate.store.engine import Sessions
-from nameplate.store.models import Agent, Conversation, Customer, InsightEvent, Rating
+from nameplate.store.models import Agent, AuthorKind, Conversation, Customer, InsightEvent, Message, Rating
 
 MAX_PERIOD_DAYS = 366
 DEFAULT_PERIOD_DAYS = 7
 MAX_ROWS = 1000
+# Past this many first messages a day, the rest of the day is left out of clustering (O(n²) memory).
+MAX_QUESTIONS_PER_DAY = 5000
 
 
 @dataclass(frozen=True)
@@ -237,3 +241,54 @@ class Reports:
 
     async def team_names(self, site_id: str) -> dict[str, str]:
         return {t.id: t.name for t in await self._directory.teams(site_id)}
+
+    async def first_questions(self, site_id: str, period: Period) -> list[Question]:
+        """The first visitor message of each conversation started in the period, masked, greetings dropped."""
+        first = (
+            select(Message.conversation_id, func.min(Message.seq).label("seq"))
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(
+                Conversation.site_id == site_id,
+                Conversation.created_at >= period.start,
+                Conversation.created_at < period.end,
+                Message.author_kind == AuthorKind.visitor.value,
+            )
+            .group_by(Message.conversation_id)
+            .subquery()
+        )
+        query = (
+            select(Message.conversation_id, Message.body, Message.created_at)
+            .join(first, (first.c.conversation_id == Message.conversation_id) & (first.c.seq == Message.seq))
+            .order_by(Message.created_at, Message.conversation_id)
+        )
+        async with self._sessions() as session:
+            rows = (await session.execute(query)).all()
+        questions: list[Question] = []
+        per_day: dict[date, int] = {}
+        for conversation_id, body, created_at in rows:
+            text = question_of(body)
+            if text is None:
+                continue
+            moment = as_utc(created_at)
+            day = local_day(moment, period.zone)
+            per_day[day] = per_day.get(day, 0) + 1
+            if per_day[day] <= MAX_QUESTIONS_PER_DAY:
+                questions.append(Question(conversation_id, moment, day, text))
+        return questions
+
+    async def topics(self, site_id: str, period: Period, embedder: Embedder | None = None) -> list[Topic]:
+        """The period's repeated questions, with their counts in the previous period of the same length."""
+        current = await self.first_questions(site_id, period)
+        previous = await self.first_questions(site_id, period.previous())
+
+        def work() -> list[Topic]:
+            chosen = embedder or default_embedder()
+            found = cluster(current, chosen)
+            count_previous(found, previous, chosen)
+            return found
+
+        # Embedding and clustering are CPU work: off the event loop.
+        return await asyncio.to_thread(work)
+
+    async def top_questions(self, site_id: str, period: Period) -> list[tuple[str, int]]:
+        return [(t.representative, t.count) for t in await self.topics(site_id, period) if t.count > 1]
