@@ -99,6 +99,8 @@ class Settings:
     abandon_grace_seconds: float = 20.0
     digest_time: str = "08:00"
     digest_timezone: str = "UTC"
+    # Repeated questions: "auto" (the sentence model when nameplate[topics] is installed), "semantic", "lexical".
+    topics_embedder: str = "auto"
 
     @property
     def cookie_secure(self) -> bool:
@@ -130,4 +132,5 @@ class Settings:
             abandon_grace_seconds=_float(env, "ABANDON_GRACE_SECONDS", 20.0),
             digest_time=env.get("DIGEST_TIME") or "08:00",
             digest_timezone=env.get("DIGEST_TIMEZONE") or "UTC",
+            topics_embedder=env.get("TOPICS_EMBEDDER") or "auto",
         )

@@ -78,7 +78,7 @@ class Services:
             webhooks,
             ApiKeys(sessions),
             Timeline(sessions),
-            Insight(sessions, directory, settings.digest_time, settings.digest_timezone),
+            Insight(sessions, directory, settings.digest_time, settings.digest_timezone, settings.topics_embedder),
         )
 
     async def start(self) -> None:

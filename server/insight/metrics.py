@@ -248,6 +248,9 @@ def local_day(moment: datetime, zone: tzinfo) -> date:
 METRICS: dict[str, Callable[[Facts], bool]] = {
     "chats": lambda f: True,
     "served": lambda f: f.served,
+    "waited": lambda f: f.wait_s is not None,
+    "replied": lambda f: f.first_response_s is not None,
+    "handled": lambda f: bool(f.handled),
     "abandoned": lambda f: f.abandoned,
     "quick_abandoned": lambda f: f.quick_abandon,
     "missed": lambda f: f.missed,

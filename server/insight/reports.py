@@ -124,9 +124,10 @@ class ConversationLine:
 
 
 class Reports:
-    def __init__(self, sessions: Sessions, directory: Directory) -> None:
+    def __init__(self, sessions: Sessions, directory: Directory, embedder: str = "auto") -> None:
         self._sessions = sessions
         self._directory = directory
+        self._embedder = embedder
 
     async def facts(self, site_id: str, period: Period) -> list[Facts]:
         """Every conversation first queued in the period, from its events."""
@@ -220,7 +221,7 @@ class Reports:
                 found = await session.execute(
                     select(Rating.conversation_id, Rating.comment).where(Rating.conversation_id.in_(ids))
                 )
-                comments = dict(found.tuples().all())
+                comments = {cid: comment for cid, comment in found}
             wanted = {a for f in chosen for a in (f.rated_agent, f.closed_by, f.first_agent) if a}
             agents = await session.execute(select(Agent).where(Agent.id.in_(wanted)))
             names = {a.id: a.full_name for a in agents.scalars()}
@@ -282,7 +283,7 @@ class Reports:
         previous = await self.first_questions(site_id, period.previous())
 
         def work() -> list[Topic]:
-            chosen = embedder or default_embedder()
+            chosen = embedder or default_embedder(self._embedder)
             found = cluster(current, chosen)
             count_previous(found, previous, chosen)
             return found

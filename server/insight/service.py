@@ -13,11 +13,17 @@ from nameplate.store.engine import Sessions
 
 class Insight:
     def __init__(
-        self, sessions: Sessions, directory: Directory, digest_time: str, digest_zone: str, outbox: Outbox | None = None
+        self,
+        sessions: Sessions,
+        directory: Directory,
+        digest_time: str,
+        digest_zone: str,
+        embedder: str = "auto",
+        outbox: Outbox | None = None,
     ) -> None:
         # Until the e-mail outbox (nameplate.mail) is wired here, mails stay in this process's memory.
         self.outbox: Outbox = outbox or MemoryOutbox()
-        self.reports = Reports(sessions, directory)
+        self.reports = Reports(sessions, directory, embedder)
         self.follow_ups = FollowUps(sessions, directory, self.outbox)
         self.digests = Digests(
             sessions, directory, self.reports, self.outbox, digest_time, digest_zone, self.reports.top_questions

@@ -118,7 +118,7 @@ class SemanticEmbedder:
         return _normalised(np.asarray(vectors, dtype=np.float32))
 
 
-_embedder: Embedder | None = None
+_embedders: dict[str, Embedder] = {}
 _embedder_lock = threading.Lock()
 
 
@@ -131,17 +131,16 @@ def semantic_available() -> bool:
     return True
 
 
-def default_embedder() -> Embedder:
-    """The semantic embedder when the extra is installed (loaded once per process), else the lexical one."""
-    global _embedder
+def default_embedder(choice: str = "auto") -> Embedder:
+    """ "semantic", "lexical", or "auto": the semantic embedder when the extra is installed, else the lexical
+    one. The model is loaded once per process, on first use (it takes seconds and ~100 MB)."""
+    if choice == "auto":
+        choice = "semantic" if semantic_available() else "lexical"
     with _embedder_lock:
-        if _embedder is None:
-            if semantic_available() and os.environ.get("NAMEPLATE_TOPICS_EMBEDDER", "") != "lexical":
-                _embedder = SemanticEmbedder()
-            else:
-                _embedder = LexicalEmbedder()
-            log.info("repeated questions are clustered with the %s embedder", _embedder.name)
-        return _embedder
+        if choice not in _embedders:
+            _embedders[choice] = SemanticEmbedder() if choice == "semantic" else LexicalEmbedder()
+            log.info("repeated questions are clustered with the %s embedder", choice)
+        return _embedders[choice]
 
 
 def _normalised(matrix: np.ndarray) -> np.ndarray:
