@@ -5,7 +5,8 @@ lets the tests check them against numbers worked out by hand.
 
 - queue wait: the first `queued` → the first `assigned` (a conversation that was never assigned has none);
 - first response: the visitor's first message → the first public agent message (`first_reply`; system
-  lines and private notes are never replies);
+  lines and private notes are never replies). The first message opens the conversation, so it is measured
+  from the conversation's opening (milliseconds before the message is stored);
 - handle time: from each `assigned` to the `transfer`, requeue or `closed` that ends that agent's part,
   credited to that agent; the conversation's handle time is the sum of its parts;
 - abandoned: the visitor left while queued (`left`); under QUICK_ABANDON_SECONDS counted apart;

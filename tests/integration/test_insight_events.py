@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from nameplate.insight.events import EventKind
@@ -47,8 +48,10 @@ async def test_a_served_transferred_rated_chat_leaves_its_timeline(store: Store)
     by_kind = {e.kind: e for e in events}
     assert by_kind[EventKind.transfer].detail == tomas.id
     assert by_kind[EventKind.rated].value == 5.0
-    expected_first = (reply.created_at - visitor_first.created_at).total_seconds()
-    assert abs(by_kind[EventKind.first_reply].value - expected_first) < 0.002
+    # Measured from the conversation's opening, which the visitor's first message causes (just before it).
+    expected_first = (reply.created_at - conversation.created_at).total_seconds()
+    assert by_kind[EventKind.first_reply].value == pytest.approx(expected_first, abs=0.001)
+    assert conversation.created_at <= visitor_first.created_at
     assert events[1].value is not None and events[1].value >= 0  # the wait before Jane
     assert events[4].value is None  # a hand-over is no wait in the queue
     # Only the first public agent message counts: one first_reply event, never two.

@@ -102,7 +102,7 @@ WITH batch AS (
         FROM planned GROUP BY conversation_id
     ) AS a
     WHERE c.id = a.conversation_id
-    RETURNING c.id, c.site_id, c.team_id, c.agent_id, c.first_agent_reply_at
+    RETURNING c.id, c.site_id, c.team_id, c.agent_id, c.created_at, c.first_agent_reply_at
 ){{first_replies}}
 SELECT j.ord, j.verdict, coalesce(p.seq, j.stored_seq) AS seq, j.stored_author_kind, j.stored_agent_id,
        j.stored_body, j.stored_private, j.stored_created_at
