@@ -108,7 +108,7 @@ class Digests:
         """(score, comment, credited agent's name) of every rating with a comment given in the period."""
         async with self._sessions() as session:
             rows = await session.execute(
-                select(Rating.score, Rating.comment, Agent.given_name, Agent.family_name)
+                select(Rating.conversation_id, Rating.score, Rating.comment, Agent.given_name, Agent.family_name)
                 .join(InsightEvent, InsightEvent.conversation_id == Rating.conversation_id)
                 .outerjoin(Agent, Agent.id == InsightEvent.agent_id)
                 .where(
@@ -121,9 +121,9 @@ class Digests:
                 .order_by(InsightEvent.at)
             )
             seen: dict[str, tuple[int, str, str | None]] = {}
-            for score, comment, given, family in rows:
-                # A rating changed twice in the day is one comment.
-                seen[comment] = (score, comment, f"{given} {family}" if given else None)
+            for conversation_id, score, comment, given, family in rows:
+                # A rating changed during the day is one comment (the rating row holds the latest).
+                seen[conversation_id] = (score, comment, f"{given} {family}" if given else None)
             return list(seen.values())
 
     async def _daily(self, site: Site, period: Period) -> None:

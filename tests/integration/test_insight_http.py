@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from nameplate.insight.mailing import MemoryOutbox
-from nameplate.store.models import InsightEvent
+from nameplate.store.models import Conversation, Customer, InsightEvent
 from nameplate.web import login as login_module
 from tests.harness import RunningServer, connect_agent, connect_visitor, poll_until, running_server, seeded_settings
 
@@ -120,8 +120,15 @@ async def test_a_visitor_who_leaves_the_queue_is_listed_and_followed_up(server: 
     await poll_until(lambda: kinds(server, ack["conversation_id"]), timeout=10)
     await poll_until(lambda: _has(server, ack["conversation_id"], "left"), timeout=10)
 
+    async with server.services.sessions() as session:
+        conversation = await session.get(Conversation, ack["conversation_id"])
+        await session.execute(
+            update(Customer).where(Customer.id == conversation.customer_id).values(name="<script>alert(1)</script>")
+        )
+        await session.commit()
     async with desk(server, TOMAS) as supervisor:
         listed = await supervisor.get("/supervisor/gave-up")
+        assert "<script>alert(1)</script>" not in listed.text and "&lt;script&gt;alert(1)&lt;/script&gt;" in listed.text
         assert f'data-conversation-id="{ack["conversation_id"]}"' in listed.text and "walker@example.com" in listed.text
         rows = rows_of((await supervisor.get("/supervisor/gave-up.csv")).text)
         assert [(r["conversation_id"], r["email"], r["abandoned"]) for r in rows] == [
