@@ -162,3 +162,23 @@ async def test_reports_refuse_bad_input_and_non_supervisors(server: RunningServe
         assert (await supervisor.get("/supervisor/ratings", params={"score": "9"})).status_code == 400
         assert (await agent.get("/supervisor/reports")).status_code == 403
         assert (await agent.get("/supervisor/reports/days.csv")).status_code == 403
+
+
+async def test_a_visitor_who_reloads_within_the_grace_period_has_not_given_up(server: RunningServer) -> None:
+    router = server.services.router
+    router.abandon_grace_seconds = 2.0  # room for the reconnect on a busy machine
+
+    def judging() -> bool:
+        return any(t.get_coro().__name__ == "_abandon_later" for t in router._tasks)
+
+    visitor, token = await connect_visitor(server)
+    await visitor.send(type="message", client_id="q1", body="Is the stove in stock?")
+    ack = await visitor.expect("ack")
+    await visitor.close()
+    await poll_until(judging)  # the socket's end was noticed while the chat was queued
+    again, _ = await connect_visitor(server, token, conversation_id=ack["conversation_id"])
+    await poll_until(lambda: not judging(), timeout=10)  # the grace period ran out and the router decided
+    assert "left" not in await kinds(server, ack["conversation_id"])
+    conversation = await server.services.conversations.get(ack["conversation_id"])
+    assert conversation is not None and conversation.status == "queued"
+    await again.close()
