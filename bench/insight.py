@@ -196,6 +196,7 @@ async def main() -> None:
               f" median {statistics.median(timings):.0f} ms")  # fmt: skip
         await engine.dispose()
         questions = day_of_questions(5000, rng, last)
+        print(f"{len({q.text for q in questions}):,} distinct texts among 5,000 masked first messages")
         for embedder in [LexicalEmbedder()] + ([default_embedder("semantic")] if args.semantic else []):
             began = time.perf_counter()
             topics = cluster(questions, embedder)

