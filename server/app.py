@@ -22,7 +22,7 @@ from nameplate.errors import NameplateError
 from nameplate.realtime.agent import agent_endpoint
 from nameplate.realtime.visitor import visitor_endpoint
 from nameplate.services import Services
-from nameplate.web import admin, api, console, customers_api, integrations, login, supervisor, widget
+from nameplate.web import admin, api, console, customers_api, insight, integrations, login, supervisor, widget
 from nameplate.web.responses import nameplate_error_handler
 
 SESSION_COOKIE = "nameplate_session"
@@ -86,6 +86,7 @@ def create_app(
         # Before supervisor's /admin/agents/{agent_id}/{action}, which would take /photo for an action.
         *admin.routes,
         *supervisor.routes,
+        *insight.routes,
         Mount("/static", app=StaticFiles(directory=CONSOLE_DIR / "static"), name="static"),
         *(extra_routes or []),
     ]

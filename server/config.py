@@ -118,6 +118,12 @@ class Settings:
     webhooks_allow_private: bool = False
     # Proxies whose X-Forwarded-For uvicorn believes (uvicorn's own setting, passed through by serve).
     forwarded_allow_ips: str = "127.0.0.1,::1"
+    # Insight: a queued visitor gone this long has given up; digests go out at this local time.
+    abandon_grace_seconds: float = 20.0
+    digest_time: str = "08:00"
+    digest_timezone: str = "UTC"
+    # Repeated questions: "auto" (the sentence model when nameplate[topics] is installed), "semantic", "lexical".
+    topics_embedder: str = "auto"
 
     @property
     def cookie_secure(self) -> bool:
@@ -151,4 +157,8 @@ class Settings:
             verified_token_hours=_float(env, "VERIFIED_TOKEN_HOURS", 24.0),
             webhooks_allow_private=_bool(env, "WEBHOOKS_ALLOW_PRIVATE", False),
             forwarded_allow_ips=env.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1",
+            abandon_grace_seconds=_float(env, "ABANDON_GRACE_SECONDS", 20.0),
+            digest_time=env.get("DIGEST_TIME") or "08:00",
+            digest_timezone=env.get("DIGEST_TIMEZONE") or "UTC",
+            topics_embedder=env.get("TOPICS_EMBEDDER") or "auto",
         )

@@ -15,6 +15,7 @@ from nameplate.broker import make_broker
 from nameplate.broker.base import Broker
 from nameplate.chat.conversations import Conversations
 from nameplate.config import Settings
+from nameplate.insight.service import Insight
 from nameplate.integrations.api_keys import ApiKeys
 from nameplate.integrations.webhooks import Webhooks
 from nameplate.people.credentials import VisitorTokens
@@ -57,6 +58,7 @@ class Services:
     webhooks: Webhooks
     api_keys: ApiKeys
     timeline: Timeline
+    insight: Insight
     # Every open socket's session in this process (see resync_sockets); weak, so a forgotten one goes away.
     sockets: weakref.WeakSet[Resyncable] = field(default_factory=weakref.WeakSet)
 
@@ -76,6 +78,7 @@ class Services:
         webhooks = Webhooks(sessions, allow_private=settings.webhooks_allow_private)
         conversations = Conversations(sessions, message_log, broker, directory, settings.max_message_chars, webhooks)
         router = Router(sessions, broker, conversations, directory, webhooks)
+        router.abandon_grace_seconds = settings.abandon_grace_seconds
         presence = Presence(broker, router, settings.agent_grace_seconds, settings.presence_interval_seconds)
         return cls(
             settings,
@@ -93,6 +96,7 @@ class Services:
             webhooks,
             ApiKeys(sessions),
             Timeline(sessions),
+            Insight(sessions, directory, settings.digest_time, settings.digest_timezone, settings.topics_embedder),
         )
 
     async def start(self) -> None:
@@ -106,6 +110,7 @@ class Services:
         await self.router.rebuild()
         self.presence.start()
         self.webhooks.start()
+        self.insight.start()
         await self.router.drain_all()
 
     async def recover_broker_state(self) -> None:
@@ -138,6 +143,7 @@ class Services:
             log.info("re-synced %d socket(s) from the store", len(sessions))
 
     async def stop(self) -> None:
+        await self.insight.stop()
         await self.webhooks.stop()
         await self.presence.stop()
         await self.router.stop()

@@ -6,6 +6,7 @@ The frames published here are exactly what sockets forward, so the realtime laye
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, select, update
@@ -13,12 +14,14 @@ from sqlmodel import col
 
 from nameplate.broker.base import Broker
 from nameplate.errors import Forbidden, NameplateError, NotFound
+from nameplate.insight import events as insight
+from nameplate.insight.events import EventKind
 from nameplate.integrations.webhooks import Webhooks
 from nameplate.people.customers import customer_card, display_name
 from nameplate.people.directory import Directory
 from nameplate.protocol import channels, outbound
 from nameplate.protocol.vocabulary import ErrorCode, Side
-from nameplate.store.engine import Sessions, rows_changed
+from nameplate.store.engine import Sessions
 from nameplate.store.message_log.log import MessageLog, NewMessage, StoredMessage
 from nameplate.store.models import (
     AuthorKind,
@@ -237,6 +240,9 @@ class Conversations:
         conversation = Conversation(site_id=site_id, customer_id=customer_id, team_id=team_id)
         async with self._sessions() as session:
             session.add(conversation)
+            insight.record(
+                session, EventKind.queued, conversation.id, site_id, team_id=team_id, at=conversation.created_at
+            )
             await session.commit()
         # Committed: from here on a broker failure is told, not raised (the visitor's message still goes
         # in; the board and other tabs catch up from the store).
@@ -334,18 +340,26 @@ class Conversations:
 
     async def mark_assigned(self, conversation_id: str, agent_id: str) -> Conversation | None:
         """queued → active with this agent. None if it is no longer queued (closed meanwhile)."""
+        now = utcnow()
         async with self._sessions() as session:
             result = await session.execute(
                 update(Conversation)
                 .where(col(Conversation.id) == conversation_id, col(Conversation.status) == ConversationStatus.queued)
-                .values(status=ConversationStatus.active, agent_id=agent_id, assigned_at=utcnow())
+                .values(status=ConversationStatus.active, agent_id=agent_id, assigned_at=now)
+                .returning(col(Conversation.site_id), col(Conversation.team_id))
             )
+            changed = result.first()
+            if changed is not None:
+                await insight.record_assigned(session, conversation_id, changed[0], changed[1], agent_id, now)
             await session.commit()
-            if rows_changed(result) != 1:
+            if changed is None:
                 return None
             return await session.get(Conversation, conversation_id)
 
-    async def mark_requeued(self, conversation_id: str, team_id: str | None = None) -> bool:
+    async def mark_requeued(
+        self, conversation_id: str, team_id: str | None = None, transferred_by: str | None = None
+    ) -> bool:
+        """active → queued; `transferred_by` is the agent who sent it to `team_id` (None: they went away)."""
         values: dict[str, Any] = {"status": ConversationStatus.queued, "agent_id": None}
         if team_id is not None:
             values["team_id"] = team_id
@@ -354,9 +368,18 @@ class Conversations:
                 update(Conversation)
                 .where(col(Conversation.id) == conversation_id, col(Conversation.status) == ConversationStatus.active)
                 .values(**values)
+                .returning(col(Conversation.site_id), col(Conversation.team_id))
             )
+            changed = result.first()
+            if changed is not None:
+                if transferred_by is not None:
+                    insight.record(
+                        session, EventKind.transfer, conversation_id, changed[0], team_id=changed[1],
+                        agent_id=transferred_by, detail=f"team:{team_id}",
+                    )  # fmt: skip
+                insight.record(session, EventKind.queued, conversation_id, changed[0], team_id=changed[1])
             await session.commit()
-            return rows_changed(result) == 1
+            return changed is not None
 
     async def hand_over(self, conversation_id: str, from_agent: str, to_agent: str) -> bool:
         async with self._sessions() as session:
@@ -368,9 +391,20 @@ class Conversations:
                     col(Conversation.status) == ConversationStatus.active,
                 )
                 .values(agent_id=to_agent, assigned_at=utcnow())
+                .returning(col(Conversation.site_id), col(Conversation.team_id))
             )
+            changed = result.first()
+            if changed is not None:
+                site_id, team_id = changed
+                insight.record(
+                    session, EventKind.transfer, conversation_id, site_id, team_id=team_id, agent_id=from_agent,
+                    detail=to_agent,
+                )  # fmt: skip
+                insight.record(
+                    session, EventKind.assigned, conversation_id, site_id, team_id=team_id, agent_id=to_agent
+                )
             await session.commit()
-            return rows_changed(result) == 1
+            return changed is not None
 
     async def close(self, conversation: Conversation, closed_by: str) -> bool:
         """Close for good; a later visitor message starts a new conversation. False if already closed."""
@@ -379,9 +413,22 @@ class Conversations:
                 update(Conversation)
                 .where(col(Conversation.id) == conversation.id, col(Conversation.status) != ConversationStatus.closed)
                 .values(status=ConversationStatus.closed, closed_at=utcnow())
+                .returning(
+                    col(Conversation.site_id),
+                    col(Conversation.team_id),
+                    col(Conversation.agent_id),
+                    col(Conversation.closed_at),
+                )
             )
+            changed = result.first()
+            if changed is not None:
+                site_id, team_id, agent_id, closed_at = changed
+                insight.record(
+                    session, EventKind.closed, conversation.id, site_id, team_id=team_id, agent_id=agent_id,
+                    at=closed_at,
+                )  # fmt: skip
             await session.commit()
-        if rows_changed(result) != 1:
+        if changed is None:
             return False
         # Committed: the close happened whatever the broker does now (see publish_committed).
         await self.system_line(conversation.id, f"{closed_by} closed the conversation.")
@@ -394,6 +441,26 @@ class Conversations:
             await self.publish_committed(channels.site(closed.site_id), outbound.conversation(summary))
             await self._webhooks.emit(closed.site_id, "conversation.closed", summary)
         return True
+
+    async def abandon(self, conversation_id: str, page: str | None, left_at: datetime) -> Conversation | None:
+        """The visitor gave up (left at `left_at`) while queued: closed, with a `left` event. None if it was
+        no longer queued."""
+        now = left_at
+        async with self._sessions() as session:
+            result = await session.execute(
+                update(Conversation)
+                .where(col(Conversation.id) == conversation_id, col(Conversation.status) == ConversationStatus.queued)
+                .values(status=ConversationStatus.closed, closed_at=now)
+                .returning(col(Conversation.site_id), col(Conversation.team_id))
+            )
+            changed = result.first()
+            if changed is not None:
+                await insight.record_left(session, conversation_id, changed[0], changed[1], page, now)
+                insight.record(session, EventKind.closed, conversation_id, changed[0], team_id=changed[1], at=now)
+            await session.commit()
+            if changed is None:
+                return None
+            return await session.get(Conversation, conversation_id)
 
     async def set_offline_email(self, conversation_id: str, email: str) -> None:
         async with self._sessions() as session:
@@ -411,6 +478,7 @@ class Conversations:
                 session.add(Rating(conversation_id=conversation.id, score=score, comment=comment.strip()))
             else:
                 existing.score, existing.comment = score, comment.strip()
+            await insight.record_rated(session, conversation.id, conversation.site_id, score)
             await session.commit()
         await self._broker.fanout.publish(
             channels.staff(conversation.id),

@@ -123,15 +123,15 @@ DEMO_CANNED = (
 
 # (minutes after the start, who, text): a past chat between Sam and Jane, three days ago.
 PAST_CHAT = (
-    (0, AuthorKind.visitor.value, "Hi! The zip on my Trail tent jammed on the first night out."),
-    (1, AuthorKind.agent.value, "Hi Sam, I'm Jane. Sorry about that — which colour is yours, and when did it arrive?"),
-    (2, AuthorKind.visitor.value, "The green one, delivered in May."),
+    (0, AuthorKind.visitor, "Hi! The zip on my Trail tent jammed on the first night out."),
+    (1, AuthorKind.agent, "Hi Sam, I'm Jane. Sorry about that — which colour is yours, and when did it arrive?"),
+    (2, AuthorKind.visitor, "The green one, delivered in May."),
     (
         3,
-        AuthorKind.agent.value,
+        AuthorKind.agent,
         "That is covered by the warranty. I've sent a replacement zip kit and a prepaid label.",
     ),
-    (4, AuthorKind.visitor.value, "Brilliant, thank you!"),
+    (4, AuthorKind.visitor, "Brilliant, thank you!"),
 )
 PAST_CHAT_NOTE = "Zip batch 7 again — third report this month. Told Priya."
 
@@ -161,15 +161,15 @@ async def seed_showcase(services: Services, site_id: str) -> Customer:
         last_seen_at=started,
     )
     lines: list[tuple[int, str, str, bool]] = [(minute, kind, body, False) for minute, kind, body in PAST_CHAT]
-    lines.insert(3, (3, AuthorKind.agent.value, PAST_CHAT_NOTE, True))
-    lines.append((5, AuthorKind.system.value, f"{jane.full_name} closed the conversation.", False))
+    lines.insert(3, (3, AuthorKind.agent, PAST_CHAT_NOTE, True))
+    lines.append((5, AuthorKind.system, f"{jane.full_name} closed the conversation.", False))
     async with services.sessions() as session:
         session.add(customer)
         await session.flush()
         conversation = Conversation(
             site_id=site_id,
             customer_id=customer.id,
-            status=ConversationStatus.closed.value,
+            status=ConversationStatus.closed,
             agent_id=jane.id,
             last_seq=len(lines),
             visitor_read_seq=len(lines),
@@ -187,7 +187,7 @@ async def seed_showcase(services: Services, site_id: str) -> Customer:
                     conversation_id=conversation.id,
                     seq=seq,
                     author_kind=kind,
-                    agent_id=jane.id if kind == AuthorKind.agent.value else None,
+                    agent_id=jane.id if kind == AuthorKind.agent else None,
                     body=body,
                     private=private,
                     created_at=started + timedelta(minutes=minute, seconds=seq),

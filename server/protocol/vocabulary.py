@@ -87,4 +87,7 @@ class ErrorCode(StrEnum):
     no_conversation = "no_conversation"
     not_queued = "not_queued"
     rate_limited = "rate_limited"
+    not_abandoned = "not_abandoned"
+    already_sent = "already_sent"
+    no_email = "no_email"
     internal = "internal"

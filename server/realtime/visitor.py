@@ -158,6 +158,9 @@ class VisitorSession:
             task.cancel()
         self.connection.filler = None  # breaks the session <-> connection cycle: freed without the gc
         await self._subscriptions.clear()
+        # Insight: a visitor who goes away while queued may have given up waiting (the router decides).
+        if self.conversation is not None and self.conversation.status == ConversationStatus.queued:
+            self.services.router.visitor_left(self.conversation, self.customer.id)
 
     @property
     def site_id(self) -> str:

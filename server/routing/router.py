@@ -19,6 +19,7 @@ from sqlmodel import col
 
 from nameplate.broker.base import Broker
 from nameplate.chat.conversations import Conversations
+from nameplate.desk.transcripts import as_utc
 from nameplate.errors import NameplateError, NotFound
 from nameplate.integrations.webhooks import Webhooks
 from nameplate.people.directory import Directory
@@ -27,7 +28,7 @@ from nameplate.protocol.vocabulary import ErrorCode, Presence, UnassignReason
 from nameplate.routing.plan import QueueEntry
 from nameplate.routing.wait_time import expected_wait_seconds, mean_handle_seconds
 from nameplate.store.engine import Sessions
-from nameplate.store.models import Agent, Conversation, ConversationStatus, utcnow
+from nameplate.store.models import Agent, Conversation, ConversationStatus, Customer, utcnow
 from nameplate.store.views import ConversationView
 
 log = logging.getLogger("nameplate.routing")
@@ -42,6 +43,7 @@ HANDLE_TIME_SAMPLE = 50
 # past that, the rebuild after the outage repairs it from the store.
 REPAIR_INTERVAL_SECONDS = 0.5
 REPAIR_DEADLINE_SECONDS = 60.0
+DEFAULT_ABANDON_GRACE_SECONDS = 20.0
 
 
 class Router:
@@ -63,6 +65,8 @@ class Router:
         self._handle_times: dict[str, tuple[float, float]] = {}
         # What this process last told each queued conversation, so an unchanged position is not resent.
         self._told: dict[str, dict[str, tuple[int, int | None, int]]] = {}
+        # How long a queued visitor may be gone (a reload, a blip) before they count as having given up.
+        self.abandon_grace_seconds = DEFAULT_ABANDON_GRACE_SECONDS
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
@@ -343,6 +347,34 @@ class Router:
         await self.publish_availability(site_id)
         await self.drain(site_id)
 
+    # -- visitors leaving ----------------------------------------------------------------------------
+    def visitor_left(self, conversation: Conversation | ConversationView, customer_id: str) -> None:
+        """A visitor's socket closed while their conversation was queued. After a grace period (a reload or
+        a blip reconnects well within it) the conversation is abandoned unless the visitor came back."""
+        self._spawn(self._abandon_later(conversation.site_id, conversation.id, customer_id, utcnow()))
+
+    async def _abandon_later(self, site_id: str, conversation_id: str, customer_id: str, left_at: Any) -> None:
+        await asyncio.sleep(self.abandon_grace_seconds)
+        try:
+            async with self._sessions() as session:
+                customer = await session.get(Customer, customer_id)
+            # Every visitor socket marks the customer seen when it starts, in any process: a later mark
+            # means they are back (on this page or another), and still waiting.
+            if customer is None or as_utc(customer.last_seen_at) > left_at:
+                return
+            abandoned = await self._conversations.abandon(conversation_id, customer.current_url, left_at)
+            if abandoned is None:
+                return
+            await self._broker.routing.dequeue(site_id, conversation_id)
+            await self._broker.fanout.publish(
+                channels.conversation(conversation_id),
+                outbound.closed(conversation_id, "nobody: the visitor left"),
+            )
+            await self._conversations.announce(abandoned)
+            self.queue_changed(site_id)
+        except Exception:
+            log.exception("abandoning conversation %s failed", conversation_id)
+
     async def release(self, conversation: Conversation) -> None:
         """The agent's slot is free again (closed conversation): give it to whoever waits."""
         if conversation.agent_id:
@@ -396,7 +428,7 @@ class Router:
         team = teams.get(to_team_id or "")
         if team is None:
             raise NotFound("no such team")
-        if not await self._conversations.mark_requeued(conversation.id, team_id=team.id):
+        if not await self._conversations.mark_requeued(conversation.id, team_id=team.id, transferred_by=from_agent.id):
             raise NameplateError(ErrorCode.conflict, "the conversation changed hands meanwhile", 409)
         await self._broker.routing.detach(conversation.site_id, from_agent.id, conversation.id)
         requeued = await self._conversations.get(conversation.id)

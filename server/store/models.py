@@ -246,3 +246,38 @@ class WebhookDelivery(SQLModel, table=True):
     next_attempt_at: datetime = Field(default_factory=utcnow)
     created_at: datetime = Field(default_factory=utcnow)
     delivered_at: datetime | None = None
+
+
+class InsightEvent(SQLModel, table=True):
+    """One thing that happened to a conversation, appended in the transaction that made it happen.
+
+    Every report figure is computed from these rows (see `nameplate.insight.metrics`), never from the
+    conversation's own columns, which a transfer or a requeue overwrites. Kinds: `nameplate.insight.events`.
+    """
+
+    __tablename__ = "insight_event"
+    __table_args__ = (
+        Index("ix_insight_event_site_at", "site_id", "at"),
+        Index("ix_insight_event_conversation", "conversation_id", "id"),
+        Index("ix_insight_event_site_kind_at", "site_id", "kind", "at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: str = Field(max_length=32)
+    conversation_id: str = Field(max_length=32)
+    kind: str = Field(max_length=20)
+    at: datetime = Field(default_factory=utcnow)
+    team_id: str | None = Field(default=None, max_length=32)
+    agent_id: str | None = Field(default=None, max_length=32)
+    # Seconds for a wait or a first reply, the score for a rating; None when the kind carries none.
+    value: float | None = None
+    # A little text the kind needs: the page a visitor left from, the agent a chat was handed to.
+    detail: str | None = Field(default=None, max_length=2000)
+
+
+class InsightLease(SQLModel, table=True):
+    """Work done once across every process (a digest for one site and day): whoever inserts the row does it."""
+
+    __tablename__ = "insight_lease"
+    name: str = Field(primary_key=True, max_length=200)
+    holder: str = Field(max_length=100)
+    taken_at: datetime = Field(default_factory=utcnow)

@@ -40,6 +40,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from nameplate.insight.events import POSTGRES_FIRST_REPLY_CTE
 from nameplate.store.engine import make_engine
 from nameplate.store.message_log.batch import (
     BatchDone,
@@ -102,15 +103,16 @@ WITH batch AS (
         FROM planned GROUP BY conversation_id
     ) AS a
     WHERE c.id = a.conversation_id
-)
+    RETURNING c.id, c.site_id, c.team_id, c.agent_id, c.created_at, c.first_agent_reply_at
+){{first_replies}}
 SELECT j.ord, j.verdict, coalesce(p.seq, j.stored_seq) AS seq, j.stored_author_kind, j.stored_agent_id,
        j.stored_body, j.stored_private, j.stored_created_at
 FROM judged AS j LEFT JOIN planned AS p ON p.ord = j.ord
 """
 
 # With `false` the planner drops the lookup altogether: no scan of the message table in the plan.
-_STORE_NEW_BATCH = _STORE_BATCH_TEMPLATE.format(look_up_retries="false")
-_STORE_BATCH_WITH_RETRIES = _STORE_BATCH_TEMPLATE.format(look_up_retries="true")
+_STORE_NEW_BATCH = _STORE_BATCH_TEMPLATE.format(look_up_retries="false", first_replies=POSTGRES_FIRST_REPLY_CTE)
+_STORE_BATCH_WITH_RETRIES = _STORE_BATCH_TEMPLATE.format(look_up_retries="true", first_replies=POSTGRES_FIRST_REPLY_CTE)
 
 _REFUSALS = {"missing": ConversationMissing, "closed": ConversationClosed, "not_assigned": NotAssigned}
 

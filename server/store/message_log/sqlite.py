@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from nameplate.insight.events import SQLITE_FIRST_REPLY
 from nameplate.store.engine import tune_sqlite
 from nameplate.store.message_log.batch import (
     BatchDone,
@@ -122,6 +123,10 @@ def _write_batch(connection: sqlite3.Connection, batch: list[NewMessage]) -> lis
         connection.executemany(
             _ADVANCE, [(seq, _write_time(replied_at), cid) for cid, seq, replied_at in plan.advances]
         )
+        # Insight: the first agent reply's event, in this same transaction.
+        replies = [(cid, _write_time(at)) for cid, _, at in plan.advances if at is not None]
+        if replies:
+            connection.executemany(SQLITE_FIRST_REPLY, replies)
     return plan.results
 
 

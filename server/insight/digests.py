@@ -1,0 +1,175 @@
+"""The daily digest of every rating comment and the Monday "last week" mail, each sent once per site and
+day however many processes run: the first process to insert the day's lease row sends it.
+
+The lease row is committed before the mail goes to the outbox; once the outbox (`nameplate.mail`) lives in
+the store, both belong in one transaction, so that a crash in between cannot lose the day's digest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
+
+from nameplate.desk.transcripts import as_utc, format_duration
+from nameplate.insight.events import EventKind
+from nameplate.insight.mailing import Outbox, OutgoingMail, send
+from nameplate.insight.reports import Period, Reports
+from nameplate.people.directory import Directory
+from nameplate.store.engine import Sessions
+from nameplate.store.models import Agent, InsightEvent, InsightLease, Rating, Role, Site, utcnow
+
+log = logging.getLogger("nameplate.insight")
+
+CHECK_EVERY_SECONDS = 60.0
+SUPERVISOR_ROLE_VALUES = (Role.supervisor, Role.admin)
+TOP_QUESTIONS = 5
+
+
+def parse_clock(value: str) -> time:
+    try:
+        return time.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise ValueError(f"DIGEST_TIME must look like 08:00, not {value!r}") from exc
+
+
+def percent(value: float | None) -> str:
+    return f"{value * 100:.0f} %" if value is not None else "—"
+
+
+class Digests:
+    def __init__(
+        self,
+        sessions: Sessions,
+        directory: Directory,
+        reports: Reports,
+        outbox: Outbox,
+        send_at: str,
+        zone: str,
+        top_questions: object | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._directory = directory
+        self._reports = reports
+        self._outbox = outbox
+        self._send_at = parse_clock(send_at)
+        self._zone = ZoneInfo(zone)
+        self._holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.top_questions = top_questions  # async (site_id, period) -> list[(text, count)]
+
+    async def take_lease(self, name: str) -> bool:
+        """True for exactly one caller per name, across every process on the store."""
+        try:
+            async with self._sessions() as session:
+                session.add(InsightLease(name=name, holder=self._holder))
+                await session.commit()
+        except IntegrityError:
+            return False
+        return True
+
+    async def run_due(self, now: datetime | None = None) -> list[str]:
+        """Send whatever is due at `now` and not yet sent by anyone; returns the leases this call took."""
+        now = as_utc(now or utcnow())
+        local = now.astimezone(self._zone)
+        if local.time() < self._send_at:
+            return []
+        yesterday = local.date() - timedelta(days=1)
+        taken = []
+        for site in await self._directory.sites():
+            name = f"daily:{site.id}:{yesterday.isoformat()}"
+            if await self.take_lease(name):
+                taken.append(name)
+                await self._daily(site, Period(yesterday, yesterday, self._zone))
+            if local.weekday() == 0:
+                week = Period(local.date() - timedelta(days=7), yesterday, self._zone)
+                name = f"weekly:{site.id}:{week.first.isoformat()}"
+                if await self.take_lease(name):
+                    taken.append(name)
+                    await self._weekly(site, week)
+        return taken
+
+    async def _supervisors(self, site_id: str) -> list[Agent]:
+        return [a for a in await self._directory.agents(site_id) if a.active and a.role in SUPERVISOR_ROLE_VALUES]
+
+    async def _mail_all(self, site: Site, subject: str, text: str, category: str) -> None:
+        for supervisor in await self._supervisors(site.id):
+            await send(
+                self._outbox,
+                OutgoingMail(supervisor.email, subject, text, f"Nameplate ({site.name})", category=category),
+            )
+
+    async def comments(self, site_id: str, period: Period) -> list[tuple[int, str, str | None]]:
+        """(score, comment, credited agent's name) of every rating with a comment given in the period."""
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(
+                    col(Rating.conversation_id),
+                    col(Rating.score),
+                    col(Rating.comment),
+                    col(Agent.given_name),
+                    col(Agent.family_name),
+                )
+                .join(InsightEvent, col(InsightEvent.conversation_id) == col(Rating.conversation_id))
+                .outerjoin(Agent, col(Agent.id) == col(InsightEvent.agent_id))
+                .where(
+                    col(InsightEvent.site_id) == site_id,
+                    col(InsightEvent.kind) == EventKind.rated.value,
+                    col(InsightEvent.at) >= period.start,
+                    col(InsightEvent.at) < period.end,
+                    col(Rating.comment) != "",
+                )
+                .order_by(col(InsightEvent.at))
+            )
+            seen: dict[str, tuple[int, str, str | None]] = {}
+            for conversation_id, score, comment, given, family in rows:
+                # A rating changed during the day is one comment (the rating row holds the latest).
+                seen[conversation_id] = (score, comment, f"{given} {family}" if given else None)
+            return list(seen.values())
+
+    async def _daily(self, site: Site, period: Period) -> None:
+        comments = await self.comments(site.id, period)
+        day = period.first.strftime("%A %d %B %Y")
+        lines = [f"Every rating comment left on {day} ({self._zone.key}):", ""]
+        if not comments:
+            lines.append("No comments that day.")
+        for score, comment, agent in comments:
+            lines.append(f"{'★' * score}{'☆' * (5 - score)}  {agent or 'no agent'}")
+            lines.extend(f"    {line}" for line in comment.splitlines() or [""])
+            lines.append("")
+        await self._mail_all(site, f"{len(comments)} comment(s) on {day}", "\n".join(lines), "daily_digest")
+
+    async def _weekly(self, site: Site, week: Period) -> None:
+        report = await self._reports.report(site.id, week)
+        total = report.total
+        lines = [
+            f"Last week ({week.first.isoformat()} to {week.last.isoformat()}, {self._zone.key}):",
+            "",
+            f"Chats: {total.chats} (served {total.served}, missed {total.missed})",
+            f"Queue wait: median {format_duration(total.wait.median) or '—'}, "
+            f"p90 {format_duration(total.wait.p90) or '—'}",
+            f"First response: median {format_duration(total.first_response.median) or '—'}, "
+            f"p90 {format_duration(total.first_response.p90) or '—'}",
+            f"CSAT: {percent(total.csat)} of {total.ratings} rating(s); response rate {percent(total.response_rate)}",
+            f"Abandoned: {total.abandoned} ({total.quick_abandoned} within 10 s)",
+        ]
+        if callable(self.top_questions):
+            questions = await self.top_questions(site.id, week)
+            if questions:
+                lines += ["", "Asked most often:"]
+                lines += [f"  {count} × {text}" for text, count in questions[:TOP_QUESTIONS]]
+        await self._mail_all(site, f"Last week at {site.name}", "\n".join(lines) + "\n", "weekly_digest")
+
+    async def loop(self) -> None:
+        while True:
+            try:
+                await self.run_due()
+            except Exception:
+                log.exception("sending the digests failed")
+            await asyncio.sleep(CHECK_EVERY_SECONDS)
