@@ -15,12 +15,11 @@ from sqlmodel import col
 from nameplate.broker.base import Broker
 from nameplate.errors import Forbidden, NameplateError, NotFound
 from nameplate.insight import events as insight
-from nameplate.insight.events import EventKind
 from nameplate.integrations.webhooks import Webhooks
 from nameplate.people.customers import customer_card, display_name
 from nameplate.people.directory import Directory
 from nameplate.protocol import channels, outbound
-from nameplate.protocol.vocabulary import ErrorCode, Side
+from nameplate.protocol.vocabulary import ErrorCode, EventKind, Side
 from nameplate.store.engine import Sessions
 from nameplate.store.message_log.log import MessageLog, NewMessage, StoredMessage
 from nameplate.store.models import (

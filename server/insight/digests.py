@@ -19,10 +19,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from nameplate.desk.transcripts import as_utc, format_duration
-from nameplate.insight.events import EventKind
 from nameplate.insight.mailing import Outbox, OutgoingMail, send
 from nameplate.insight.reports import Period, Reports
 from nameplate.people.directory import Directory
+from nameplate.protocol.vocabulary import EventKind
 from nameplate.store.engine import Sessions
 from nameplate.store.models import Agent, InsightEvent, InsightLease, Rating, Role, Site, utcnow
 

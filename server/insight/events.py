@@ -2,32 +2,20 @@
 
 `record` adds a row to a session the caller is about to commit, so the event and the change it records are
 one transaction: a report never counts an assignment that was rolled back, nor misses one that was kept.
-The message log writers use raw SQL; their first-reply statements are here too, next to the kinds.
+The message log writers record the first agent reply in their own statements (store/message_log/first_reply.py).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from nameplate.desk.transcripts import as_utc
-from nameplate.store.models import Conversation, InsightEvent, utcnow
-
-
-class EventKind(StrEnum):
-    queued = "queued"  # waiting for an agent: a new conversation, a requeue, a transfer to a team
-    assigned = "assigned"  # an agent took it (value: seconds waited since queued, when it was queued)
-    first_reply = "first_reply"  # the first public agent message (value: seconds since the visitor's first)
-    transfer = "transfer"  # agent_id handed it on; detail: the agent it went to, or "team:<id>"
-    left = "left"  # the visitor gave up while queued (value: seconds waited; detail: the page)
-    closed = "closed"  # agent_id: who served at close, None if nobody did
-    rated = "rated"  # value: the score; agent_id: who served at close (credited the rating)
-    emailed = "emailed"  # a follow-up e-mail went to the visitor; agent_id: whose name it carried
-
+from nameplate.protocol.vocabulary import EventKind
+from nameplate.store.models import InsightEvent, utcnow
 
 MAX_DETAIL_CHARS = 2000
 
@@ -57,33 +45,6 @@ def record(
     )
     session.add(event)
     return event
-
-
-_EVENT = InsightEvent.__tablename__
-_CONVERSATION = Conversation.__tablename__
-
-# The message log writers record the first agent reply in the batch that stores it. A conversation whose
-# first_agent_reply_at now equals the batch's time got its first reply from this batch (an earlier batch
-# left an earlier time there). The value is measured from the conversation's creation: a conversation is
-# opened by its visitor's first message (`realtime.visitor`), stored right after it; reading that message
-# instead would put the message table into the writer's hot statement.
-SQLITE_FIRST_REPLY = f"""
-INSERT INTO {_EVENT} (site_id, conversation_id, kind, at, team_id, agent_id, value)
-SELECT c.site_id, c.id, '{EventKind.first_reply.value}', c.first_agent_reply_at, c.team_id, c.agent_id,
-       (julianday(c.first_agent_reply_at) - julianday(c.created_at)) * 86400.0
-FROM {_CONVERSATION} AS c WHERE c.id = ? AND c.first_agent_reply_at = ?
-"""
-
-# A CTE for the PostgreSQL batch statement: `advanced` must return id, site_id, team_id, agent_id, created_at
-# and first_agent_reply_at; $10 is the batch's time.
-POSTGRES_FIRST_REPLY_CTE = f"""
-, first_replies AS (
-    INSERT INTO {_EVENT} (site_id, conversation_id, kind, at, team_id, agent_id, value)
-    SELECT a.site_id, a.id, '{EventKind.first_reply.value}', $10, a.team_id, a.agent_id,
-           extract(epoch FROM $10::timestamptz - a.created_at)
-    FROM advanced AS a WHERE a.first_agent_reply_at = $10
-)
-"""
 
 
 async def _last(session: AsyncSession, conversation_id: str, kind: EventKind) -> InsightEvent | None:

@@ -7,12 +7,11 @@ from sqlmodel import col
 
 from nameplate.errors import NameplateError, NotFound
 from nameplate.insight import events as insight_events
-from nameplate.insight.events import EventKind
 from nameplate.insight.mailing import Outbox, OutgoingMail, send
 from nameplate.insight.metrics import Event, facts_of
 from nameplate.people.customers import display_name
 from nameplate.people.directory import Directory
-from nameplate.protocol.vocabulary import ErrorCode
+from nameplate.protocol.vocabulary import ErrorCode, EventKind
 from nameplate.store.engine import Sessions
 from nameplate.store.models import Agent, Conversation, Customer, InsightEvent
 

@@ -25,7 +25,7 @@ from datetime import date, datetime, tzinfo
 from typing import Any
 
 from nameplate.desk.transcripts import as_utc
-from nameplate.insight.events import EventKind
+from nameplate.protocol.vocabulary import EventKind
 
 QUICK_ABANDON_SECONDS = 10.0
 SATISFIED_SCORES = frozenset({4, 5})

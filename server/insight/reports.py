@@ -16,7 +16,6 @@ from sqlmodel import col
 
 from nameplate.desk.transcripts import as_utc
 from nameplate.errors import NameplateError
-from nameplate.insight.events import EventKind
 from nameplate.insight.metrics import (
     Event,
     Facts,
@@ -30,7 +29,7 @@ from nameplate.insight.metrics import (
 from nameplate.insight.topics import Embedder, Question, Topic, cluster, count_previous, default_embedder, question_of
 from nameplate.people.customers import display_name
 from nameplate.people.directory import Directory
-from nameplate.protocol.vocabulary import ErrorCode
+from nameplate.protocol.vocabulary import ErrorCode, EventKind
 from nameplate.store.engine import Sessions
 from nameplate.store.models import Agent, AuthorKind, Conversation, Customer, InsightEvent, Message, Rating
 

@@ -56,6 +56,19 @@ class UnassignReason(StrEnum):
     transferred = "transferred"
 
 
+class EventKind(StrEnum):
+    """What an insight event records (the store's `insight_event.kind`; see insight/events.py)."""
+
+    queued = "queued"  # waiting for an agent: a new conversation, a requeue, a transfer to a team
+    assigned = "assigned"  # an agent took it (value: seconds waited since queued, when it was queued)
+    first_reply = "first_reply"  # the first public agent message (value: seconds since the visitor's first)
+    transfer = "transfer"  # agent_id handed it on; detail: the agent it went to, or "team:<id>"
+    left = "left"  # the visitor gave up while queued (value: seconds waited; detail: the page)
+    closed = "closed"  # agent_id: who served at close, None if nobody did
+    rated = "rated"  # value: the score; agent_id: who served at close (credited the rating)
+    emailed = "emailed"  # a follow-up e-mail went to the visitor; agent_id: whose name it carried
+
+
 class ErrorCode(StrEnum):
     """Every `code` of an `error` frame, a close reason and a JSON error body."""
 

@@ -40,7 +40,6 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from nameplate.insight.events import POSTGRES_FIRST_REPLY_CTE
 from nameplate.store.engine import make_engine
 from nameplate.store.message_log.batch import (
     BatchDone,
@@ -51,6 +50,7 @@ from nameplate.store.message_log.batch import (
     NotAssigned,
     StoredMessage,
 )
+from nameplate.store.message_log.first_reply import POSTGRES_FIRST_REPLY_CTE
 from nameplate.store.models import AuthorKind, Conversation, ConversationStatus, Message, utcnow
 
 _CONVERSATION = f'"{Conversation.__tablename__}"'

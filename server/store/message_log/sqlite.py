@@ -30,7 +30,6 @@ from typing import Any
 
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from nameplate.insight.events import SQLITE_FIRST_REPLY
 from nameplate.store.engine import tune_sqlite
 from nameplate.store.message_log.batch import (
     BatchDone,
@@ -40,6 +39,7 @@ from nameplate.store.message_log.batch import (
     StoredMessage,
     plan_batch,
 )
+from nameplate.store.message_log.first_reply import SQLITE_FIRST_REPLY
 from nameplate.store.models import Conversation, Message, utcnow
 
 log = logging.getLogger("nameplate.message_log")
