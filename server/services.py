@@ -14,6 +14,7 @@ from nameplate.chat.conversations import Conversations
 from nameplate.config import Settings
 from nameplate.integrations.api_keys import ApiKeys
 from nameplate.integrations.webhooks import Webhooks
+from nameplate.mail.service import Mail
 from nameplate.people.credentials import VisitorTokens
 from nameplate.people.customers import Customers
 from nameplate.people.directory import Directory
@@ -45,6 +46,7 @@ class Services:
     webhooks: Webhooks
     api_keys: ApiKeys
     timeline: Timeline
+    mail: Mail
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -75,6 +77,7 @@ class Services:
             webhooks,
             ApiKeys(sessions),
             Timeline(sessions),
+            Mail(settings, sessions, conversations, router, directory),
         )
 
     async def start(self) -> None:
@@ -88,6 +91,7 @@ class Services:
         await self.router.rebuild()
         self.presence.start()
         self.webhooks.start()
+        await self.mail.start()
         await self.router.drain_all()
 
     async def recover_broker_state(self) -> None:
@@ -98,6 +102,7 @@ class Services:
         await self.router.drain_all()
 
     async def stop(self) -> None:
+        await self.mail.stop()
         await self.webhooks.stop()
         await self.presence.stop()
         await self.router.stop()
