@@ -173,3 +173,20 @@ def to_message(mail: OutboxMail) -> EmailMessage:
     message.set_content(mail.text_body)
     message.add_alternative(mail.html_body, subtype="html")
     return message
+
+
+def customer_reply(mail: OutboxMail, text: str, from_address: str | None = None) -> bytes:
+    """The mail a customer's client would send in answer to `mail`: quoted history and all. The dev outbox's
+    "reply as the customer" form feeds this to the inbound parser, exactly as a real reply would arrive."""
+    message = EmailMessage()
+    message["From"] = from_address or mail.headers.get("To") or mail.to_address
+    message["To"] = mail.headers.get("Reply-To", "")
+    message["Subject"] = "Re: " + header_text(mail.subject, 290)
+    message["In-Reply-To"] = mail.message_id
+    message["References"] = f"{mail.headers.get('References', '')} {mail.message_id}".strip()
+    message["Message-ID"] = f"<reply.{new_id().replace('-', 'x').replace('_', 'y')}@customer.example>"
+    message["Date"] = format_datetime(utcnow())
+    quoted = "\n".join("> " + line for line in mail.text_body.splitlines())
+    sender = mail.headers.get("From", "")
+    message.set_content(f"{text.strip()}\n\nOn {mail.headers.get('Date', '')}, {sender} wrote:\n{quoted}\n")
+    return message.as_bytes()
