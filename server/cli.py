@@ -63,14 +63,21 @@ def cmd_demo(args: argparse.Namespace) -> None:
     env = dict(os.environ)
     env["DATABASE_URL"] = f"sqlite+aiosqlite:///{database}"
     env.pop("REDIS_URL", None)
-    settings = Settings.from_env(env)
     base = f"http://{args.host}:{args.port}"
+    # Links in mails (the rating form, the conversation) point back at this demo server.
+    env.setdefault("PUBLIC_URL", base)
+    settings = Settings.from_env(env)
     origins = f"{base} http://localhost:{args.port} http://127.0.0.1:{args.port}"
     people = asyncio.run(_with_nameplate(settings, lambda services: seed_demo(services, origins)))
     print(f"\nNameplate demo — database {database}\n")
     print(f"  Shop page (visitor):   {base}/demo")
     print(f"  Agent console:         {base}/login")
-    print(f"  Site key:              {DEMO_SITE_KEY}\n")
+    print(f"  Site key:              {DEMO_SITE_KEY}")
+    if settings.smtp_url:
+        print("  E-mail:                sent through SMTP_URL; the log is at " + f"{base}/console/mail")
+    else:
+        print(f"  E-mail (dev outbox):   {base}/console/mail  (no SMTP_URL: every mail is kept there, not sent)")
+    print()
     for person in people:  # type: ignore[union-attr]
         print(f"  {person.given_name} {person.family_name:<20} {person.role:<10} {person.email}  / {DEMO_PASSWORD}")
     print()
