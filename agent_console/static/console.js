@@ -785,6 +785,8 @@
     const meta = el("div", "msg-meta");
     const who = note ? "Private note · " + (mineMsg ? "you" : m.author.name) : kind === "visitor" ? (m.author.name || "Visitor") : mineMsg ? "You" : m.author.name;
     meta.append(el("span", "msg-author", who), el("time", "msg-time", m.pending ? "" : fmtClock(m.sent_at)));
+    // A reply that came back by e-mail (server/mail stores it with a "mail:" client_id).
+    if (kind === "visitor" && /^mail:/.test(m.client_id || "")) meta.append(el("span", "msg-via", "by e-mail"));
     if (mineMsg && !note) meta.append(el("span", "receipt"));
     li.append(el("div", "msg-body", m.body), meta);
     return li;
