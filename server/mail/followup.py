@@ -152,7 +152,13 @@ class FollowUps:
 
     # -- an agent's reply by e-mail ------------------------------------------------------------------
     async def reply_by_email(self, agent: Agent, conversation_id: str, body: str) -> tuple[StoredMessage, OutboxMail]:
-        """The agent's words go into the chat (as any reply) and out by mail to the visitor's address."""
+        """The agent's words go into the chat (as any reply) and out by mail to the visitor's address.
+
+        The message goes through the message log (its own writer), so the mail cannot share its transaction;
+        instead the mail row is written first, `waiting`, and names the message by its client_id
+        (`outbox:<mail id>`). Once the message is stored the mail becomes due; if the process dies in between,
+        `recover_waiting` finds the message by that client_id and sends the mail (or drops a mail whose
+        message never got stored). Nothing is lost and nothing is sent for words that are not in the chat."""
         conversation, customer, site, sender = await self._context(conversation_id)
         if conversation.site_id != agent.site_id:
             raise NotFound("no such conversation")
@@ -160,12 +166,6 @@ class FollowUps:
         if not to_address:
             raise NameplateError("no_email", "this visitor left no e-mail address", 409)
         cleaned = self._conversations.clean_body(body)
-        stored = await self._conversations.post(
-            NewMessage(conversation.id, AuthorKind.agent.value, cleaned, agent_id=agent.id, assigned_to=agent.id),
-            {"kind": AuthorKind.agent.value, **(await self._directory.card(agent.id))},
-            conversation.site_id,
-        )
-        previous = await self._outbox.last_message_id(conversation.id)
         mail = self._mail(
             sender,
             conversation,
@@ -175,11 +175,55 @@ class FollowUps:
             f"Re: your message to {site.name}",
             agent,
             cleaned,
-            previous=previous,
+            previous=await self._outbox.last_message_id(conversation.id),
         )
-        mail.covers_seq = stored.seq
+        mail.state = "waiting"
         await self._outbox.enqueue(mail)
+        try:
+            stored = await self._conversations.post(
+                NewMessage(
+                    conversation.id,
+                    AuthorKind.agent.value,
+                    cleaned,
+                    agent_id=agent.id,
+                    client_id=f"outbox:{mail.id}",
+                    assigned_to=agent.id,
+                ),
+                {"kind": AuthorKind.agent.value, **(await self._directory.card(agent.id))},
+                conversation.site_id,
+            )
+        except Exception:
+            await self._outbox.settle_waiting(mail.id, None)
+            raise
+        await self._outbox.settle_waiting(mail.id, stored.seq)
+        mail.state, mail.covers_seq = "pending", stored.seq
         return stored, mail
+
+    async def recover_waiting(self, older_than_seconds: float = 60.0) -> int:
+        """Reply mails left `waiting` by a process that died between writing the mail and its message."""
+        cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+        async with self._sessions() as session:
+            stuck = list(
+                (
+                    await session.execute(
+                        select(OutboxMail.id, OutboxMail.conversation_id).where(
+                            OutboxMail.state == "waiting", OutboxMail.kind == "reply", OutboxMail.created_at <= cutoff
+                        )
+                    )
+                ).all()
+            )
+            settled = 0
+            for mail_id, conversation_id in stuck:
+                seq = (
+                    await session.execute(
+                        select(Message.seq).where(
+                            Message.conversation_id == conversation_id, Message.client_id == f"outbox:{mail_id}"
+                        )
+                    )
+                ).scalar_one_or_none()
+                settled += 1
+                await self._outbox.settle_waiting(mail_id, seq)
+        return settled
 
     # -- transcripts ---------------------------------------------------------------------------------
     async def send_transcript(
@@ -256,7 +300,7 @@ class FollowUps:
         if not force and now - self._last_sweep < SWEEP_INTERVAL_SECONDS:
             return 0
         self._last_sweep = now
-        return await self.queue_unread_mails() + await self.queue_rating_mails()
+        return await self.recover_waiting() + await self.queue_unread_mails() + await self.queue_rating_mails()
 
     async def _store_once(self, mail: OutboxMail) -> bool:
         try:

@@ -68,6 +68,20 @@ class Outbox:
         self.wake()
         return mail
 
+    async def settle_waiting(self, mail_id: str, covers_seq: int | None) -> None:
+        """A `waiting` mail's cause is decided: stored (due now, carrying that seq) or not (skipped)."""
+        values: dict[str, Any] = (
+            {"state": "pending", "covers_seq": covers_seq, "next_attempt_at": utcnow()}
+            if covers_seq is not None
+            else {"state": "skipped", "last_error": "its message was never stored"}
+        )
+        async with self._sessions() as session:
+            await session.execute(
+                update(OutboxMail).where(OutboxMail.id == mail_id, OutboxMail.state == "waiting").values(**values)
+            )
+            await session.commit()
+        self.wake()
+
     def wake(self) -> None:
         self._wake.set()
 

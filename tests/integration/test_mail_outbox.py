@@ -188,3 +188,62 @@ async def test_postgres_senders_claim_disjoint_mails_with_skip_locked() -> None:
             await services.engine.dispose()
     finally:
         await drop_postgres_database(url)
+
+
+async def test_a_reply_mail_whose_process_died_before_it_was_due_is_recovered(tmp_path: Path) -> None:
+    """The reply mail is written `waiting` before its message; a crash in between is settled by the sweep."""
+    from nameplate.mail.compose import compose
+    from nameplate.store.message_log.log import NewMessage
+
+    async with running_server(await seeded_settings(tmp_path)) as server:
+        services = server.services
+        await services.mail.outbox.stop()  # only this test's sweep decides
+        conversation = await offline_conversation(services, assign_to="jane@acme.example")
+        site = await services.directory.site_by_key("site_demo")
+        sender = await services.mail.site_settings.sender(site)
+        token = services.mail.tokens.issue(conversation.id)
+        orphans = []
+        for text in ("stored before the crash", "never stored"):
+            mail = compose(
+                sender=sender, site_id=site.id, conversation_id=conversation.id, token=token, kind="reply",
+                to_address="ada@example.com", to_name="Ada", subject="s", agent=None, intro=text,
+            )  # fmt: skip
+            mail.state = "waiting"
+            await services.mail.outbox.enqueue(mail)
+            orphans.append(mail)
+        stored = await services.conversations.post(
+            NewMessage(conversation.id, "agent", "stored before the crash", client_id=f"outbox:{orphans[0].id}"),
+            {"kind": "agent"},
+        )
+        assert await services.mail.followups.recover_waiting(older_than_seconds=0) == 2
+        recovered, dropped = [await outbox_rows(services, id=m.id) for m in orphans]
+        assert recovered[0].state == "pending" and recovered[0].covers_seq == stored.seq
+        assert dropped[0].state == "skipped"
+        assert await services.mail.outbox.send_due() == 1
+
+
+async def test_an_admin_sends_a_failed_mail_again_with_the_same_message_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+
+    import httpx
+
+    monkeypatch.setattr(outbox_module, "MAX_ATTEMPTS", 1)
+    async with SmtpSink(failures=1) as sink:
+        settings = await seeded_settings(tmp_path, smtp_url=sink.url, mail_retry_base_seconds=0.05)
+        async with running_server(settings) as server:
+            services = server.services
+            conversation = await offline_conversation(services, assign_to="jane@acme.example")
+            jane = await agent_by_email(services, "jane@acme.example")
+            _, mail = await services.mail.followups.reply_by_email(jane, conversation.id, "Second time lucky")
+            failed = await poll_until(lambda: _failed(services, mail.id))
+            async with httpx.AsyncClient(base_url=server.base_url) as http:
+                await http.post("/login", json={"email": "priya@acme.example", "password": "nameplate-demo"})
+                page = await http.get(f"/console/mail/{mail.id}")
+                assert failed.last_error in page.text.replace("&#39;", "'")  # the reason is shown to admins
+                token = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+                again = await http.post(f"/console/mail/{mail.id}/retry", data={"csrf_token": token})
+                assert again.status_code == 303
+            (message,) = await sink.wait_for(1)
+            assert message["Message-ID"].strip() == mail.message_id
