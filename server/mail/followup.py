@@ -233,7 +233,7 @@ class FollowUps:
         if conversation.site_id != site_id:
             raise NotFound("no such conversation")
         if to_address:
-            to_address = clean_address(to_address)
+            to_address = clean_address(to_address, "the e-mail address")
             if by_visitor and to_address != (conversation.offline_email or ""):
                 # The address the visitor types becomes the one their replies are checked against.
                 await self._conversations.set_offline_email(conversation.id, to_address)

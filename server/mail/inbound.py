@@ -14,6 +14,7 @@ import html
 import logging
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -21,7 +22,7 @@ from email.utils import getaddresses, parseaddr
 from typing import Any
 
 from mailparser_reply import EmailReplyParser
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from nameplate.chat.conversations import Conversations
 from nameplate.errors import NameplateError
@@ -30,7 +31,7 @@ from nameplate.mail.tokens import BadToken, ReplyTokens
 from nameplate.routing.router import Router
 from nameplate.store.engine import Sessions
 from nameplate.store.message_log.log import NewMessage
-from nameplate.store.models import AuthorKind, Conversation, ConversationStatus, Customer, InboundMail
+from nameplate.store.models import AuthorKind, Conversation, ConversationStatus, Customer, InboundMail, utcnow
 
 log = logging.getLogger("nameplate.mail.inbound")
 
@@ -39,6 +40,8 @@ MAX_INBOUND_BYTES = 10 * 1024 * 1024
 # One attachment kept up to this; a bigger one is dropped from the stored copy, with a note in the chat.
 MAX_ATTACHMENT_BYTES = 2 * 1024 * 1024
 MAX_ATTACHMENTS = 10
+# Far above any person's pace of replies; a loop or a flood stops here.
+MAX_MAILS_PER_CONVERSATION_PER_HOUR = 30
 REPLY_LANGUAGES = ["en", "de", "fr", "es", "it", "nl", "pl", "sv", "pt"]
 _OUT_OF_OFFICE = re.compile(
     r"^\s*(auto(matic)?[ -]?reply|auto:|out of (the )?office|abwesenheit|absence|r[ée]ponse automatique|"
@@ -208,6 +211,17 @@ class Inbound:
                     error = exc
         raise error or BadToken("no reply address")
 
+    async def _recent_count(self, conversation_id: str) -> int:
+        since = utcnow() - timedelta(hours=1)
+        async with self._sessions() as session:
+            return (
+                await session.execute(
+                    select(func.count())
+                    .select_from(InboundMail)
+                    .where(InboundMail.conversation_id == conversation_id, InboundMail.created_at >= since)
+                )
+            ).scalar_one()
+
     async def _record(self, mail: InboundMail) -> InboundMail:
         """Insert, or update the same row (a held mail released later keeps its id)."""
         async with self._sessions() as session:
@@ -246,6 +260,9 @@ class Inbound:
             await self._record(record)
             raise NameplateError("bad_token", record.reason, 404)
         record.site_id, record.conversation_id = conversation.site_id, conversation.id
+        if await self._recent_count(conversation.id) >= MAX_MAILS_PER_CONVERSATION_PER_HOUR:
+            # A valid reply address is no licence to flood a conversation; the sender's server retries later.
+            raise NameplateError("rate_limited", "too many mails for this conversation; try again later", 429)
         if parsed.auto_reason:
             record.status, record.reason = "auto_reply", parsed.auto_reason
             return await self._record(record)

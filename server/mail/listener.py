@@ -47,7 +47,7 @@ class ReplyHandler:
         try:
             mail = await self._inbound.receive(raw, list(envelope.rcpt_tos))
         except NameplateError as exc:
-            code = "552 5.3.4" if exc.code == "too_large" else "550 5.6.0"
+            code = {"too_large": "552 5.3.4", "rate_limited": "451 4.7.1"}.get(exc.code, "550 5.6.0")
             return f"{code} {exc.message}"
         except Exception:
             log.exception("inbound mail failed")

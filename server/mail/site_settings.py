@@ -22,12 +22,13 @@ def clean_domain(value: str) -> str:
     return domain
 
 
-def clean_address(value: str) -> str:
+def clean_address(value: str, what: str = "the sending address") -> str:
     address = value.strip().lower()
     local, _, domain = address.partition("@")
-    if not _LOCAL.match(local) or not domain:
-        raise NameplateError("invalid", "the sending address must look like support@example.com", 422)
-    return f"{local}@{clean_domain(domain)}"
+    message = f"{what} must look like name@example.com"
+    if not _LOCAL.match(local) or not _DOMAIN.match(domain.rstrip(".")) or "." not in domain:
+        raise NameplateError("invalid", message, 422)
+    return f"{local}@{domain.rstrip('.')}"
 
 
 class SiteMailSettings:

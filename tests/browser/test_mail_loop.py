@@ -68,6 +68,16 @@ async def test_offline_message_reply_by_email_and_the_answer_threads_back(
             await expect(chat.locator(".bubble").last).to_contain_text("I'll order it tonight")
             await expect(chat.locator(".bubble").last).not_to_contain_text("four days")  # no quoted history
             await shop.screenshot(path=str(artifacts / "mail-reply-in-widget.png"))
+
+            # Jane closes; the visitor asks for the transcript by e-mail from the widget.
+            await j.get_by_role("button", name="Close chat").click()
+            await j.get_by_role("button", name="Confirm close").click()
+            await expect(chat.locator(".endtext")).to_be_visible()
+            await shop.get_by_label("E-mail me this transcript").fill("ada@example.com")
+            await chat.locator(".tmail button").click()
+            await expect(chat.locator(".tnote")).to_have_text("Sent to ada@example.com.")
+            (transcript,) = await outbox_rows(server.services, kind="transcript")
+            assert "I'll order it tonight" in transcript.text_body and "four days" in transcript.text_body
         finally:
             for context in contexts:
                 await context.close()

@@ -269,3 +269,19 @@ async def test_a_reply_to_a_closed_chat_starts_a_linked_follow_up_for_the_same_c
     # The old conversation stays closed and its rating stands.
     assert (await services.conversations.get(conversation_id)).status == ConversationStatus.closed.value
     await poll_until(lambda: True)
+
+
+async def test_a_flood_of_mail_to_one_reply_address_is_deferred(
+    mail_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nameplate.mail.inbound as inbound_module
+
+    monkeypatch.setattr(inbound_module, "MAX_MAILS_PER_CONVERSATION_PER_HOUR", 2)
+    server = mail_server
+    _, mail = await _replied(server)
+    port = server.services.settings.inbound_smtp_port
+    codes = []
+    for n in range(3):
+        raw = customer_reply(mail, f"message {n}")
+        codes.append((await send_smtp(port, "ada@example.com", [_reply_to(mail)], raw))[0])
+    assert codes == [250, 250, 451]  # a temporary refusal: a real sender retries later, nothing is lost
