@@ -247,3 +247,20 @@ async def test_a_chat_closed_without_rating_gets_a_rating_mail_that_records_only
         async with services.sessions() as session:
             rating = await session.get(Rating, conversation.id)
         assert rating is not None and rating.score == 4 and rating.comment == "Quick and kind"
+
+
+async def test_the_link_in_a_mail_opens_the_conversation_escaped_and_only_with_a_valid_token(
+    server: RunningServer,
+) -> None:
+    services = server.services
+    conversation = await offline_conversation(services, name="<b>Ada</b>", assign_to="jane@acme.example")
+    jane = await agent_by_email(services, "jane@acme.example")
+    await services.mail.followups.reply_by_email(jane, conversation.id, "Try <img src=x onerror=alert(1)> this")
+    token = services.mail.tokens.issue(conversation.id)
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        page = await http.get(f"/mail/c/{token}")
+        assert page.status_code == 200
+        assert "Jane Chang-Katzenberg" in page.text and "Ridge 40 pack in blue" in page.text
+        assert "<img src=x" not in page.text and "&lt;img src=x onerror=alert(1)&gt;" in page.text
+        forged = await http.get(f"/mail/c/{token[:-1]}{'b' if token.endswith('a') else 'a'}")
+        assert forged.status_code == 404

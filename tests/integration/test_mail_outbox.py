@@ -247,3 +247,22 @@ async def test_an_admin_sends_a_failed_mail_again_with_the_same_message_id(
                 assert again.status_code == 303
             (message,) = await sink.wait_for(1)
             assert message["Message-ID"].strip() == mail.message_id
+
+
+def test_mail_settings_come_from_the_environment(tmp_path: Path) -> None:
+    from nameplate.config import Settings
+    from nameplate.mail.service import transport_for
+
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        "SECRET_KEY": "k",
+        "SMTP_URL": "smtps://u:p@mail.example",
+        "INBOUND_SMTP_PORT": "2525",
+        "INBOUND_HOOK_SECRET": "s",
+    }
+    settings = Settings.from_env(env)
+    assert (settings.inbound_smtp_port, settings.inbound_hook_secret) == (2525, "s")
+    assert transport_for(settings).name == "smtp"
+    assert "p@mail" not in repr(settings)  # the SMTP password stays out of logs
+    bare = Settings.from_env({"DATABASE_URL": env["DATABASE_URL"], "SECRET_KEY": "k"})
+    assert bare.inbound_smtp_port is None and transport_for(bare).name == "dev"
