@@ -8,12 +8,23 @@ import getpass
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from nameplate.config import Settings
+from nameplate.protocol.vocabulary import ErrorCode
+
+if TYPE_CHECKING:
+    from nameplate.demo.seed import DemoAgent
+    from nameplate.services import Services
+    from nameplate.store.models import Agent, Site
+
+T = TypeVar("T")
 
 
-def run_server(settings: Settings, host: str, port: int) -> None:
+def run_server(settings: Settings, host: str, port: int, server_log_level: str | None = None) -> None:
     import uvicorn
 
     from nameplate.app import create_app
@@ -30,11 +41,11 @@ def run_server(settings: Settings, host: str, port: int) -> None:
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         proxy_headers=True,
-        log_level=settings.log_level,
+        log_level=server_log_level or settings.log_level,
     )
 
 
-async def _with_nameplate(settings: Settings, work) -> object:  # noqa: ANN001
+async def _with_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
     from nameplate.services import Services
     from nameplate.store.migrate import SchemaOutOfDate, prepare_schema
 
@@ -55,7 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from nameplate.demo.seed import DEMO_PASSWORD, DEMO_SITE_KEY, seed_demo
+    from nameplate.demo.seed import DEMO_SITE_KEY, seed_demo
 
     database = Path(args.database).resolve()
     for suffix in ("", "-wal", "-shm"):
@@ -67,22 +78,57 @@ def cmd_demo(args: argparse.Namespace) -> None:
     # Links in mails (the rating form, the conversation) point back at this demo server.
     env.setdefault("PUBLIC_URL", base)
     settings = Settings.from_env(env)
+    if not args.verbose and not env.get("LOG_LEVEL"):
+        settings = replace(settings, log_level="warning")
     origins = f"{base} http://localhost:{args.port} http://127.0.0.1:{args.port}"
-    people = asyncio.run(_with_nameplate(settings, lambda services: seed_demo(services, origins)))
-    print(f"\nNameplate demo — database {database}\n")
-    print(f"  Shop page (visitor):   {base}/demo")
-    print(f"  Agent console:         {base}/login")
-    print(f"  Site key:              {DEMO_SITE_KEY}")
-    if settings.smtp_url:
-        print("  E-mail:                sent through SMTP_URL; the log is at " + f"{base}/console/mail")
-    else:
-        print(f"  E-mail (dev outbox):   {base}/console/mail  (no SMTP_URL: every mail is kept there, not sent)")
-    print()
-    for person in people:  # type: ignore[union-attr]
-        print(f"  {person.given_name} {person.family_name:<20} {person.role:<10} {person.email}  / {DEMO_PASSWORD}")
-    print()
-    sys.stdout.flush()
-    run_server(settings, args.host, args.port)
+
+    async def seed(services: Services) -> tuple[list[DemoAgent], str]:
+        people = await seed_demo(services, origins)
+        site = await services.directory.site_by_key(DEMO_SITE_KEY)
+        assert site is not None
+        return people, site.secret
+
+    people, identity_secret = asyncio.run(_with_services(settings, seed))
+    print(demo_banner(str(database), base, people, identity_secret, mail_sent=bool(settings.smtp_url)), flush=True)
+    # uvicorn's few lines stay: they say the server is up and where.
+    run_server(settings, args.host, args.port, server_log_level="info")
+
+
+def demo_banner(
+    database: str, base: str, people: list[DemoAgent], identity_secret: str, mail_sent: bool = False
+) -> str:
+    """What `nameplate demo` prints before it serves: where to look, who to log in as, how to identify."""
+    from nameplate.demo.seed import DEMO_PASSWORD, DEMO_SITE_KEY
+
+    width = max(len(f"{p.given_name} {p.family_name}") for p in people)
+    role_width = max(len(str(p.role)) for p in people)
+    email_width = max(len(p.email) for p in people)
+    lines = [
+        "",
+        f"Nameplate demo — database {database}",
+        "",
+        f"  Shop page (visitor):   {base}/demo",
+        f"  Agent console:         {base}/login",
+        f"  Site key:              {DEMO_SITE_KEY}",
+        f"  Identity secret:       {identity_secret}",
+        # Without SMTP_URL every mail the product would send is kept in the store, read on this page.
+        f"  E-mail log:            {base}/console/mail  (sent through SMTP_URL)"
+        if mail_sent
+        else f"  E-mail (dev outbox):   {base}/console/mail  (no SMTP_URL: every mail is kept there, not sent)",
+        "",
+        "  Log in as (e-mail / password):",
+    ]
+    for p in people:
+        name = f"{p.given_name} {p.family_name}"
+        lines.append(f"    {name:<{width}}  {str(p.role):<{role_width}}  {p.email:<{email_width}} / {DEMO_PASSWORD}")
+    lines += [
+        "",
+        "  Try Nameplate.identify: user_hash = HMAC-SHA256(identity secret, user_id), hex, e.g.",
+        f"    python3 -c \"import hmac,hashlib; print(hmac.new(b'{identity_secret}', b'u_1142', "
+        'hashlib.sha256).hexdigest())"',
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def cmd_migrate(_args: argparse.Namespace) -> None:
@@ -99,13 +145,13 @@ def cmd_migrate(_args: argparse.Namespace) -> None:
 def cmd_site_create(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
 
-    async def work(services):  # noqa: ANN001, ANN202
+    async def work(services: Services) -> Site:
         return await services.directory.create_site(args.name, allowed_origins=" ".join(args.origin or []))
 
-    site = asyncio.run(_with_nameplate(settings, work))
-    print(f"site created: {site.name}")  # type: ignore[attr-defined]
-    print(f"  public key (for the widget tag): {site.public_key}")  # type: ignore[attr-defined]
-    print(f"  identity secret (keep private):  {site.secret}")  # type: ignore[attr-defined]
+    site = asyncio.run(_with_services(settings, work))
+    print(f"site created: {site.name}")
+    print(f"  public key (for the widget tag): {site.public_key}")
+    print(f"  identity secret (keep private):  {site.secret}")
 
 
 def cmd_agent_create(args: argparse.Namespace) -> None:
@@ -116,10 +162,10 @@ def cmd_agent_create(args: argparse.Namespace) -> None:
     password = os.environ.get("NAMEPLATE_AGENT_PASSWORD") or getpass.getpass("Password for the new agent: ")
     photo = Path(args.photo).read_bytes() if args.photo else None
 
-    async def work(services):  # noqa: ANN001, ANN202
+    async def work(services: Services) -> Agent:
         site = await services.directory.site_by_key(args.site)
         if site is None:
-            raise NameplateError("not_found", f"no site with key {args.site!r}")
+            raise NameplateError(ErrorCode.not_found, f"no site with key {args.site!r}")
         agent = await services.directory.create_agent(
             site.id,
             given_name=args.given_name,
@@ -136,17 +182,17 @@ def cmd_agent_create(args: argparse.Namespace) -> None:
         return agent
 
     try:
-        agent = asyncio.run(_with_nameplate(settings, work))
+        agent = asyncio.run(_with_services(settings, work))
     except (NameplateError, ValueError) as exc:
         print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
         sys.exit(2)
-    print(f"agent created: {agent.full_name} <{agent.email}> ({agent.role})")  # type: ignore[attr-defined]
+    print(f"agent created: {agent.full_name} <{agent.email}> ({agent.role})")
 
 
 def cmd_apikey(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
 
-    async def work(services):  # noqa: ANN001, ANN202
+    async def work(services: Services) -> str:
         site = await services.directory.site_by_key(args.site)
         if site is None:
             raise SystemExit(f"error: no site with key {args.site!r}")
@@ -162,7 +208,7 @@ def cmd_apikey(args: argparse.Namespace) -> None:
             or "no keys"
         )
 
-    print(asyncio.run(_with_nameplate(settings, work)))
+    print(asyncio.run(_with_services(settings, work)))
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -172,11 +218,13 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     settings = Settings.from_env()
 
-    async def work(services):  # noqa: ANN001, ANN202
+    async def work(services: Services) -> None:
         site = await services.directory.site_by_key(args.site)
         if site is None:
             raise SystemExit(f"error: no site with key {args.site!r}")
         first, last = parse_day(args.date_from, "from"), parse_day(args.date_to, "to")
+        if first is None or last is None:
+            raise SystemExit("error: --from and --to are dates, YYYY-MM-DD")
         batches = Transcripts(services.sessions).stream_lines(site.id, first, last)
         chunks = (
             csv_chunks(batches)
@@ -192,11 +240,12 @@ def cmd_export(args: argparse.Namespace) -> None:
             if args.output:
                 out.close()
 
-    asyncio.run(_with_nameplate(settings, work))
+    asyncio.run(_with_services(settings, work))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nameplate", description="Live chat with real, named people.")
+    parser.add_argument("--verbose", action="store_true", help="log more (migrations, routing); or set LOG_LEVEL")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the server")
@@ -255,7 +304,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(command: str, verbose: bool) -> None:
+    """INFO for a server's own log; the demo says only what a newcomer needs (its banner, then uvicorn's
+    lines) unless asked for more with --verbose or LOG_LEVEL. Migrations talk at INFO only when asked."""
+    asked = os.environ.get("LOG_LEVEL")
+    if verbose:
+        level = logging.DEBUG if asked and asked.lower() == "debug" else logging.INFO
+    elif asked:
+        level = logging.getLevelName(asked.upper())
+        level = level if isinstance(level, int) else logging.INFO
+    else:
+        level = logging.WARNING if command == "demo" else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    if not verbose and not asked:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    configure_logging(args.command, args.verbose)
     args.func(args)

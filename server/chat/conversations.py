@@ -8,14 +8,16 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import case, select, update
+from sqlmodel import col
 
 from nameplate.broker.base import Broker
 from nameplate.errors import Forbidden, NameplateError, NotFound
 from nameplate.integrations.webhooks import Webhooks
 from nameplate.people.customers import customer_card, display_name
 from nameplate.people.directory import Directory
-from nameplate.protocol import channels
-from nameplate.store.engine import Sessions
+from nameplate.protocol import channels, outbound
+from nameplate.protocol.vocabulary import ErrorCode, Side
+from nameplate.store.engine import Sessions, rows_changed
 from nameplate.store.message_log.log import MessageLog, NewMessage, StoredMessage
 from nameplate.store.models import (
     AuthorKind,
@@ -31,19 +33,18 @@ from nameplate.store.views import ConversationView, CustomerView
 
 
 def message_frame(stored: StoredMessage | Message, author: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "message",
-        "conversation_id": stored.conversation_id,
-        "seq": stored.seq,
-        "author": author,
-        "body": stored.body,
-        "private": stored.private,
-        "client_id": stored.client_id,
-        "sent_at": iso(stored.created_at),
-    }
+    return outbound.message(
+        stored.conversation_id,
+        stored.seq,
+        author,
+        stored.body,
+        stored.private,
+        stored.client_id,
+        iso(stored.created_at),
+    )
 
 
-VISITOR_AUTHOR_KIND = AuthorKind.visitor.value
+VISITOR_AUTHOR_KIND = AuthorKind.visitor
 
 
 class Conversations:
@@ -80,10 +81,10 @@ class Conversations:
             result = await session.execute(
                 select(Conversation)
                 .where(
-                    Conversation.customer_id == customer_id,
-                    Conversation.status != ConversationStatus.closed.value,
+                    col(Conversation.customer_id) == customer_id,
+                    col(Conversation.status) != ConversationStatus.closed,
                 )
-                .order_by(Conversation.created_at.desc())
+                .order_by(col(Conversation.created_at).desc())
                 .limit(1)
             )
             return result.scalar_one_or_none()
@@ -94,9 +95,9 @@ class Conversations:
         async with self._sessions() as session:
             result = await session.execute(
                 select(Message)
-                .join(Conversation, Conversation.id == Message.conversation_id)
-                .where(Conversation.customer_id == customer_id, Message.client_id == client_id)
-                .order_by(Message.created_at.desc())
+                .join(Conversation, col(Conversation.id) == col(Message.conversation_id))
+                .where(col(Conversation.customer_id) == customer_id, col(Message.client_id) == client_id)
+                .order_by(col(Message.created_at).desc())
                 .limit(1)
             )
             return result.scalar_one_or_none()
@@ -105,27 +106,27 @@ class Conversations:
         async with self._sessions() as session:
             result = await session.execute(
                 select(Conversation)
-                .where(Conversation.agent_id == agent_id, Conversation.status == ConversationStatus.active.value)
-                .order_by(Conversation.assigned_at)
+                .where(col(Conversation.agent_id) == agent_id, col(Conversation.status) == ConversationStatus.active)
+                .order_by(col(Conversation.assigned_at))
             )
             return list(result.scalars())
 
     async def with_status(self, status: ConversationStatus, site_id: str | None = None) -> list[Conversation]:
-        query = select(Conversation).where(Conversation.status == status.value)
+        query = select(Conversation).where(col(Conversation.status) == status.value)
         if site_id is not None:
-            query = query.where(Conversation.site_id == site_id)
+            query = query.where(col(Conversation.site_id) == site_id)
         async with self._sessions() as session:
-            return list((await session.execute(query.order_by(Conversation.created_at))).scalars())
+            return list((await session.execute(query.order_by(col(Conversation.created_at)))).scalars())
 
     async def previous_agent_id(self, customer_id: str, excluding: str | None = None) -> str | None:
         """The agent who last helped this customer: a returning customer goes to them first."""
-        query = select(Conversation.agent_id).where(
-            Conversation.customer_id == customer_id, Conversation.agent_id.is_not(None)
+        query = select(col(Conversation.agent_id)).where(
+            col(Conversation.customer_id) == customer_id, col(Conversation.agent_id).is_not(None)
         )
         if excluding is not None:
-            query = query.where(Conversation.id != excluding)
+            query = query.where(col(Conversation.id) != excluding)
         async with self._sessions() as session:
-            result = await session.execute(query.order_by(Conversation.created_at.desc()).limit(1))
+            result = await session.execute(query.order_by(col(Conversation.created_at).desc()).limit(1))
             return result.scalar_one_or_none()
 
     async def earlier(self, customer_id: str, limit: int = 5) -> list[dict[str, Any]]:
@@ -133,8 +134,10 @@ class Conversations:
         async with self._sessions() as session:
             result = await session.execute(
                 select(Conversation)
-                .where(Conversation.customer_id == customer_id, Conversation.status == ConversationStatus.closed.value)
-                .order_by(Conversation.created_at.desc())
+                .where(
+                    col(Conversation.customer_id) == customer_id, col(Conversation.status) == ConversationStatus.closed
+                )
+                .order_by(col(Conversation.created_at).desc())
                 .limit(limit)
             )
             conversations = list(result.scalars())
@@ -142,13 +145,13 @@ class Conversations:
             for conversation in conversations:
                 last = (
                     await session.execute(
-                        select(Message.body)
+                        select(col(Message.body))
                         .where(
-                            Message.conversation_id == conversation.id,
-                            Message.private.is_(False),
-                            Message.author_kind != AuthorKind.system.value,
+                            col(Message.conversation_id) == conversation.id,
+                            col(Message.private).is_(False),
+                            col(Message.author_kind) != AuthorKind.system,
                         )
-                        .order_by(Message.seq.desc())
+                        .order_by(col(Message.seq).desc())
                         .limit(1)
                     )
                 ).scalar_one_or_none()
@@ -192,11 +195,11 @@ class Conversations:
         self, conversation_id: str, after_seq: int = 0, include_private: bool = False
     ) -> list[dict[str, Any]]:
         """Message frames with seq > after_seq, in order: the replay a reconnecting client receives."""
-        query = select(Message).where(Message.conversation_id == conversation_id, Message.seq > after_seq)
+        query = select(Message).where(col(Message.conversation_id) == conversation_id, col(Message.seq) > after_seq)
         if not include_private:
-            query = query.where(Message.private.is_(False))
+            query = query.where(col(Message.private).is_(False))
         async with self._sessions() as session:
-            messages = list((await session.execute(query.order_by(Message.seq))).scalars())
+            messages = list((await session.execute(query.order_by(col(Message.seq)))).scalars())
             conversation = await session.get(Conversation, conversation_id)
             customer = await session.get(Customer, conversation.customer_id) if conversation else None
         visitor = self.visitor_author(customer)
@@ -206,9 +209,9 @@ class Conversations:
         return frames
 
     async def _author(self, kind: str, agent_id: str | None, visitor: dict[str, Any]) -> dict[str, Any]:
-        if kind == AuthorKind.agent.value and agent_id:
+        if kind == AuthorKind.agent and agent_id:
             return {"kind": kind, **(await self._directory.card(agent_id))}
-        if kind == AuthorKind.visitor.value:
+        if kind == AuthorKind.visitor:
             return visitor
         return {"kind": kind}
 
@@ -220,9 +223,9 @@ class Conversations:
     def clean_body(self, body: str) -> str:
         cleaned = body.strip()
         if not cleaned:
-            raise NameplateError("empty", "a message needs some text")
+            raise NameplateError(ErrorCode.empty, "a message needs some text")
         if len(cleaned) > self._max_chars:
-            raise NameplateError("too_large", f"messages are limited to {self._max_chars} characters")
+            raise NameplateError(ErrorCode.too_large, f"messages are limited to {self._max_chars} characters")
         return cleaned
 
     async def start(self, site_id: str, customer_id: str, team_id: str | None = None) -> Conversation:
@@ -230,8 +233,8 @@ class Conversations:
         async with self._sessions() as session:
             session.add(conversation)
             await session.commit()
-        await self._broker.publish(
-            channels.customer(customer_id), {"type": "conversation", "conversation_id": conversation.id}
+        await self._broker.fanout.publish(
+            channels.customer(customer_id), outbound.customer_conversation_event(conversation.id)
         )
         summary = await self.announce(conversation)
         await self._webhooks.emit(site_id, "conversation.created", summary)
@@ -240,9 +243,7 @@ class Conversations:
     async def announce(self, conversation: Conversation) -> dict[str, Any]:
         """Tell the site's live board (inboxes, supervisors) what a conversation looks like now."""
         summary = await self.summary(conversation)
-        await self._broker.publish(
-            channels.site(conversation.site_id), {"type": "conversation", "conversation": summary}
-        )
+        await self._broker.fanout.publish(channels.site(conversation.site_id), outbound.conversation(summary))
         return summary
 
     async def post(self, message: NewMessage, author: dict[str, Any], site_id: str | None = None) -> StoredMessage:
@@ -270,7 +271,7 @@ class Conversations:
             return None
         frame = message_frame(stored, author)
         channel = channels.staff if stored.private else channels.conversation
-        self._broker.publish_soon(channel(stored.conversation_id), frame)
+        self._broker.fanout.publish_soon(channel(stored.conversation_id), frame)
         return frame
 
     async def tell_webhooks(self, site_id: str, stored: StoredMessage, frame: dict[str, Any]) -> None:
@@ -280,35 +281,35 @@ class Conversations:
 
     async def system_line(self, conversation_id: str, body: str, private: bool = False) -> StoredMessage:
         return await self.post(
-            NewMessage(conversation_id, AuthorKind.system.value, body, private=private, allow_closed=True),
-            {"kind": AuthorKind.system.value},
+            NewMessage(conversation_id, AuthorKind.system, body, private=private, allow_closed=True),
+            {"kind": AuthorKind.system},
         )
 
-    async def mark_read(self, conversation_id: str, by: str, seq: int) -> None:
+    async def mark_read(self, conversation_id: str, by: Side, seq: int) -> None:
         """`by` ("visitor" or "agent") has read up to `seq`. Capped at the conversation's last message as
         stored now — a session's copy of the conversation is as old as the session — and published only
         when it moves the mark forward."""
-        column = Conversation.visitor_read_seq if by == "visitor" else Conversation.agent_read_seq
-        upto = case((Conversation.last_seq < seq, Conversation.last_seq), else_=seq)
+        column = col(Conversation.visitor_read_seq) if by == "visitor" else col(Conversation.agent_read_seq)
+        upto = case((col(Conversation.last_seq) < seq, col(Conversation.last_seq)), else_=seq)
         async with self._sessions() as session:
             result = await session.execute(
                 update(Conversation)
-                .where(Conversation.id == conversation_id, column < upto)
+                .where(col(Conversation.id) == conversation_id, column < upto)
                 .values({column: upto})
                 .returning(column)
             )
             moved = result.scalar_one_or_none()
             await session.commit()
         if moved is not None:
-            await self._broker.publish(
+            await self._broker.fanout.publish(
                 channels.conversation(conversation_id),
-                {"type": "read", "conversation_id": conversation_id, "by": by, "seq": moved},
+                outbound.read(conversation_id, by, moved),
             )
 
-    async def typing(self, conversation_id: str, by: str, on: bool, name: str | None = None) -> None:
-        await self._broker.publish(
+    async def typing(self, conversation_id: str, by: Side, on: bool, name: str | None = None) -> None:
+        await self._broker.fanout.publish(
             channels.conversation(conversation_id),
-            {"type": "typing", "conversation_id": conversation_id, "by": by, "name": name, "on": on},
+            outbound.typing(conversation_id, by, on, name),
         )
 
     async def mark_assigned(self, conversation_id: str, agent_id: str) -> Conversation | None:
@@ -316,56 +317,56 @@ class Conversations:
         async with self._sessions() as session:
             result = await session.execute(
                 update(Conversation)
-                .where(Conversation.id == conversation_id, Conversation.status == ConversationStatus.queued.value)
-                .values(status=ConversationStatus.active.value, agent_id=agent_id, assigned_at=utcnow())
+                .where(col(Conversation.id) == conversation_id, col(Conversation.status) == ConversationStatus.queued)
+                .values(status=ConversationStatus.active, agent_id=agent_id, assigned_at=utcnow())
             )
             await session.commit()
-            if result.rowcount != 1:
+            if rows_changed(result) != 1:
                 return None
             return await session.get(Conversation, conversation_id)
 
     async def mark_requeued(self, conversation_id: str, team_id: str | None = None) -> bool:
-        values: dict[str, Any] = {"status": ConversationStatus.queued.value, "agent_id": None}
+        values: dict[str, Any] = {"status": ConversationStatus.queued, "agent_id": None}
         if team_id is not None:
             values["team_id"] = team_id
         async with self._sessions() as session:
             result = await session.execute(
                 update(Conversation)
-                .where(Conversation.id == conversation_id, Conversation.status == ConversationStatus.active.value)
+                .where(col(Conversation.id) == conversation_id, col(Conversation.status) == ConversationStatus.active)
                 .values(**values)
             )
             await session.commit()
-            return result.rowcount == 1
+            return rows_changed(result) == 1
 
     async def hand_over(self, conversation_id: str, from_agent: str, to_agent: str) -> bool:
         async with self._sessions() as session:
             result = await session.execute(
                 update(Conversation)
                 .where(
-                    Conversation.id == conversation_id,
-                    Conversation.agent_id == from_agent,
-                    Conversation.status == ConversationStatus.active.value,
+                    col(Conversation.id) == conversation_id,
+                    col(Conversation.agent_id) == from_agent,
+                    col(Conversation.status) == ConversationStatus.active,
                 )
                 .values(agent_id=to_agent, assigned_at=utcnow())
             )
             await session.commit()
-            return result.rowcount == 1
+            return rows_changed(result) == 1
 
     async def close(self, conversation: Conversation, closed_by: str) -> bool:
         """Close for good; a later visitor message starts a new conversation. False if already closed."""
         async with self._sessions() as session:
             result = await session.execute(
                 update(Conversation)
-                .where(Conversation.id == conversation.id, Conversation.status != ConversationStatus.closed.value)
-                .values(status=ConversationStatus.closed.value, closed_at=utcnow())
+                .where(col(Conversation.id) == conversation.id, col(Conversation.status) != ConversationStatus.closed)
+                .values(status=ConversationStatus.closed, closed_at=utcnow())
             )
             await session.commit()
-        if result.rowcount != 1:
+        if rows_changed(result) != 1:
             return False
         await self.system_line(conversation.id, f"{closed_by} closed the conversation.")
-        await self._broker.publish(
+        await self._broker.fanout.publish(
             channels.conversation(conversation.id),
-            {"type": "closed", "conversation_id": conversation.id, "by": closed_by},
+            outbound.closed(conversation.id, closed_by),
         )
         closed = await self.get(conversation.id)
         if closed is not None:
@@ -376,12 +377,12 @@ class Conversations:
     async def set_offline_email(self, conversation_id: str, email: str) -> None:
         async with self._sessions() as session:
             await session.execute(
-                update(Conversation).where(Conversation.id == conversation_id).values(offline_email=email)
+                update(Conversation).where(col(Conversation.id) == conversation_id).values(offline_email=email)
             )
             await session.commit()
 
     async def rate(self, conversation: Conversation | ConversationView, score: int, comment: str) -> None:
-        if conversation.status != ConversationStatus.closed.value:
+        if conversation.status != ConversationStatus.closed:
             raise Forbidden("a conversation can be rated once it is closed")
         async with self._sessions() as session:
             existing = await session.get(Rating, conversation.id)
@@ -390,7 +391,7 @@ class Conversations:
             else:
                 existing.score, existing.comment = score, comment.strip()
             await session.commit()
-        await self._broker.publish(
+        await self._broker.fanout.publish(
             channels.staff(conversation.id),
-            {"type": "rating", "conversation_id": conversation.id, "score": score, "comment": comment},
+            outbound.rating(conversation.id, score, comment),
         )

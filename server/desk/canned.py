@@ -7,9 +7,11 @@ from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from nameplate.errors import NameplateError, NotFound
-from nameplate.store.engine import Sessions
+from nameplate.protocol.vocabulary import ErrorCode
+from nameplate.store.engine import Sessions, rows_changed
 from nameplate.store.models import CannedResponse, iso
 
 MAX_SHORTCUT_CHARS = 40
@@ -22,20 +24,20 @@ def clean_shortcut(value: str) -> str:
     """The stored form of a shortcut: without a leading "/", lower case; or a NameplateError saying why not."""
     shortcut = value.strip().removeprefix("/").lower()
     if not shortcut:
-        raise NameplateError("invalid", "a shortcut is required")
+        raise NameplateError(ErrorCode.invalid, "a shortcut is required")
     if len(shortcut) > MAX_SHORTCUT_CHARS:
-        raise NameplateError("invalid", f"shortcuts are limited to {MAX_SHORTCUT_CHARS} characters")
+        raise NameplateError(ErrorCode.invalid, f"shortcuts are limited to {MAX_SHORTCUT_CHARS} characters")
     if not SHORTCUT_PATTERN.fullmatch(shortcut):
-        raise NameplateError("invalid", "shortcuts may only contain letters, digits, - and _")
+        raise NameplateError(ErrorCode.invalid, "shortcuts may only contain letters, digits, - and _")
     return shortcut
 
 
 def clean_canned_body(value: str) -> str:
     body = value.strip()
     if not body:
-        raise NameplateError("invalid", "the response text is required")
+        raise NameplateError(ErrorCode.invalid, "the response text is required")
     if len(body) > MAX_BODY_CHARS:
-        raise NameplateError("invalid", f"responses are limited to {MAX_BODY_CHARS} characters")
+        raise NameplateError(ErrorCode.invalid, f"responses are limited to {MAX_BODY_CHARS} characters")
     return body
 
 
@@ -50,7 +52,9 @@ class CannedResponses:
     async def for_site(self, site_id: str) -> list[CannedResponse]:
         async with self._sessions() as session:
             result = await session.execute(
-                select(CannedResponse).where(CannedResponse.site_id == site_id).order_by(CannedResponse.shortcut)
+                select(CannedResponse)
+                .where(col(CannedResponse.site_id) == site_id)
+                .order_by(col(CannedResponse.shortcut))
             )
             return list(result.scalars())
 
@@ -61,15 +65,17 @@ class CannedResponses:
             try:
                 await session.commit()
             except IntegrityError as exc:
-                raise NameplateError("exists", f"/{canned.shortcut} already exists", 409) from exc
+                raise NameplateError(ErrorCode.exists, f"/{canned.shortcut} already exists", 409) from exc
         return canned
 
     async def delete(self, site_id: str, canned_id: str) -> None:
         """Delete one of this site's responses; another site's id is 'not found'."""
         async with self._sessions() as session:
             result = await session.execute(
-                delete(CannedResponse).where(CannedResponse.id == canned_id, CannedResponse.site_id == site_id)
+                delete(CannedResponse).where(
+                    col(CannedResponse.id) == canned_id, col(CannedResponse.site_id) == site_id
+                )
             )
             await session.commit()
-        if result.rowcount != 1:
+        if rows_changed(result) != 1:
             raise NotFound("no such canned response")

@@ -19,10 +19,12 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, exists, func, or_, select
+from sqlmodel import col
 
 from nameplate.errors import NameplateError, NotFound
 from nameplate.people.customers import customer_card
 from nameplate.people.directory import agent_card
+from nameplate.protocol.vocabulary import STAFF_ROLES, ErrorCode
 from nameplate.store.engine import Sessions
 from nameplate.store.models import (
     Agent,
@@ -32,7 +34,6 @@ from nameplate.store.models import (
     Customer,
     Message,
     Rating,
-    Role,
     Site,
     Team,
     iso,
@@ -46,7 +47,6 @@ EXPORT_BATCH = 500
 MAX_SEARCH_CHARS = 200
 SYSTEM_AUTHOR_NAME = "System"
 VISITOR_FALLBACK_NAME = "Visitor"
-STAFF_ROLES = frozenset({Role.supervisor.value, Role.admin.value})
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -88,22 +88,22 @@ def parse_day(value: str | None, name: str) -> date | None:
     try:
         return date.fromisoformat(value.strip())
     except ValueError as exc:
-        raise NameplateError("invalid", f"{name} must be a date like 2024-05-31") from exc
+        raise NameplateError(ErrorCode.invalid, f"{name} must be a date like 2024-05-31") from exc
 
 
 def day_bounds(first: date | None, last: date | None) -> tuple[datetime | None, datetime | None]:
     """[start of `first`, start of the day after `last`) in UTC: both days are included."""
     if first is not None and last is not None and first > last:
-        raise NameplateError("invalid", "the start date is after the end date")
+        raise NameplateError(ErrorCode.invalid, "the start date is after the end date")
     start = datetime(first.year, first.month, first.day, tzinfo=UTC) if first else None
     end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1) if last else None
     return start, end
 
 
 def author_name(kind: str, given: str | None, family: str | None, customer_name: str | None) -> str:
-    if kind == AuthorKind.agent.value:
+    if kind == AuthorKind.agent:
         return f"{given} {family}" if given is not None else "Former agent"
-    if kind == AuthorKind.visitor.value:
+    if kind == AuthorKind.visitor:
         return customer_name or VISITOR_FALLBACK_NAME
     return SYSTEM_AUTHOR_NAME
 
@@ -239,23 +239,23 @@ class Transcript:
 def _row_columns() -> tuple[Any, ...]:
     return (
         Conversation,
-        Customer.name,
-        Customer.email,
-        Agent.given_name,
-        Agent.family_name,
-        Team.name,
-        Rating.score,
-        Rating.comment,
+        col(Customer.name),
+        col(Customer.email),
+        col(Agent.given_name),
+        col(Agent.family_name),
+        col(Team.name),
+        col(Rating.score),
+        col(Rating.comment),
     )
 
 
 def _row_query(*conditions: ColumnElement[bool]) -> Any:
     return (
         select(*_row_columns())
-        .join(Customer, Customer.id == Conversation.customer_id)
-        .outerjoin(Agent, Agent.id == Conversation.agent_id)
-        .outerjoin(Team, Team.id == Conversation.team_id)
-        .outerjoin(Rating, Rating.conversation_id == Conversation.id)
+        .join(Customer, col(Customer.id) == col(Conversation.customer_id))
+        .outerjoin(Agent, col(Agent.id) == col(Conversation.agent_id))
+        .outerjoin(Team, col(Team.id) == col(Conversation.team_id))
+        .outerjoin(Rating, col(Rating.conversation_id) == col(Conversation.id))
         .where(*conditions)
     )
 
@@ -281,19 +281,19 @@ def _to_row(record: Any) -> ConversationRow:
 def _line_query() -> Any:
     return (
         select(
-            Message.conversation_id,
-            Message.seq,
-            Message.created_at,
-            Message.author_kind,
-            Message.private,
-            Message.body,
-            Agent.given_name,
-            Agent.family_name,
-            Customer.name,
+            col(Message.conversation_id),
+            col(Message.seq),
+            col(Message.created_at),
+            col(Message.author_kind),
+            col(Message.private),
+            col(Message.body),
+            col(Agent.given_name),
+            col(Agent.family_name),
+            col(Customer.name),
         )
-        .join(Conversation, Conversation.id == Message.conversation_id)
-        .join(Customer, Customer.id == Conversation.customer_id)
-        .outerjoin(Agent, Agent.id == Message.agent_id)
+        .join(Conversation, col(Conversation.id) == col(Message.conversation_id))
+        .join(Customer, col(Customer.id) == col(Conversation.customer_id))
+        .outerjoin(Agent, col(Agent.id) == col(Message.agent_id))
     )
 
 
@@ -306,8 +306,8 @@ def _to_line(record: Any) -> Line:
 
 def worked_on(agent_id: str) -> ColumnElement[bool]:
     """The agent holds the conversation now, or wrote in it (so held it once, before a transfer)."""
-    wrote = exists().where(Message.conversation_id == Conversation.id, Message.agent_id == agent_id)
-    return or_(Conversation.agent_id == agent_id, wrote)
+    wrote = exists().where(col(Message.conversation_id) == col(Conversation.id), col(Message.agent_id) == agent_id)
+    return or_(col(Conversation.agent_id) == agent_id, wrote)
 
 
 class Transcripts:
@@ -317,28 +317,28 @@ class Transcripts:
     # -- finding -------------------------------------------------------------------------------------
     async def search(self, query: ConversationQuery) -> ConversationPage:
         """One page of the site's conversations matching the filters, newest first (ties by id: stable)."""
-        conditions: list[ColumnElement[bool]] = [Conversation.site_id == query.site_id]
+        conditions: list[ColumnElement[bool]] = [col(Conversation.site_id) == query.site_id]
         start, end = day_bounds(query.first_day, query.last_day)
         if start is not None:
-            conditions.append(Conversation.created_at >= start)
+            conditions.append(col(Conversation.created_at) >= start)
         if end is not None:
-            conditions.append(Conversation.created_at < end)
+            conditions.append(col(Conversation.created_at) < end)
         if query.agent_id:
             conditions.append(worked_on(query.agent_id))
         if query.status:
             if query.status not in {s.value for s in ConversationStatus}:
-                raise NameplateError("invalid", "status must be queued, active or closed")
-            conditions.append(Conversation.status == query.status)
+                raise NameplateError(ErrorCode.invalid, "status must be queued, active or closed")
+            conditions.append(col(Conversation.status) == query.status)
         if query.team_id:
-            conditions.append(Conversation.team_id == query.team_id)
+            conditions.append(col(Conversation.team_id) == query.team_id)
         text = " ".join(query.text.split())[:MAX_SEARCH_CHARS]
         # icontains(autoescape=True) escapes % and _ so they match themselves; ILIKE on PostgreSQL,
         # lower() LIKE lower() on SQLite: case-insensitive on both.
-        message_matches = [Message.body.icontains(text, autoescape=True)]
+        message_matches = [col(Message.body).icontains(text, autoescape=True)]
         if not query.include_private:
-            message_matches.append(Message.private.is_(False))
+            message_matches.append(col(Message.private).is_(False))
         if text:
-            conditions.append(exists().where(Message.conversation_id == Conversation.id, *message_matches))
+            conditions.append(exists().where(col(Message.conversation_id) == col(Conversation.id), *message_matches))
         async with self._sessions() as session:
             total = (
                 await session.execute(select(func.count()).select_from(Conversation).where(*conditions))
@@ -347,7 +347,7 @@ class Transcripts:
             page = min(max(1, query.page), pages)
             result = await session.execute(
                 _row_query(*conditions)
-                .order_by(Conversation.created_at.desc(), Conversation.id.desc())
+                .order_by(col(Conversation.created_at).desc(), col(Conversation.id).desc())
                 .limit(PAGE_SIZE)
                 .offset((page - 1) * PAGE_SIZE)
             )
@@ -355,14 +355,15 @@ class Transcripts:
             snippets: dict[str, Snippet] = {}
             if text and rows:
                 first = (
-                    select(Message.conversation_id, func.min(Message.seq).label("seq"))
-                    .where(Message.conversation_id.in_([row.id for row in rows]), *message_matches)
-                    .group_by(Message.conversation_id)
+                    select(col(Message.conversation_id), func.min(col(Message.seq)).label("seq"))
+                    .where(col(Message.conversation_id).in_([row.id for row in rows]), *message_matches)
+                    .group_by(col(Message.conversation_id))
                     .subquery()
                 )
                 found = await session.execute(
-                    select(Message.conversation_id, Message.body, Message.private).join(
-                        first, (Message.conversation_id == first.c.conversation_id) & (Message.seq == first.c.seq)
+                    select(col(Message.conversation_id), col(Message.body), col(Message.private)).join(
+                        first,
+                        (col(Message.conversation_id) == first.c.conversation_id) & (col(Message.seq) == first.c.seq),
                     )
                 )
                 for conversation_id, body, private in found:
@@ -374,7 +375,7 @@ class Transcripts:
     async def visible(self, viewer: Agent, conversation_id: str) -> ConversationRow:
         """The conversation if `viewer` may read it: supervisors and admins see their whole site, agents
         what they worked on. Anything else is "not found", exactly like an id that does not exist."""
-        conditions = [Conversation.id == conversation_id[:64], Conversation.site_id == viewer.site_id]
+        conditions = [col(Conversation.id) == conversation_id[:64], col(Conversation.site_id) == viewer.site_id]
         if viewer.role not in STAFF_ROLES:
             conditions.append(worked_on(viewer.id))
         async with self._sessions() as session:
@@ -388,7 +389,7 @@ class Transcripts:
         async with self._sessions() as session:
             site = await session.get(Site, site_id)
             result = await session.execute(
-                _line_query().where(Message.conversation_id == conversation.id).order_by(Message.seq)
+                _line_query().where(col(Message.conversation_id) == conversation.id).order_by(col(Message.seq))
             )
             lines = [_to_line(record) for record in result]
         return Transcript(site.name if site else "", conversation, lines)
@@ -403,8 +404,12 @@ class Transcripts:
         start, end = day_bounds(first_day, last_day)
         query = (
             _line_query()
-            .where(Conversation.site_id == site_id, Conversation.created_at >= start, Conversation.created_at < end)
-            .order_by(Conversation.created_at, Conversation.id, Message.seq)
+            .where(
+                col(Conversation.site_id) == site_id,
+                col(Conversation.created_at) >= start,
+                col(Conversation.created_at) < end,
+            )
+            .order_by(col(Conversation.created_at), col(Conversation.id), col(Message.seq))
             .execution_options(yield_per=batch)
         )
         async with self._sessions() as session:
@@ -422,13 +427,13 @@ class Transcripts:
         async with self._sessions() as session:
             result = await session.execute(
                 select(Conversation, Customer, Agent)
-                .join(Customer, Customer.id == Conversation.customer_id)
-                .outerjoin(Agent, Agent.id == Conversation.agent_id)
+                .join(Customer, col(Customer.id) == col(Conversation.customer_id))
+                .outerjoin(Agent, col(Agent.id) == col(Conversation.agent_id))
                 .where(
-                    Conversation.site_id == site_id,
-                    Conversation.status.in_([ConversationStatus.queued.value, ConversationStatus.active.value]),
+                    col(Conversation.site_id) == site_id,
+                    col(Conversation.status).in_([ConversationStatus.queued, ConversationStatus.active]),
                 )
-                .order_by(Conversation.created_at, Conversation.id)
+                .order_by(col(Conversation.created_at), col(Conversation.id))
             )
             records = list(result)
         return [

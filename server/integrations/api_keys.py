@@ -9,8 +9,10 @@ import hashlib
 import secrets
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from nameplate.errors import NameplateError
+from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.store.engine import Sessions
 from nameplate.store.models import ApiKey, Site, utcnow
 
@@ -29,7 +31,7 @@ class ApiKeys:
         """Returns the stored record and the key itself, which is never available again."""
         name = " ".join(name.split())[:100]
         if not name:
-            raise NameplateError("invalid", "give the key a name (what uses it)", 422)
+            raise NameplateError(ErrorCode.invalid, "give the key a name (what uses it)", 422)
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         record = ApiKey(site_id=site_id, name=name, prefix=key[:10], key_hash=hash_key(key))
         async with self._sessions() as session:
@@ -41,14 +43,14 @@ class ApiKeys:
         async with self._sessions() as session:
             record = await session.get(ApiKey, key_id)
             if record is None or record.site_id != site_id:
-                raise NameplateError("not_found", "no such API key", 404)
+                raise NameplateError(ErrorCode.not_found, "no such API key", 404)
             record.revoked_at = record.revoked_at or utcnow()
             await session.commit()
 
     async def list(self, site_id: str) -> list[ApiKey]:
         async with self._sessions() as session:
             result = await session.execute(
-                select(ApiKey).where(ApiKey.site_id == site_id).order_by(ApiKey.created_at.desc())
+                select(ApiKey).where(col(ApiKey.site_id) == site_id).order_by(col(ApiKey.created_at).desc())
             )
             return list(result.scalars())
 
@@ -58,7 +60,7 @@ class ApiKeys:
             return None
         async with self._sessions() as session:
             record = (
-                await session.execute(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+                await session.execute(select(ApiKey).where(col(ApiKey.key_hash) == hash_key(key)))
             ).scalar_one_or_none()
             if record is None or record.revoked_at is not None:
                 return None

@@ -21,11 +21,13 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select, update
+from sqlmodel import col
 
 from nameplate.errors import NameplateError
 from nameplate.infra.background import BackgroundTask
 from nameplate.infra.refreshing_cache import RefreshingCache
-from nameplate.store.engine import Sessions
+from nameplate.protocol.vocabulary import ErrorCode
+from nameplate.store.engine import Sessions, rows_changed
 from nameplate.store.models import Webhook, WebhookDelivery, iso, new_id, utcnow
 
 log = logging.getLogger("nameplate.webhooks")
@@ -85,11 +87,11 @@ class Webhooks:
     async def create(self, site_id: str, url: str, events: str = "*") -> Webhook:
         url = url.strip()
         if not url.startswith(("http://", "https://")) or len(url) > 2000:
-            raise NameplateError("invalid", "a webhook needs an http:// or https:// URL", 422)
+            raise NameplateError(ErrorCode.invalid, "a webhook needs an http:// or https:// URL", 422)
         chosen = events.split() or ["*"]
         unknown = [e for e in chosen if e != "*" and e not in EVENT_TYPES]
         if unknown:
-            raise NameplateError("invalid", f"unknown event types: {', '.join(unknown)}", 422)
+            raise NameplateError(ErrorCode.invalid, f"unknown event types: {', '.join(unknown)}", 422)
         hook = Webhook(site_id=site_id, url=url, events=" ".join(chosen))
         async with self._sessions() as session:
             session.add(hook)
@@ -101,7 +103,7 @@ class Webhooks:
         async with self._sessions() as session:
             hook = await session.get(Webhook, webhook_id)
             if hook is None or hook.site_id != site_id:
-                raise NameplateError("not_found", "no such webhook", 404)
+                raise NameplateError(ErrorCode.not_found, "no such webhook", 404)
             hook.active = False
             await session.commit()
         self._hooks.forget(site_id)
@@ -113,7 +115,9 @@ class Webhooks:
     async def _look_up(self, site_id: str) -> list[Webhook]:
         async with self._sessions() as session:
             result = await session.execute(
-                select(Webhook).where(Webhook.site_id == site_id, Webhook.active.is_(True)).order_by(Webhook.created_at)
+                select(Webhook)
+                .where(col(Webhook.site_id) == site_id, col(Webhook.active).is_(True))
+                .order_by(col(Webhook.created_at))
             )
             return list(result.scalars())
 
@@ -121,9 +125,9 @@ class Webhooks:
         async with self._sessions() as session:
             result = await session.execute(
                 select(WebhookDelivery, Webhook)
-                .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
-                .where(Webhook.site_id == site_id)
-                .order_by(WebhookDelivery.created_at.desc())
+                .join(Webhook, col(Webhook.id) == col(WebhookDelivery.webhook_id))
+                .where(col(Webhook.site_id) == site_id)
+                .order_by(col(WebhookDelivery.created_at).desc())
                 .limit(limit)
             )
             return [(delivery, hook) for delivery, hook in result.all()]
@@ -177,9 +181,9 @@ class Webhooks:
         now = utcnow()
         async with self._sessions() as session:
             result = await session.execute(
-                select(WebhookDelivery.id, WebhookDelivery.next_attempt_at)
-                .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
-                .order_by(WebhookDelivery.next_attempt_at)
+                select(col(WebhookDelivery.id), col(WebhookDelivery.next_attempt_at))
+                .where(col(WebhookDelivery.status) == "pending", col(WebhookDelivery.next_attempt_at) <= now)
+                .order_by(col(WebhookDelivery.next_attempt_at))
                 .limit(BATCH)
             )
             due = list(result.all())
@@ -188,13 +192,13 @@ class Webhooks:
                 lease = await session.execute(
                     update(WebhookDelivery)
                     .where(
-                        WebhookDelivery.id == delivery_id,
-                        WebhookDelivery.next_attempt_at == due_at,
-                        WebhookDelivery.status == "pending",
+                        col(WebhookDelivery.id) == delivery_id,
+                        col(WebhookDelivery.next_attempt_at) == due_at,
+                        col(WebhookDelivery.status) == "pending",
                     )
                     .values(next_attempt_at=now + timedelta(seconds=LEASE_SECONDS))
                 )
-                if lease.rowcount == 1:
+                if rows_changed(lease) == 1:
                     claimed.append(delivery_id)
             await session.commit()
         for delivery_id in claimed:
@@ -236,5 +240,7 @@ class Webhooks:
             delay = self.retry_base_seconds * 2 ** (attempts - 1)
             values.update(next_attempt_at=utcnow() + timedelta(seconds=delay))
         async with self._sessions() as session:
-            await session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery.id).values(**values))
+            await session.execute(
+                update(WebhookDelivery).where(col(WebhookDelivery.id) == delivery.id).values(**values)
+            )
             await session.commit()

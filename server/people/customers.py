@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlmodel import col
 
 from nameplate.people.credentials import VisitorTokens
 from nameplate.store.engine import Sessions
@@ -76,7 +77,7 @@ class Customers:
         if timezone:
             values["timezone"] = timezone
         async with self._sessions() as session:
-            await session.execute(update(Customer).where(Customer.id == customer_id).values(**values))
+            await session.execute(update(Customer).where(col(Customer.id) == customer_id).values(**values))
             await session.commit()
 
     async def record_page(self, customer_id: str, url: str, title: str) -> None:
@@ -84,7 +85,7 @@ class Customers:
             session.add(PageView(customer_id=customer_id, url=url, title=title))
             await session.execute(
                 update(Customer)
-                .where(Customer.id == customer_id)
+                .where(col(Customer.id) == customer_id)
                 .values(current_url=url, current_title=title, last_seen_at=utcnow())
             )
             await session.commit()
@@ -93,8 +94,8 @@ class Customers:
         async with self._sessions() as session:
             result = await session.execute(
                 select(PageView)
-                .where(PageView.customer_id == customer_id)
-                .order_by(PageView.viewed_at.desc(), PageView.id.desc())
+                .where(col(PageView.customer_id) == customer_id)
+                .order_by(col(PageView.viewed_at).desc(), col(PageView.id).desc())
                 .limit(RECENT_PAGES)
             )
             return [{"url": p.url, "title": p.title, "at": iso(p.viewed_at)} for p in result.scalars()]

@@ -6,10 +6,12 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from nameplate.errors import NameplateError, NotFound
 from nameplate.infra.refreshing_cache import RefreshingCache
 from nameplate.people.credentials import hash_password
+from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.store.engine import Sessions
 from nameplate.store.models import Agent, AgentTeam, Role, Site, Team
 
@@ -35,9 +37,9 @@ def agent_card(agent: Agent) -> dict[str, Any]:
 def clean_name(value: str | None, field: str) -> str:
     cleaned = " ".join((value or "").split())
     if not cleaned:
-        raise NameplateError("invalid", f"{field} is required")
+        raise NameplateError(ErrorCode.invalid, f"{field} is required")
     if len(cleaned) > 100:
-        raise NameplateError("invalid", f"{field} is limited to 100 characters")
+        raise NameplateError(ErrorCode.invalid, f"{field} is limited to 100 characters")
     return cleaned
 
 
@@ -66,7 +68,7 @@ class Directory:
 
     async def _load_site(self, public_key: str) -> Site | None:
         async with self._sessions() as session:
-            return (await session.execute(select(Site).where(Site.public_key == public_key))).scalar_one_or_none()
+            return (await session.execute(select(Site).where(col(Site.public_key) == public_key))).scalar_one_or_none()
 
     def forget_site(self, public_key: str) -> None:
         """The site's settings changed: the next hello reads them from the store."""
@@ -81,7 +83,7 @@ class Directory:
 
     async def sites(self) -> list[Site]:
         async with self._sessions() as session:
-            return list((await session.execute(select(Site).order_by(Site.created_at))).scalars())
+            return list((await session.execute(select(Site).order_by(col(Site.created_at)))).scalars())
 
     # -- agents --------------------------------------------------------------------------------------
     async def create_agent(
@@ -94,14 +96,14 @@ class Directory:
         password: str,
         title: str = "",
         intro: str = "",
-        role: str = Role.agent.value,
+        role: str = Role.agent,
         capacity: int | None = None,
     ) -> Agent:
         if role not in {r.value for r in Role}:
-            raise NameplateError("invalid", f"role must be one of {', '.join(r.value for r in Role)}")
+            raise NameplateError(ErrorCode.invalid, f"role must be one of {', '.join(r.value for r in Role)}")
         email = email.strip().lower()
         if "@" not in email or len(email) > 254:
-            raise NameplateError("invalid", "a valid e-mail address is required")
+            raise NameplateError(ErrorCode.invalid, "a valid e-mail address is required")
         agent = Agent(
             site_id=site_id,
             given_name=clean_name(given_name, "given name"),
@@ -118,7 +120,7 @@ class Directory:
             try:
                 await session.commit()
             except IntegrityError as exc:
-                raise NameplateError("exists", "an agent with that e-mail already exists", 409) from exc
+                raise NameplateError(ErrorCode.exists, "an agent with that e-mail already exists", 409) from exc
         return agent
 
     async def agent(self, agent_id: str) -> Agent | None:
@@ -132,9 +134,9 @@ class Directory:
         return agent
 
     async def agent_by_email(self, site_id: str | None, email: str) -> Agent | None:
-        query = select(Agent).where(Agent.email == email.strip().lower())
+        query = select(Agent).where(col(Agent.email) == email.strip().lower())
         if site_id is not None:
-            query = query.where(Agent.site_id == site_id)
+            query = query.where(col(Agent.site_id) == site_id)
         async with self._sessions() as session:
             return (await session.execute(query.limit(1))).scalar_one_or_none()
 
@@ -142,14 +144,16 @@ class Directory:
         """Every active account with this e-mail, across sites (one person may work for two shops)."""
         async with self._sessions() as session:
             result = await session.execute(
-                select(Agent).where(Agent.email == email.strip().lower(), Agent.active.is_(True))
+                select(Agent).where(col(Agent.email) == email.strip().lower(), col(Agent.active).is_(True))
             )
             return list(result.scalars())
 
     async def agents(self, site_id: str) -> list[Agent]:
         async with self._sessions() as session:
             result = await session.execute(
-                select(Agent).where(Agent.site_id == site_id).order_by(Agent.given_name, Agent.family_name)
+                select(Agent)
+                .where(col(Agent.site_id) == site_id)
+                .order_by(col(Agent.given_name), col(Agent.family_name))
             )
             return list(result.scalars())
 
@@ -175,12 +179,12 @@ class Directory:
 
     async def teams(self, site_id: str) -> list[Team]:
         async with self._sessions() as session:
-            result = await session.execute(select(Team).where(Team.site_id == site_id).order_by(Team.name))
+            result = await session.execute(select(Team).where(col(Team.site_id) == site_id).order_by(col(Team.name)))
             return list(result.scalars())
 
     async def agent_teams(self, agent_id: str) -> frozenset[str]:
         async with self._sessions() as session:
-            result = await session.execute(select(AgentTeam.team_id).where(AgentTeam.agent_id == agent_id))
+            result = await session.execute(select(col(AgentTeam.team_id)).where(col(AgentTeam.agent_id) == agent_id))
             return frozenset(result.scalars())
 
     async def join_team(self, agent_id: str, team_id: str) -> None:

@@ -17,9 +17,11 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from nameplate.errors import NameplateError
 from nameplate.people.credentials import VisitorTokens, identity_verified
+from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.store.engine import Sessions
 from nameplate.store.models import Conversation, Customer, PageView, Site, utcnow
 from nameplate.store.views import CustomerView
@@ -35,12 +37,12 @@ def clean_attributes(attributes: Any, current: dict[str, Any] | None = None) -> 
     if attributes is None:
         return dict(current or {})
     if not isinstance(attributes, dict):
-        raise NameplateError("invalid_attributes", "attributes must be an object of key → value")
+        raise NameplateError(ErrorCode.invalid_attributes, "attributes must be an object of key → value")
     merged = dict(current or {})
     for key, value in attributes.items():
         if not isinstance(key, str) or not ATTRIBUTE_KEY.match(key):
             raise NameplateError(
-                "invalid_attributes",
+                ErrorCode.invalid_attributes,
                 f"attribute key {str(key)[:40]!r} must start with a letter and use letters, digits, _ . - "
                 "(40 characters at most)",
             )
@@ -50,20 +52,21 @@ def clean_attributes(attributes: Any, current: dict[str, Any] | None = None) -> 
             merged[key] = value
         elif isinstance(value, float):
             if not math.isfinite(value):
-                raise NameplateError("invalid_attributes", f"attribute {key!r} must be a finite number")
+                raise NameplateError(ErrorCode.invalid_attributes, f"attribute {key!r} must be a finite number")
             merged[key] = value
         elif isinstance(value, str):
             if len(value) > MAX_ATTRIBUTE_VALUE_CHARS:
                 raise NameplateError(
-                    "invalid_attributes", f"attribute {key!r} is longer than {MAX_ATTRIBUTE_VALUE_CHARS} characters"
+                    ErrorCode.invalid_attributes,
+                    f"attribute {key!r} is longer than {MAX_ATTRIBUTE_VALUE_CHARS} characters",
                 )
             merged[key] = value
         else:
             raise NameplateError(
-                "invalid_attributes", f"attribute {key!r} must be a string, number, boolean or date string"
+                ErrorCode.invalid_attributes, f"attribute {key!r} must be a string, number, boolean or date string"
             )
     if len(merged) > MAX_ATTRIBUTES:
-        raise NameplateError("invalid_attributes", f"at most {MAX_ATTRIBUTES} attributes per customer")
+        raise NameplateError(ErrorCode.invalid_attributes, f"at most {MAX_ATTRIBUTES} attributes per customer")
     return merged
 
 
@@ -88,7 +91,7 @@ def _clean_profile(request: IdentifyRequest) -> tuple[str | None, str | None]:
     name = " ".join((request.name or "").split())[:200] or None
     email = (request.email or "").strip()[:254] or None
     if email is not None and not EMAIL.match(email):
-        raise NameplateError("invalid_email", "email is not a valid e-mail address")
+        raise NameplateError(ErrorCode.invalid_email, "email is not a valid e-mail address")
     return name, email
 
 
@@ -102,7 +105,9 @@ class Identity:
         user_id = (request.user_id or "").strip()[:200] or None
         verified = bool(user_id) and identity_verified(site.secret, user_id or "", request.user_hash)
         if not verified and site.require_verification:
-            raise NameplateError("verification_required", "this site only accepts verified identities (user_hash)", 403)
+            raise NameplateError(
+                ErrorCode.verification_required, "this site only accepts verified identities (user_hash)", 403
+            )
         if verified:
             assert user_id is not None
             return await self._verified(site, current, user_id, name, email, request.attributes)
@@ -120,7 +125,7 @@ class Identity:
         async with self._sessions() as session:
             existing = (
                 await session.execute(
-                    select(Customer).where(Customer.site_id == site.id, Customer.external_id == user_id)
+                    select(Customer).where(col(Customer.site_id) == site.id, col(Customer.external_id) == user_id)
                 )
             ).scalar_one_or_none()
             me = await session.get(Customer, current.id)
@@ -143,7 +148,7 @@ class Identity:
                 await session.commit()
             except IntegrityError as exc:
                 # Two tabs verified the same new user at once: the other won; use its record.
-                raise NameplateError("conflict", "please retry identify", 409) from exc
+                raise NameplateError(ErrorCode.conflict, "please retry identify", 409) from exc
         changed = target.id != current.id
         return IdentifyResult(target, self._tokens.issue(site.id, target.id) if changed else None, True)
 
@@ -182,9 +187,11 @@ class Identity:
     async def _merge(session: Any, anonymous: Customer, into: Customer) -> None:
         """Fold an anonymous record into a verified one: its conversations and pages move over."""
         await session.execute(
-            update(Conversation).where(Conversation.customer_id == anonymous.id).values(customer_id=into.id)
+            update(Conversation).where(col(Conversation.customer_id) == anonymous.id).values(customer_id=into.id)
         )
-        await session.execute(update(PageView).where(PageView.customer_id == anonymous.id).values(customer_id=into.id))
+        await session.execute(
+            update(PageView).where(col(PageView.customer_id) == anonymous.id).values(customer_id=into.id)
+        )
         if anonymous.attributes:
             into.attributes = {**anonymous.attributes, **(into.attributes or {})}
         into.name = into.name or anonymous.name

@@ -7,8 +7,10 @@ import io
 
 from PIL import Image, UnidentifiedImageError
 from sqlalchemy import update
+from sqlmodel import col
 
 from nameplate.errors import NameplateError
+from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.store.engine import Sessions
 from nameplate.store.models import Agent, AgentPhoto, utcnow
 
@@ -22,24 +24,24 @@ ACCEPTED_FORMATS = {"PNG", "JPEG", "WEBP"}
 def normalise_photo(data: bytes) -> bytes:
     """Return a 256×256 JPEG made from an uploaded PNG/JPEG/WebP, or raise a NameplateError saying why not."""
     if len(data) > MAX_UPLOAD_BYTES:
-        raise NameplateError("too_large", "photos are limited to 2 MB", 413)
+        raise NameplateError(ErrorCode.too_large, "photos are limited to 2 MB", 413)
     try:
         with Image.open(io.BytesIO(data)) as probe:
             if probe.format not in ACCEPTED_FORMATS:
-                raise NameplateError("bad_image", "photos must be PNG, JPEG or WebP")
+                raise NameplateError(ErrorCode.bad_image, "photos must be PNG, JPEG or WebP")
             width, height = probe.size
             if width * height > MAX_PIXELS:
-                raise NameplateError("bad_image", "that image has too many pixels")
+                raise NameplateError(ErrorCode.bad_image, "that image has too many pixels")
             probe.verify()
-        with Image.open(io.BytesIO(data)) as image:
-            image.draft("RGB", (SIDE * 2, SIDE * 2))
-            image = image.convert("RGB")
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.draft("RGB", (SIDE * 2, SIDE * 2))
+            image = opened.convert("RGB")
     except NameplateError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise NameplateError("bad_image", "that image has too many pixels") from exc
+        raise NameplateError(ErrorCode.bad_image, "that image has too many pixels") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise NameplateError("bad_image", "that file is not a readable PNG, JPEG or WebP image") from exc
+        raise NameplateError(ErrorCode.bad_image, "that file is not a readable PNG, JPEG or WebP image") from exc
     side = min(image.size)
     left = (image.width - side) // 2
     top = (image.height - side) // 2
@@ -47,6 +49,11 @@ def normalise_photo(data: bytes) -> bytes:
     out = io.BytesIO()
     square.save(out, format="JPEG", quality=88, optimize=True)
     return out.getvalue()
+
+
+async def load_photo(sessions: Sessions, agent_id: str) -> AgentPhoto | None:
+    async with sessions() as session:
+        return await session.get(AgentPhoto, agent_id)
 
 
 async def store_photo(sessions: Sessions, agent_id: str, data: bytes) -> None:
@@ -58,5 +65,7 @@ async def store_photo(sessions: Sessions, agent_id: str, data: bytes) -> None:
             session.add(AgentPhoto(agent_id=agent_id, content_type="image/jpeg", data=jpeg))
         else:
             photo.data, photo.content_type, photo.updated_at = jpeg, "image/jpeg", utcnow()
-        await session.execute(update(Agent).where(Agent.id == agent_id).values(photo_version=Agent.photo_version + 1))
+        await session.execute(
+            update(Agent).where(col(Agent.id) == agent_id).values(photo_version=col(Agent.photo_version) + 1)
+        )
         await session.commit()

@@ -10,14 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import update
+from sqlmodel import col
 
 from nameplate.broker.base import Broker
 from nameplate.errors import NameplateError, NotFound
 from nameplate.people.credentials import MIN_PASSWORD_LENGTH, hash_password
 from nameplate.people.directory import Directory
-from nameplate.protocol import channels
+from nameplate.protocol import channels, outbound
+from nameplate.protocol.vocabulary import ErrorCode, Presence
 from nameplate.routing.router import Router
-from nameplate.store.engine import Sessions
+from nameplate.store.engine import Sessions, rows_changed
 from nameplate.store.models import Agent, Role
 
 # The log-in form reads at most this much of a password; a longer one could never be typed back in.
@@ -33,21 +35,21 @@ class NewAgent:
     password: str
     title: str = ""
     intro: str = ""
-    role: str = Role.agent.value
+    role: str = Role.agent
     capacity: int = 3
 
 
 def check_password(password: str) -> str:
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise NameplateError("invalid", f"passwords need at least {MIN_PASSWORD_LENGTH} characters")
+        raise NameplateError(ErrorCode.invalid, f"passwords need at least {MIN_PASSWORD_LENGTH} characters")
     if len(password) > MAX_PASSWORD_LENGTH:
-        raise NameplateError("invalid", f"passwords are limited to {MAX_PASSWORD_LENGTH} characters")
+        raise NameplateError(ErrorCode.invalid, f"passwords are limited to {MAX_PASSWORD_LENGTH} characters")
     return password
 
 
 def check_capacity(capacity: int) -> int:
     if not 1 <= capacity <= MAX_CAPACITY:
-        raise NameplateError("invalid", f"capacity must be between 1 and {MAX_CAPACITY} chats")
+        raise NameplateError(ErrorCode.invalid, f"capacity must be between 1 and {MAX_CAPACITY} chats")
     return capacity
 
 
@@ -87,12 +89,12 @@ class Staff:
     async def deactivate(self, site_id: str, agent_id: str, by: Agent) -> Agent:
         """Revoke every session and socket at once; their open chats go back to the queue now."""
         if agent_id == by.id:
-            raise NameplateError("invalid", "you cannot deactivate your own account")
+            raise NameplateError(ErrorCode.invalid, "you cannot deactivate your own account")
         agent = await self._revoke(site_id, agent_id, active=False)
-        if any(state.agent_id == agent.id for state in await self._broker.agents(site_id)):
+        if any(state.agent_id == agent.id for state in await self._broker.routing.agents(site_id)):
             # Offline in routing before anything else is handed to them, then requeue what they held
             # rather than wait for the grace period meant for page reloads.
-            await self._router.set_status(agent, "offline")
+            await self._router.set_status(agent, Presence.offline)
             await self._router.agent_gone(site_id, agent.id)
         return agent
 
@@ -100,7 +102,7 @@ class Staff:
         await self.get(site_id, agent_id)
         async with self._sessions() as session:
             await session.execute(
-                update(Agent).where(Agent.id == agent_id, Agent.site_id == site_id).values(active=True)
+                update(Agent).where(col(Agent.id) == agent_id, col(Agent.site_id) == site_id).values(active=True)
             )
             await session.commit()
         self._directory.forget_card(agent_id)
@@ -116,12 +118,12 @@ class Staff:
         async with self._sessions() as session:
             result = await session.execute(
                 update(Agent)
-                .where(Agent.id == agent_id, Agent.site_id == site_id)
-                .values(session_version=Agent.session_version + 1, **values)
+                .where(col(Agent.id) == agent_id, col(Agent.site_id) == site_id)
+                .values(session_version=col(Agent.session_version) + 1, **values)
             )
             await session.commit()
-        if result.rowcount != 1:
+        if rows_changed(result) != 1:
             raise NotFound("no such agent")
         self._directory.forget_card(agent_id)
-        await self._broker.publish(channels.agent(agent_id), {"type": "session_ended"})
+        await self._broker.fanout.publish(channels.agent(agent_id), outbound.session_ended_event())
         return await self.get(site_id, agent_id)

@@ -7,8 +7,11 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from nameplate.errors import NameplateError
+from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.store.engine import Sessions
 from nameplate.store.models import Agent, Conversation, Customer, CustomerEvent, Rating, iso
 
@@ -20,7 +23,7 @@ class FieldErrors(NameplateError):
     """422 with a message per field, so an API client can fix each one."""
 
     def __init__(self, fields: dict[str, str]) -> None:
-        super().__init__("invalid", "; ".join(f"{k}: {v}" for k, v in fields.items()), 422)
+        super().__init__(ErrorCode.invalid, "; ".join(f"{k}: {v}" for k, v in fields.items()), 422)
         self.fields = fields
 
 
@@ -78,10 +81,10 @@ async def conversations_with_agent_and_rating(
     """A customer's conversations, newest first, each with its agent and rating (or None)."""
     rows = await session.execute(
         select(Conversation, Agent, Rating)
-        .outerjoin(Agent, Agent.id == Conversation.agent_id)
-        .outerjoin(Rating, Rating.conversation_id == Conversation.id)
-        .where(Conversation.customer_id == customer_id)
-        .order_by(Conversation.created_at.desc())
+        .outerjoin(Agent, col(Agent.id) == col(Conversation.agent_id))
+        .outerjoin(Rating, col(Rating.conversation_id) == col(Conversation.id))
+        .where(col(Conversation.customer_id) == customer_id)
+        .order_by(col(Conversation.created_at).desc())
         .limit(limit)
     )
     return [(conversation, agent, rating) for conversation, agent, rating in rows.all()]
@@ -107,7 +110,7 @@ class Timeline:
     async def customer_by_external_id(self, site_id: str, external_id: str) -> Customer | None:
         async with self._sessions() as session:
             result = await session.execute(
-                select(Customer).where(Customer.site_id == site_id, Customer.external_id == external_id)
+                select(Customer).where(col(Customer.site_id) == site_id, col(Customer.external_id) == external_id)
             )
             return result.scalar_one_or_none()
 
@@ -131,9 +134,9 @@ class Timeline:
         return event, True
 
     @staticmethod
-    async def _existing(session: Any, site_id: str, event_id: str) -> CustomerEvent | None:
+    async def _existing(session: AsyncSession, site_id: str, event_id: str) -> CustomerEvent | None:
         result = await session.execute(
-            select(CustomerEvent).where(CustomerEvent.site_id == site_id, CustomerEvent.event_id == event_id)
+            select(CustomerEvent).where(col(CustomerEvent.site_id) == site_id, col(CustomerEvent.event_id) == event_id)
         )
         return result.scalar_one_or_none()
 
@@ -147,8 +150,8 @@ class Timeline:
                 (
                     await session.execute(
                         select(CustomerEvent)
-                        .where(CustomerEvent.customer_id == customer_id)
-                        .order_by(CustomerEvent.occurred_at.desc())
+                        .where(col(CustomerEvent.customer_id) == customer_id)
+                        .order_by(col(CustomerEvent.occurred_at).desc())
                         .limit(window)
                     )
                 ).scalars()

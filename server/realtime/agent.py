@@ -9,12 +9,14 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
-from nameplate.errors import Forbidden, NameplateError
+from nameplate.actions.conversations import close_conversation, transfer_conversation
+from nameplate.actions.messages import send_agent_message
+from nameplate.errors import Forbidden, RateLimited
 from nameplate.infra.rate_limit import TokenBucket
 from nameplate.people.credentials import SESSION_AGENT, SESSION_VERSION
 from nameplate.people.directory import agent_card
-from nameplate.protocol import channels
-from nameplate.protocol.frames import (
+from nameplate.protocol import channels, outbound
+from nameplate.protocol.inbound import (
     AgentHello,
     AgentRead,
     AgentSend,
@@ -25,15 +27,14 @@ from nameplate.protocol.frames import (
     Status,
     Transfer,
     Watch,
-    ack_frame,
     parse_agent_frame,
     parse_agent_hello,
 )
+from nameplate.protocol.vocabulary import ErrorCode, Presence, Side, is_staff
 from nameplate.realtime.common import FrameLoop, Subscriptions, receive_hello, refuse
 from nameplate.realtime.connection import CLOSE_UNAUTHORIZED, Connection
 from nameplate.services import Services
-from nameplate.store.message_log.log import ConversationClosed, NewMessage, NotAssigned
-from nameplate.store.models import Agent, AuthorKind, Conversation, ConversationStatus, Role
+from nameplate.store.models import Agent, Conversation, ConversationStatus
 
 log = logging.getLogger("nameplate.realtime")
 
@@ -68,10 +69,10 @@ async def agent_endpoint(websocket: WebSocket) -> None:
     await websocket.accept()
     agent = await session_agent(services, websocket.session)
     if agent is None:
-        await refuse(websocket, "unauthorized", "log in to the console first")
+        await refuse(websocket, ErrorCode.unauthorized, "log in to the console first")
         return
     if not same_origin(websocket, services.settings.public_url):
-        await refuse(websocket, "origin", "the console socket only serves its own pages")
+        await refuse(websocket, ErrorCode.origin, "the console socket only serves its own pages")
         return
     hello = await receive_hello(websocket, parse_agent_hello)
     if hello is None:
@@ -103,13 +104,13 @@ class AgentSession:
         self._mine_cache: set[str] = set()
 
     @property
-    def is_supervisor(self) -> bool:
-        return self.agent.role in (Role.supervisor.value, Role.admin.value)
+    def is_staff(self) -> bool:
+        return is_staff(self.agent.role)
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def start(self, hello: AgentHello) -> None:
         agent = self.agent
-        self.observing = hello.observe and self.is_supervisor
+        self.observing = hello.observe and self.is_staff
         await self._subscriptions.add(channels.agent(agent.id), self._on_agent_event)
         await self._subscriptions.add(channels.site(agent.site_id), self.connection.send)
         if not self.observing:
@@ -119,27 +120,28 @@ class AgentSession:
             self._mine_cache.add(conversation.id)
             await self._watch(conversation.id)
             self.connection.hold(conversation.id)
-        state = next((a for a in await self.services.broker.agents(agent.site_id) if a.agent_id == agent.id), None)
+        state = next(
+            (a for a in await self.services.broker.routing.agents(agent.site_id) if a.agent_id == agent.id), None
+        )
         # Back within the grace period: keep the status they had; otherwise they arrive available.
-        status = state.status if state is not None and state.status != "offline" else "available"
-        queued = await self.services.broker.queue(agent.site_id)
+        status = state.status if state is not None and state.status != Presence.offline else Presence.available
+        queued = await self.services.broker.routing.queue(agent.site_id)
         queued_conversations = [await self.services.conversations.get(e.conversation_id) for e in queued]
         self.connection.send(
-            {
-                "type": "welcome",
-                "observing": self.observing,
-                "agent": {**agent_card(agent), "role": agent.role, "email": agent.email},
-                "status": status,
-                "capacity": agent.capacity,
-                "conversations": [await self.services.conversations.summary(c) for c in mine],
-                "queue": [await self.services.conversations.summary(c) for c in queued_conversations if c],
-                "teams": [{"id": t.id, "name": t.name} for t in await self.services.directory.teams(agent.site_id)],
-                "colleagues": [
+            outbound.agent_welcome(
+                self.observing,
+                {**agent_card(agent), "role": agent.role, "email": agent.email},
+                status,
+                agent.capacity,
+                [await self.services.conversations.summary(c) for c in mine],
+                [await self.services.conversations.summary(c) for c in queued_conversations if c],
+                [{"id": t.id, "name": t.name} for t in await self.services.directory.teams(agent.site_id)],
+                [
                     agent_card(a)
                     for a in await self.services.directory.agents(agent.site_id)
                     if a.active and a.id != agent.id
                 ],
-            }
+            )
         )
         for conversation in mine:
             await self._replay(conversation.id, hello.resume_after.get(conversation.id, 0))
@@ -181,7 +183,7 @@ class AgentSession:
         if self.observing and kind in ("assigned", "unassigned", "status"):
             return  # another tab of theirs takes chats; this one only watches
         if kind == "session_ended":
-            self.connection.send({"type": "error", "code": "session_ended", "message": "signed out"})
+            self.connection.send(outbound.error(ErrorCode.session_ended, "signed out"))
             self.connection.close(CLOSE_UNAUTHORIZED, "session ended")
             return
         if kind == "unassigned":
@@ -200,7 +202,7 @@ class AgentSession:
     async def _mine(self, conversation_id: str) -> Conversation:
         """A conversation this agent may write into: same site, assigned to them, open."""
         conversation = await self.services.conversations.get_in_site(conversation_id, self.agent.site_id)
-        if conversation.agent_id != self.agent.id or conversation.status != ConversationStatus.active.value:
+        if conversation.agent_id != self.agent.id or conversation.status != ConversationStatus.active:
             self._mine_cache.discard(conversation_id)
             raise Forbidden("this conversation is not assigned to you")
         if len(self._mine_cache) >= MAX_CACHED_CONVERSATIONS:
@@ -209,79 +211,60 @@ class AgentSession:
         return conversation
 
     async def _post_as_agent(self, conversation_id: str, body: str, client_id: str | None, private: bool) -> None:
-        """Store an agent's message or note. The assignment is checked by the write itself, so the
-        cached conversation stands in for a query per message."""
+        """The cached assignment stands in for a query per message; the write checks it again."""
         if conversation_id not in self._mine_cache:
             await self._mine(conversation_id)
-        author = {"kind": AuthorKind.agent.value, **(await self.services.directory.card(self.agent.id))}
-        message = NewMessage(
-            conversation_id,
-            AuthorKind.agent.value,
-            body,
-            agent_id=self.agent.id,
-            client_id=client_id,
-            private=private,
-            assigned_to=self.agent.id,
-        )
         try:
-            stored = await self.services.conversations.store(message)
-        except (NotAssigned, ConversationClosed):
+            await send_agent_message(
+                self.services, self.agent, self.connection, conversation_id, body, client_id, private
+            )
+        except Forbidden:
             self._mine_cache.discard(conversation_id)
-            raise Forbidden("this conversation is not assigned to you") from None
-        # The visitor's copy first; this console's own copy and its ack after it, in one write. Webhooks wait.
-        with self.connection.corked():
-            delivered = self.services.conversations.deliver(stored, author)
-            if client_id:
-                self.connection.send(ack_frame(client_id, stored.seq, conversation_id))
-        if delivered is not None:
-            # Every conversation assigned to an agent is in the agent's site.
-            await self.services.conversations.tell_webhooks(self.agent.site_id, stored, delivered)
+            raise
 
     async def handle(self, frame: Any) -> None:
+        services = self.services
         if self.observing and not isinstance(frame, Watch | Ping):
             raise Forbidden("this console is observing: open the inbox to take part")
         if isinstance(frame, AgentSend):
-            body = self.services.conversations.clean_body(frame.body)
+            body = services.conversations.clean_body(frame.body)
             if not self._messages.take():
-                raise NameplateError("rate_limited", "sending too quickly")
+                raise RateLimited("sending too quickly")
             await self._post_as_agent(frame.conversation_id, body, frame.client_id, private=False)
         elif isinstance(frame, Note):
-            body = self.services.conversations.clean_body(frame.body)
+            body = services.conversations.clean_body(frame.body)
             await self._post_as_agent(frame.conversation_id, body, frame.client_id, private=True)
         elif isinstance(frame, AgentTyping):
             if self._chatter.take():
                 conversation = await self._mine(frame.conversation_id)
-                await self.services.conversations.typing(conversation.id, "agent", frame.on, self.agent.given_name)
+                await services.conversations.typing(conversation.id, Side.agent, frame.on, self.agent.given_name)
         elif isinstance(frame, AgentRead):
             conversation = await self._mine(frame.conversation_id)
-            await self.services.conversations.mark_read(conversation.id, "agent", frame.seq)
+            await services.conversations.mark_read(conversation.id, Side.agent, frame.seq)
         elif isinstance(frame, Status):
-            await self.services.presence.set_status(self.agent, frame.status)
+            await services.presence.set_status(self.agent, frame.status)
         elif isinstance(frame, Close):
             conversation = await self._mine(frame.conversation_id)
             self._mine_cache.discard(conversation.id)
-            if await self.services.conversations.close(conversation, self.agent.full_name):
-                await self.services.router.release(conversation)
+            await close_conversation(services, conversation, self.agent.full_name)
         elif isinstance(frame, Transfer):
             conversation = await self._mine(frame.conversation_id)
-            await self.services.router.transfer(conversation, self.agent, frame.to_agent, frame.to_team, frame.note)
+            await transfer_conversation(services, conversation, self.agent, frame.to_agent, frame.to_team, frame.note)
         elif isinstance(frame, Watch):
             await self._watch_request(frame)
         elif isinstance(frame, Ping):
-            self.connection.send({"type": "pong"})
+            self.connection.send(outbound.pong())
 
     async def _watch_request(self, frame: Watch) -> None:
         conversation = await self.services.conversations.get_in_site(frame.conversation_id, self.agent.site_id)
-        if not self.is_supervisor and conversation.agent_id != self.agent.id:
+        if not self.is_staff and conversation.agent_id != self.agent.id:
             raise Forbidden("only supervisors can open other agents' conversations")
         if not frame.on:
             if conversation.agent_id != self.agent.id:
                 await self._subscriptions.remove(channels.conversation(conversation.id), self.connection.send)
                 await self._subscriptions.remove(channels.staff(conversation.id), self.connection.send)
             return
-        self.connection.send(
-            {"type": "watching", "conversation": await self.services.conversations.summary(conversation)}
-        )
+        self.connection.send(outbound.watching(await self.services.conversations.summary(conversation)))
         self.connection.hold(conversation.id)
         await self._watch(conversation.id)
         await self._replay(conversation.id, 0)

@@ -12,8 +12,10 @@ from starlette.datastructures import Headers
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from nameplate.broker.base import Broker, Handler
-from nameplate.errors import NameplateError
-from nameplate.protocol.frames import ProtocolError, error_frame
+from nameplate.errors import NameplateError, RateLimited
+from nameplate.protocol import outbound
+from nameplate.protocol.inbound import ProtocolError
+from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.realtime.connection import CLOSE_BAD_INPUT, CLOSE_RATE_LIMITED, CLOSE_UNAUTHORIZED, Connection
 
 log = logging.getLogger("nameplate.realtime")
@@ -33,8 +35,9 @@ async def receive_text(websocket: WebSocket) -> str | None:
     message = await websocket.receive()
     if message["type"] == "websocket.disconnect":
         return None
-    if message.get("text") is not None:
-        return message["text"]
+    text: str | None = message.get("text")
+    if text is not None:
+        return text
     return message.get("bytes", b"").decode("utf-8", errors="replace") or "\x00binary"
 
 
@@ -45,7 +48,7 @@ async def receive_hello(websocket: WebSocket, parse: Callable[[str], HelloT]) ->
     except (TimeoutError, WebSocketDisconnect):
         text = None
     if text is None:
-        await refuse(websocket, "hello_required", "say hello first")
+        await refuse(websocket, ErrorCode.hello_required, "say hello first")
         return None
     try:
         return parse(text)
@@ -62,10 +65,10 @@ def take_origin(websocket: WebSocket) -> str | None:
     return origin
 
 
-async def refuse(websocket: WebSocket, code: str, message: str) -> None:
+async def refuse(websocket: WebSocket, code: ErrorCode, message: str) -> None:
     """Explain, then close 4401: the client must not retry with the same credentials."""
     try:
-        await websocket.send_json(error_frame(code, message))
+        await websocket.send_json(outbound.error(code, message))
         await websocket.close(CLOSE_UNAUTHORIZED, message[:120])
     except Exception:
         pass
@@ -102,7 +105,7 @@ class FrameLoop:
             self.rate_limited = 0
         except NameplateError as exc:
             self._error(exc.code, exc.message, frame)
-            if exc.code == "rate_limited":
+            if isinstance(exc, RateLimited):
                 self.rate_limited += 1
                 if self.rate_limited > MAX_RATE_LIMITED:
                     self.connection.close(CLOSE_RATE_LIMITED, "rate limited")
@@ -114,14 +117,11 @@ class FrameLoop:
                 return False
         except Exception:
             log.exception("handling a frame failed")
-            self._error("internal", "something went wrong on our side; try again", frame)
+            self._error(ErrorCode.internal, "something went wrong on our side; try again", frame)
         return True
 
-    def _error(self, code: str, message: str, frame: Any) -> None:
-        # Name the message the error is about, so the client can mark that one as failed.
-        client_id = getattr(frame, "client_id", None)
-        extra = {"client_id": client_id} if client_id else {}
-        self.connection.send(error_frame(code, message, **extra))
+    def _error(self, code: ErrorCode, message: str, frame: Any) -> None:
+        self.connection.send(outbound.error(code, message, getattr(frame, "client_id", None)))
 
 
 class Subscriptions:
@@ -147,7 +147,7 @@ class Subscriptions:
             if pending is not None:
                 await asyncio.shield(pending)
             return
-        pending = asyncio.ensure_future(self._broker.subscribe(channel, handler))
+        pending = asyncio.ensure_future(self._broker.fanout.subscribe(channel, handler))
         self._live[key] = pending
         try:
             await asyncio.shield(pending)
@@ -170,7 +170,7 @@ class Subscriptions:
         if pending is not None:
             with contextlib.suppress(Exception):
                 await pending
-        await self._broker.unsubscribe(channel, handler)
+        await self._broker.fanout.unsubscribe(channel, handler)
 
     async def clear(self) -> None:
         for channel, handler in list(self._live):

@@ -23,7 +23,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
-from nameplate.protocol.frames import encode
+from nameplate.protocol.outbound import encode
 from nameplate.realtime.lean_protocol import SEND_TEXTS_NOW
 
 log = logging.getLogger("nameplate.realtime")

@@ -1,4 +1,4 @@
-"""/ws/visitor: one website visitor's socket. Thin: frames in, service calls, broker events out."""
+"""/ws/visitor: one website visitor's socket. Thin: frames in, one action each, broker events out."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
-from nameplate.errors import Forbidden, NameplateError
+from nameplate.actions.conversations import choose_wait, leave_offline_email, rate_conversation
+from nameplate.actions.customers import identify, record_page_view
+from nameplate.actions.messages import send_visitor_message
+from nameplate.errors import NameplateError, NotFound, RateLimited
 from nameplate.infra.rate_limit import TokenBucket
-from nameplate.people.customers import customer_card, display_name
+from nameplate.people.customers import display_name
 from nameplate.people.identity import IdentifyRequest
-from nameplate.protocol import channels
-from nameplate.protocol.frames import (
+from nameplate.protocol import channels, outbound
+from nameplate.protocol.inbound import (
     Choose,
     History,
     Identify,
@@ -25,16 +28,14 @@ from nameplate.protocol.frames import (
     SendMessage,
     Typing,
     VisitorHello,
-    ack_frame,
-    error_frame,
     parse_visitor_frame,
     parse_visitor_hello,
 )
+from nameplate.protocol.vocabulary import ConversationStatus, ErrorCode, Side
 from nameplate.realtime.common import FrameLoop, Subscriptions, receive_hello, refuse, take_origin
 from nameplate.realtime.connection import Connection
 from nameplate.services import Services
-from nameplate.store.message_log.log import ConversationClosed, NewMessage
-from nameplate.store.models import AuthorKind, Conversation, ConversationStatus, Customer, Site, iso
+from nameplate.store.models import Conversation, Customer, Site, iso
 from nameplate.store.views import ConversationView, CustomerView
 
 
@@ -47,14 +48,14 @@ async def visitor_endpoint(websocket: WebSocket) -> None:
         return
     site = await services.directory.site_by_key(hello.site)
     if site is None:
-        await refuse(websocket, "unknown_site", "unknown site key")
+        await refuse(websocket, ErrorCode.unknown_site, "unknown site key")
         return
     if not site.origin_allowed(origin):
-        await refuse(websocket, "origin", "this page's origin may not use this site's chat")
+        await refuse(websocket, ErrorCode.origin, "this page's origin may not use this site's chat")
         return
     customer = await services.customers.from_token(site, hello.token)
     if customer is None:
-        await refuse(websocket, "bad_token", "visitor token is not valid; ask for a new one")
+        await refuse(websocket, ErrorCode.bad_token, "visitor token is not valid; ask for a new one")
         return
     connection = Connection(websocket)
     session = VisitorSession(services, connection, site, customer)
@@ -104,7 +105,7 @@ class VisitorSession:
                 new_token = await self._identify(hello.identify, subscribed=False)
             except NameplateError as exc:
                 # Refused identify (e.g. verification required): continue as the anonymous visitor.
-                self.connection.send(error_frame(exc.code, exc.message))
+                self.connection.send(outbound.error(exc.code, exc.message))
         await self.services.customers.seen(self.customer.id, hello.locale, hello.timezone)
         await self._subscriptions.add(channels.customer(self.customer.id), self._on_customer_event)
         await self._subscriptions.add(channels.visitors(self.site.id), self._on_site_event)
@@ -122,10 +123,8 @@ class VisitorSession:
         if conversation is not None:
             await self._subscribe(conversation.id)
             self.connection.hold(conversation.id)
-        welcome = await self._welcome(conversation)
+        welcome = await self._welcome(conversation, new_token)
         self._agents_online_sent = welcome["agents_online"]
-        if new_token is not None:
-            welcome["token"] = new_token
         self.connection.send(welcome)
         if conversation is not None:
             await self._replay(conversation.id, resume_after)
@@ -135,20 +134,15 @@ class VisitorSession:
             task.cancel()
         await self._subscriptions.clear()
 
-    async def _welcome(self, conversation: Conversation | None) -> dict[str, Any]:
-        frame: dict[str, Any] = {
-            "type": "welcome",
-            "customer": self._customer_frame(),
-            "conversation": None,
-            "agents_online": await self._agents_online(),
-            "teams": [{"id": t.id, "name": t.name} for t in await self.services.directory.teams(self.site.id)],
-            # Only a verified customer sees their earlier conversations: an anonymous token proves
-            # nothing about who is at the keyboard beyond this browser.
-            "earlier": await self.services.conversations.earlier(self.customer.id) if self.customer.verified else [],
-        }
+    @property
+    def site_id(self) -> str:
+        return self.site.id
+
+    async def _welcome(self, conversation: Conversation | None, token: str | None) -> dict[str, Any]:
+        current = None
         if conversation is not None:
             agent = await self.services.directory.card(conversation.agent_id) if conversation.agent_id else None
-            frame["conversation"] = {
+            current = {
                 "id": conversation.id,
                 "status": conversation.status,
                 "agent": agent,
@@ -156,14 +150,24 @@ class VisitorSession:
                 "agent_read_seq": conversation.agent_read_seq,
                 "created_at": iso(conversation.created_at),
             }
-        return frame
+        return outbound.visitor_welcome(
+            self._customer_frame(),
+            current,
+            await self.services.router.agents_online(self.site.id),
+            [{"id": t.id, "name": t.name} for t in await self.services.directory.teams(self.site.id)],
+            # Only a verified customer sees their earlier conversations: an anonymous token proves
+            # nothing about who is at the keyboard beyond this browser.
+            await self.services.conversations.earlier(self.customer.id) if self.customer.verified else [],
+            token,
+        )
 
     def _customer_frame(self) -> dict[str, Any]:
         return {"id": self.customer.id, "name": self.customer.name, "verified": self.customer.verified}
 
     async def _identify(self, fields: IdentifyFields, subscribed: bool = True) -> str | None:
         """Apply an identify; returns the new token when the visitor now is another customer record."""
-        result = await self.services.identity.identify(
+        result = await identify(
+            self.services,
             self.site,
             self.customer,
             IdentifyRequest(fields.user_id, fields.user_hash, fields.name, fields.email, fields.attributes),
@@ -180,11 +184,7 @@ class VisitorSession:
                 self.conversation = None
             elif current is not None:
                 current.customer_id = result.customer.id
-        await self.services.webhooks.emit(self.site.id, "customer.updated", customer_card(result.customer))
         return result.new_token
-
-    async def _agents_online(self) -> int:
-        return sum(1 for a in await self.services.broker.agents(self.site.id) if a.status != "offline")
 
     async def _subscribe(self, conversation_id: str) -> None:
         await self._subscriptions.add(channels.conversation(conversation_id), self._on_event)
@@ -196,7 +196,7 @@ class VisitorSession:
             self.connection.send(frame, replayed=True)
             last = frame["seq"]
         self.connection.release(conversation_id, last)
-        if self.conversation is not None and self.conversation.status == ConversationStatus.queued.value:
+        if self.conversation is not None and self.conversation.status == ConversationStatus.queued:
             position = await self.services.router.position(self.site.id, conversation_id)
             if position is not None:
                 self.connection.send(position)
@@ -210,12 +210,12 @@ class VisitorSession:
         current = self.conversation
         if current is not None and event.get("conversation_id") == current.id:
             if kind == "agent_joined":
-                current.status = ConversationStatus.active.value
+                current.status = ConversationStatus.active
                 current.agent_id = event["agent"]["id"]
             elif kind in ("closed",):
-                current.status = ConversationStatus.closed.value
+                current.status = ConversationStatus.closed
             elif kind == "agent_left" or (kind == "transferred" and "to_team" in event):
-                current.status = ConversationStatus.queued.value
+                current.status = ConversationStatus.queued
                 current.agent_id = None
         if kind == "typing" and event.get("by") == "visitor":
             return  # a visitor's own typing is not news to them
@@ -230,16 +230,16 @@ class VisitorSession:
         if event.get("type") != "conversation":
             return
         conversation_id = event["conversation_id"]
-        self.connection.send({"type": "conversation_started", "conversation_id": conversation_id})
+        self.connection.send(outbound.conversation_started(conversation_id))
         if self.conversation is None or self.conversation.id != conversation_id:
             # Possibly another tab of this visitor started it: follow it here too.
-            task = asyncio.create_task(self._follow(conversation_id))
+            task = asyncio.create_task(self._follow_other_tab(conversation_id))
             if self._tasks is None:
                 self._tasks = set()
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _follow(self, conversation_id: str) -> None:
+    async def _follow_other_tab(self, conversation_id: str) -> None:
         if self.conversation is not None and self.conversation.id == conversation_id:
             return
         conversation = await self.services.conversations.get(conversation_id)
@@ -249,135 +249,66 @@ class VisitorSession:
         await self._subscribe(conversation_id)
 
     # -- client frames -------------------------------------------------------------------------------
+    async def follow(self, conversation: Conversation) -> None:
+        """A conversation this visitor just opened: listen to it before anything is published in it."""
+        self.conversation = ConversationView.of(conversation)
+        await self._subscribe(conversation.id)
+
     async def handle(self, frame: Any) -> None:
+        services = self.services
         if isinstance(frame, SendMessage):
-            await self._message(frame)
+            body = services.conversations.clean_body(frame.body)
+            if not self._messages.take():
+                raise RateLimited("you are sending messages too quickly; wait a moment")
+            await send_visitor_message(services, self, self.connection, frame.client_id, body, frame.team_id)
         elif isinstance(frame, Typing):
             if self._chatter.take() and self.conversation is not None:
-                await self.services.conversations.typing(
-                    self.conversation.id, "visitor", frame.on, display_name(self.customer)
+                await services.conversations.typing(
+                    self.conversation.id, Side.visitor, frame.on, display_name(self.customer)
                 )
         elif isinstance(frame, Read):
             if self.conversation is not None:
-                await self.services.conversations.mark_read(self.conversation.id, "visitor", frame.seq)
+                await services.conversations.mark_read(self.conversation.id, Side.visitor, frame.seq)
         elif isinstance(frame, Page):
-            await self._page(frame)
+            if self._chatter.take():
+                await record_page_view(services, self.customer, self.conversation, frame.url, frame.title)
         elif isinstance(frame, Rate):
-            await self._rate(frame)
+            conversation: Conversation | ConversationView | None = self.conversation
+            if frame.conversation_id:
+                conversation = await services.conversations.get(frame.conversation_id)
+            rated = await rate_conversation(services, self.customer.id, conversation, frame.score, frame.comment)
+            self.connection.send(outbound.rated(rated.id, frame.score))
         elif isinstance(frame, OfflineEmail):
-            if self.conversation is None:
-                raise NameplateError("no_conversation", "send a message first, then leave your e-mail")
-            await self.services.conversations.set_offline_email(self.conversation.id, frame.email)
-            self.connection.send({"type": "email_saved", "email": frame.email})
+            await leave_offline_email(services, self.conversation, frame.email)
+            self.connection.send(outbound.email_saved(frame.email))
         elif isinstance(frame, Identify):
-            token = await self._identify(frame)
-            adopted = None
-            if self.conversation is None and self.customer.verified:
-                # Signed in on a second device: carry on in the conversation already open elsewhere.
-                adopted = await self.services.conversations.open_for_customer(self.customer.id)
-                if adopted is not None:
-                    self.conversation = ConversationView.of(adopted)
-                    await self._subscribe(adopted.id)
-                    self.connection.hold(adopted.id)
-            reply: dict[str, Any] = {
-                "type": "identified",
-                "customer": self._customer_frame(),
-                "conversation_id": self.conversation.id if self.conversation else None,
-            }
-            if token is not None:
-                reply["token"] = token
-            if self.customer.verified:
-                reply["earlier"] = await self.services.conversations.earlier(self.customer.id)
-            self.connection.send(reply)
-            if adopted is not None:
-                await self._replay(adopted.id, 0)
+            await self._sign_in(frame)
         elif isinstance(frame, Choose):
-            if self.conversation is None:
-                raise NameplateError("no_conversation", "there is nothing waiting to choose for")
-            await self.services.router.choose(self.conversation, frame.wait)
+            await choose_wait(services, self.conversation, frame.wait)
         elif isinstance(frame, History):
             await self._history(frame.conversation_id)
         elif isinstance(frame, Ping):
-            self.connection.send({"type": "pong"})
+            self.connection.send(outbound.pong())
+
+    async def _sign_in(self, frame: Identify) -> None:
+        token = await self._identify(frame)
+        adopted = None
+        if self.conversation is None and self.customer.verified:
+            # Signed in on a second device: carry on in the conversation already open elsewhere.
+            adopted = await self.services.conversations.open_for_customer(self.customer.id)
+            if adopted is not None:
+                self.conversation = ConversationView.of(adopted)
+                await self._subscribe(adopted.id)
+                self.connection.hold(adopted.id)
+        earlier = await self.services.conversations.earlier(self.customer.id) if self.customer.verified else None
+        conversation_id = self.conversation.id if self.conversation else None
+        self.connection.send(outbound.identified(self._customer_frame(), conversation_id, token, earlier))
+        if adopted is not None:
+            await self._replay(adopted.id, 0)
 
     async def _history(self, conversation_id: str) -> None:
         conversation = await self.services.conversations.get(conversation_id)
         if not self.customer.verified or conversation is None or conversation.customer_id != self.customer.id:
-            raise NameplateError("not_found", "no such conversation", 404)
+            raise NotFound("no such conversation")
         messages = await self.services.conversations.history(conversation.id)
-        self.connection.send({"type": "history", "conversation_id": conversation.id, "messages": messages})
-
-    async def _message(self, frame: SendMessage) -> None:
-        body = self.services.conversations.clean_body(frame.body)
-        if not self._messages.take():
-            raise NameplateError("rate_limited", "you are sending messages too quickly; wait a moment")
-        conversation_id = self.conversation.id if self.conversation is not None else None
-        started: Conversation | None = None  # a conversation this message opens, to be queued after it
-        if self.conversation is None or self.conversation.status == ConversationStatus.closed.value:
-            already = await self.services.conversations.find_sent(self.customer.id, frame.client_id)
-            if already is not None:
-                self.connection.send(ack_frame(frame.client_id, already.seq, already.conversation_id))
-                return
-            started = await self._new_conversation(frame.team_id)
-            conversation_id = started.id
-        assert conversation_id is not None
-        try:
-            stored = await self.services.conversations.store(
-                NewMessage(conversation_id, AuthorKind.visitor.value, body, client_id=frame.client_id)
-            )
-        except ConversationClosed:
-            # Closed between our last look and the write: the message opens a new conversation.
-            started = await self._new_conversation(frame.team_id)
-            conversation_id = started.id
-            stored = await self.services.conversations.store(
-                NewMessage(conversation_id, AuthorKind.visitor.value, body, client_id=frame.client_id)
-            )
-        # The agent's copy first; this socket's own copy and its ack after it, in one write. Webhooks wait.
-        with self.connection.corked():
-            author = self.services.conversations.visitor_author(self.customer)
-            delivered = self.services.conversations.deliver(stored, author)
-            self.connection.send(ack_frame(frame.client_id, stored.seq, conversation_id))
-        if delivered is not None:
-            await self.services.conversations.tell_webhooks(self.site.id, stored, delivered)
-        if started is not None:
-            await self.services.router.enqueue(started)
-
-    async def _new_conversation(self, team_id: str | None) -> Conversation:
-        if team_id is not None:
-            teams = {team.id for team in await self.services.directory.teams(self.site.id)}
-            if team_id not in teams:
-                raise NameplateError("invalid", "no such team")
-        conversation = await self.services.conversations.start(self.site.id, self.customer.id, team_id)
-        self.conversation = ConversationView.of(conversation)
-        await self._subscribe(conversation.id)
-        return conversation
-
-    async def _page(self, frame: Page) -> None:
-        if not self._chatter.take():
-            return
-        url, title = frame.url.strip(), " ".join(frame.title.split())
-        await self.services.customers.record_page(self.customer.id, url, title)
-        conversation = self.conversation
-        if conversation is not None and conversation.status != ConversationStatus.closed.value:
-            await self.services.conversations.system_line(
-                conversation.id, f"{display_name(self.customer)} is now on {title or url} ({url})", private=True
-            )
-            await self.services.broker.publish(
-                channels.staff(conversation.id),
-                {
-                    "type": "page",
-                    "conversation_id": conversation.id,
-                    "customer_id": self.customer.id,
-                    "url": url,
-                    "title": title,
-                },
-            )
-
-    async def _rate(self, frame: Rate) -> None:
-        conversation = self.conversation
-        if frame.conversation_id:
-            conversation = await self.services.conversations.get(frame.conversation_id)
-        if conversation is None or conversation.customer_id != self.customer.id:
-            raise Forbidden("you can only rate your own conversations")
-        await self.services.conversations.rate(conversation, frame.score, frame.comment)
-        self.connection.send({"type": "rated", "conversation_id": conversation.id, "score": frame.score})
+        self.connection.send(outbound.history(conversation.id, messages))

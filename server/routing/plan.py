@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from nameplate.protocol.vocabulary import Presence
+
 
 @dataclass(frozen=True)
 class QueueEntry:
@@ -37,7 +39,7 @@ class AgentState:
 
     @property
     def has_room(self) -> bool:
-        return self.status == "available" and self.load < self.capacity
+        return self.status == Presence.available and self.load < self.capacity
 
 
 def _eligible(agent: AgentState, entry: QueueEntry) -> bool:

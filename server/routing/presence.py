@@ -39,14 +39,14 @@ class Presence:
 
     async def connected(self, site_id: str, agent_id: str, connection_id: str) -> None:
         self._local[connection_id] = (site_id, agent_id)
-        await self._broker.agent_connected(site_id, agent_id, connection_id, self._ttl)
+        await self._broker.presence.agent_connected(site_id, agent_id, connection_id, self._ttl)
 
     async def disconnected(self, connection_id: str) -> None:
         owner = self._local.pop(connection_id, None)
         if owner is not None:
             if owner not in self._local.values():
                 self._statuses.pop(owner, None)
-            await self._broker.agent_disconnected(owner[0], owner[1], connection_id)
+            await self._broker.presence.agent_disconnected(owner[0], owner[1], connection_id)
 
     async def set_status(self, agent: Agent, status: str) -> None:
         self._statuses[(agent.site_id, agent.id)] = (agent, status)
@@ -58,15 +58,15 @@ class Presence:
     async def reregister(self) -> None:
         """After the broker lost its state: announce this process's live sockets and their statuses again."""
         for connection_id, (site_id, agent_id) in list(self._local.items()):
-            await self._broker.agent_connected(site_id, agent_id, connection_id, self._ttl)
+            await self._broker.presence.agent_connected(site_id, agent_id, connection_id, self._ttl)
         for agent, status in list(self._statuses.values()):
             await self._router.set_status(agent, status)
 
     async def beat(self) -> None:
         connections = [(site, agent, cid) for cid, (site, agent) in self._local.items()]
         if connections:
-            await self._broker.refresh_connections(connections, self._ttl)
-        for site_id, agent_id in await self._broker.take_gone_agents(self._grace):
+            await self._broker.presence.refresh_connections(connections, self._ttl)
+        for site_id, agent_id in await self._broker.presence.take_gone_agents(self._grace):
             log.info("agent %s is gone; requeueing their chats", agent_id)
             await self._router.agent_gone(site_id, agent_id)
 

@@ -14,14 +14,15 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from nameplate.broker.base import Broker
 from nameplate.chat.conversations import Conversations
 from nameplate.errors import NameplateError, NotFound
 from nameplate.integrations.webhooks import Webhooks
 from nameplate.people.directory import Directory
-from nameplate.protocol import channels
-from nameplate.protocol.frames import queue_frame
+from nameplate.protocol import channels, outbound
+from nameplate.protocol.vocabulary import ErrorCode, Presence, UnassignReason
 from nameplate.routing.plan import QueueEntry
 from nameplate.routing.wait_time import expected_wait_seconds, mean_handle_seconds
 from nameplate.store.engine import Sessions
@@ -77,18 +78,15 @@ class Router:
         only_preferred = False
         offer: dict[str, Any] | None = None
         if preferred is not None:
-            agents = {a.agent_id: a for a in await self._broker.agents(conversation.site_id)}
+            agents = {a.agent_id: a for a in await self._broker.routing.agents(conversation.site_id)}
             state = agents.get(preferred)
-            if state is not None and state.status == "available" and not state.has_room:
+            if state is not None and state.status == Presence.available and not state.has_room:
                 only_preferred = True
                 handle = await self.handle_seconds(conversation.site_id)
-                offer = {
-                    "type": "offer",
-                    "conversation_id": conversation.id,
-                    "agent": await self._directory.card(preferred),
-                    # About one chat of theirs has to finish first; they run `capacity` at once.
-                    "expected_wait_s": round(handle / max(1, state.capacity)),
-                }
+                # About one chat of theirs has to finish first; they run `capacity` at once.
+                offer = outbound.offer(
+                    conversation.id, await self._directory.card(preferred), round(handle / max(1, state.capacity))
+                )
         entry = QueueEntry(
             conversation.id,
             conversation.created_at.timestamp(),
@@ -96,14 +94,14 @@ class Router:
             preferred_agent_id=preferred,
             only_preferred=only_preferred,
         )
-        await self._broker.enqueue(conversation.site_id, entry, front=front)
+        await self._broker.routing.enqueue(conversation.site_id, entry, front=front)
         if offer is not None:
-            await self._broker.publish(channels.conversation(conversation.id), offer)
+            await self._broker.fanout.publish(channels.conversation(conversation.id), offer)
         await self.drain(conversation.site_id)
 
     async def choose(self, conversation: Conversation | ConversationView, wait_for_preferred: bool) -> None:
         """The visitor's answer to an offer: keep waiting for their previous agent, or take anyone."""
-        for entry in await self._broker.queue(conversation.site_id):
+        for entry in await self._broker.routing.queue(conversation.site_id):
             if entry.conversation_id != conversation.id:
                 continue
             updated = QueueEntry(
@@ -113,37 +111,33 @@ class Router:
                 preferred_agent_id=entry.preferred_agent_id if wait_for_preferred else None,
                 only_preferred=wait_for_preferred and entry.preferred_agent_id is not None,
             )
-            await self._broker.enqueue(conversation.site_id, updated)
+            await self._broker.routing.enqueue(conversation.site_id, updated)
             await self.drain(conversation.site_id)
             return
-        raise NameplateError("not_queued", "this conversation is no longer waiting")
+        raise NameplateError(ErrorCode.not_queued, "this conversation is no longer waiting")
 
     async def drain(self, site_id: str) -> None:
         """Give every queued conversation that can be served now to an agent."""
-        pairs = await self._broker.assign(site_id, time.time())
+        pairs = await self._broker.routing.assign(site_id, time.time())
         for conversation_id, agent_id in pairs:
             conversation = await self._conversations.mark_assigned(conversation_id, agent_id)
             if conversation is None:
                 # Closed (or abandoned) while it waited: give the agent their slot back.
-                await self._broker.detach(site_id, agent_id, conversation_id)
+                await self._broker.routing.detach(site_id, agent_id, conversation_id)
                 continue
             await self._announce_assignment(conversation, agent_id, note=None)
         self.queue_changed(site_id)
 
     async def _announce_assignment(self, conversation: Conversation, agent_id: str, note: str | None) -> None:
         card = await self._directory.card(agent_id)
-        await self._broker.publish(
+        await self._broker.fanout.publish(
             channels.conversation(conversation.id),
-            {"type": "agent_joined", "conversation_id": conversation.id, "agent": card},
+            outbound.agent_joined(conversation.id, card),
         )
         await self._conversations.system_line(conversation.id, f"{card['name']} joined the conversation.")
         summary = await self._conversations.summary(conversation)
-        await self._broker.publish(
-            channels.agent(agent_id), {"type": "assigned", "conversation": summary, "note": note}
-        )
-        await self._broker.publish(
-            channels.site(conversation.site_id), {"type": "conversation", "conversation": summary}
-        )
+        await self._broker.fanout.publish(channels.agent(agent_id), outbound.assigned(summary, note))
+        await self._broker.fanout.publish(channels.site(conversation.site_id), outbound.conversation(summary))
         await self._webhooks.emit(
             conversation.site_id, "conversation.transferred" if note is not None else "conversation.assigned", summary
         )
@@ -164,9 +158,9 @@ class Router:
 
     async def publish_queue(self, site_id: str) -> None:
         """Fresh `queue` frames to every queued visitor, and the board to the site's consoles."""
-        queue = await self._broker.queue(site_id)
-        agents = await self._broker.agents(site_id)
-        online = sum(1 for a in agents if a.status != "offline")
+        queue = await self._broker.routing.queue(site_id)
+        agents = await self._broker.routing.agents(site_id)
+        online = sum(1 for a in agents if a.status != Presence.offline)
         handle = await self.handle_seconds(site_id)
         told = self._told.setdefault(site_id, {})
         now_told: dict[str, tuple[int, int | None, int]] = {}
@@ -176,12 +170,11 @@ class Router:
             now_told[entry.conversation_id] = (position, wait, online)
             if told.get(entry.conversation_id) == now_told[entry.conversation_id]:
                 continue
-            frame = queue_frame(entry.conversation_id, position, wait)
-            frame["agents_online"] = online
+            frame = outbound.queue(entry.conversation_id, position, wait, online)
             updates.append((channels.conversation(entry.conversation_id), frame))
         self._told[site_id] = now_told
         updates.append((channels.site(site_id), self._board(queue, agents, handle)))
-        await self._broker.publish_many(updates)
+        await self._broker.fanout.publish_many(updates)
 
     @staticmethod
     def _wait_for(entry: QueueEntry, position: int, agents: list[Any], handle: float) -> int | None:
@@ -193,31 +186,30 @@ class Router:
 
     async def offer_for(self, site_id: str, conversation_id: str) -> dict[str, Any] | None:
         """The pending offer to wait for the previous agent, for a visitor who (re)connects meanwhile."""
-        for entry in await self._broker.queue(site_id):
+        for entry in await self._broker.routing.queue(site_id):
             if entry.conversation_id == conversation_id and entry.only_preferred and entry.preferred_agent_id:
                 state = next(
-                    (a for a in await self._broker.agents(site_id) if a.agent_id == entry.preferred_agent_id), None
+                    (a for a in await self._broker.routing.agents(site_id) if a.agent_id == entry.preferred_agent_id),
+                    None,
                 )
                 capacity = state.capacity if state else 1
-                return {
-                    "type": "offer",
-                    "conversation_id": conversation_id,
-                    "agent": await self._directory.card(entry.preferred_agent_id),
-                    "expected_wait_s": round(await self.handle_seconds(site_id) / max(1, capacity)),
-                }
+                return outbound.offer(
+                    conversation_id,
+                    await self._directory.card(entry.preferred_agent_id),
+                    round(await self.handle_seconds(site_id) / max(1, capacity)),
+                )
         return None
 
     async def board(self, site_id: str) -> dict[str, Any]:
         """The site's live board: the queue with expected waits, and every agent's status and load."""
-        queue = await self._broker.queue(site_id)
-        agents = await self._broker.agents(site_id)
+        queue = await self._broker.routing.queue(site_id)
+        agents = await self._broker.routing.agents(site_id)
         return self._board(queue, agents, await self.handle_seconds(site_id))
 
     @staticmethod
     def _board(queue: list[QueueEntry], agents: list[Any], handle: float) -> dict[str, Any]:
-        return {
-            "type": "board",
-            "queue": [
+        return outbound.board(
+            [
                 {
                     "conversation_id": e.conversation_id,
                     "position": n,
@@ -225,22 +217,21 @@ class Router:
                 }
                 for n, e in enumerate(queue, start=1)
             ],
-            "agents": [{"id": a.agent_id, "status": a.status, "load": a.load, "capacity": a.capacity} for a in agents],
-        }
+            [{"id": a.agent_id, "status": a.status, "load": a.load, "capacity": a.capacity} for a in agents],
+        )
 
     async def position(self, site_id: str, conversation_id: str) -> dict[str, Any] | None:
         """The `queue` frame for one conversation, or None if it is not queued."""
-        queue = await self._broker.queue(site_id)
+        queue = await self._broker.routing.queue(site_id)
         for position, entry in enumerate(queue, start=1):
             if entry.conversation_id == conversation_id:
-                agents = await self._broker.agents(site_id)
-                frame = queue_frame(
+                agents = await self._broker.routing.agents(site_id)
+                return outbound.queue(
                     conversation_id,
                     position,
                     self._wait_for(entry, position, agents, await self.handle_seconds(site_id)),
+                    sum(1 for a in agents if a.status != Presence.offline),
                 )
-                frame["agents_online"] = sum(1 for a in agents if a.status != "offline")
-                return frame
         return None
 
     async def handle_seconds(self, site_id: str) -> float:
@@ -249,17 +240,17 @@ class Router:
             return cached[1]
         async with self._sessions() as session:
             rows = await session.execute(
-                select(Conversation.assigned_at, Conversation.closed_at)
+                select(col(Conversation.assigned_at), col(Conversation.closed_at))
                 .where(
-                    Conversation.site_id == site_id,
-                    Conversation.status == ConversationStatus.closed.value,
-                    Conversation.assigned_at.is_not(None),
-                    Conversation.closed_at > utcnow() - timedelta(days=1),
+                    col(Conversation.site_id) == site_id,
+                    col(Conversation.status) == ConversationStatus.closed,
+                    col(Conversation.assigned_at).is_not(None),
+                    col(Conversation.closed_at) > utcnow() - timedelta(days=1),
                 )
-                .order_by(Conversation.closed_at.desc())
+                .order_by(col(Conversation.closed_at).desc())
                 .limit(HANDLE_TIME_SAMPLE)
             )
-            durations = [(closed - assigned).total_seconds() for assigned, closed in rows]
+            durations = [(closed - assigned).total_seconds() for assigned, closed in rows if assigned and closed]
         value = mean_handle_seconds(durations)
         self._handle_times[site_id] = (time.monotonic() + HANDLE_TIME_TTL_SECONDS, value)
         return value
@@ -267,25 +258,28 @@ class Router:
     # -- agents --------------------------------------------------------------------------------------
     async def set_status(self, agent: Agent, status: str) -> None:
         teams = await self._directory.agent_teams(agent.id)
-        await self._broker.set_agent_status(agent.site_id, agent.id, status, agent.capacity, teams)
+        await self._broker.routing.set_agent_status(agent.site_id, agent.id, status, agent.capacity, teams)
         await self.publish_load(agent.site_id, agent.id)
         await self.publish_availability(agent.site_id)
-        if status == "available":
+        if status == Presence.available:
             await self.drain(agent.site_id)
         else:
             self.queue_changed(agent.site_id)
 
+    async def agents_online(self, site_id: str) -> int:
+        return sum(1 for a in await self._broker.routing.agents(site_id) if a.status != Presence.offline)
+
     async def publish_availability(self, site_id: str) -> None:
         """Tell the site's visitors how many agents are online, so "no one is online" never goes stale."""
-        online = sum(1 for a in await self._broker.agents(site_id) if a.status != "offline")
-        await self._broker.publish(channels.visitors(site_id), {"type": "agents_online", "count": online})
+        online = await self.agents_online(site_id)
+        await self._broker.fanout.publish(channels.visitors(site_id), outbound.agents_online(online))
 
     async def publish_load(self, site_id: str, agent_id: str) -> None:
-        for state in await self._broker.agents(site_id):
+        for state in await self._broker.routing.agents(site_id):
             if state.agent_id == agent_id:
-                await self._broker.publish(
+                await self._broker.fanout.publish(
                     channels.agent(agent_id),
-                    {"type": "status", "status": state.status, "load": state.load, "capacity": state.capacity},
+                    outbound.status(state.status, state.load, state.capacity),
                 )
 
     async def agent_gone(self, site_id: str, agent_id: str) -> None:
@@ -294,23 +288,23 @@ class Router:
         for conversation in await self._conversations.for_agent(agent_id):
             if not await self._conversations.mark_requeued(conversation.id):
                 continue
-            await self._broker.detach(site_id, agent_id, conversation.id)
-            await self._broker.enqueue(
+            await self._broker.routing.detach(site_id, agent_id, conversation.id)
+            await self._broker.routing.enqueue(
                 site_id,
                 QueueEntry(conversation.id, conversation.created_at.timestamp(), team_id=conversation.team_id),
                 front=True,
             )
-            await self._broker.publish(
+            await self._broker.fanout.publish(
                 channels.conversation(conversation.id),
-                {"type": "agent_left", "conversation_id": conversation.id, "agent": card},
+                outbound.agent_left(conversation.id, card),
             )
             await self._conversations.system_line(
                 conversation.id,
                 f"{card['name']} is no longer available. You are first in line for the next person.",
             )
-            await self._broker.publish(
+            await self._broker.fanout.publish(
                 channels.agent(agent_id),
-                {"type": "unassigned", "conversation_id": conversation.id, "reason": "offline"},
+                outbound.unassigned(conversation.id, UnassignReason.offline),
             )
             requeued = await self._conversations.get(conversation.id)
             if requeued is not None:
@@ -321,10 +315,10 @@ class Router:
     async def release(self, conversation: Conversation) -> None:
         """The agent's slot is free again (closed conversation): give it to whoever waits."""
         if conversation.agent_id:
-            await self._broker.detach(conversation.site_id, conversation.agent_id, conversation.id)
+            await self._broker.routing.detach(conversation.site_id, conversation.agent_id, conversation.id)
             await self.publish_load(conversation.site_id, conversation.agent_id)
         else:
-            await self._broker.dequeue(conversation.site_id, conversation.id)
+            await self._broker.routing.dequeue(conversation.site_id, conversation.id)
         await self.drain(conversation.site_id)
 
     async def transfer(
@@ -336,7 +330,7 @@ class Router:
         note: str,
     ) -> None:
         if bool(to_agent_id) == bool(to_team_id):
-            raise NameplateError("invalid", "transfer to exactly one of to_agent or to_team")
+            raise NameplateError(ErrorCode.invalid, "transfer to exactly one of to_agent or to_team")
         from_name = from_agent.full_name
         note = note.strip()[:2000]
         if to_agent_id:
@@ -344,27 +338,22 @@ class Router:
             if target is None or target.site_id != conversation.site_id or not target.active:
                 raise NotFound("no such colleague")
             if target.id == from_agent.id:
-                raise NameplateError("invalid", "this conversation is already yours")
+                raise NameplateError(ErrorCode.invalid, "this conversation is already yours")
             if not await self._conversations.hand_over(conversation.id, from_agent.id, target.id):
-                raise NameplateError("conflict", "the conversation changed hands meanwhile", 409)
-            await self._broker.detach(conversation.site_id, from_agent.id, conversation.id)
-            await self._broker.attach(conversation.site_id, target.id, conversation.id)
+                raise NameplateError(ErrorCode.conflict, "the conversation changed hands meanwhile", 409)
+            await self._broker.routing.detach(conversation.site_id, from_agent.id, conversation.id)
+            await self._broker.routing.attach(conversation.site_id, target.id, conversation.id)
             if note:
                 await self._conversations.system_line(
                     conversation.id, f"Hand-off note from {from_name}: {note}", private=True
                 )
-            await self._broker.publish(
+            await self._broker.fanout.publish(
                 channels.conversation(conversation.id),
-                {
-                    "type": "transferred",
-                    "conversation_id": conversation.id,
-                    "from": from_name,
-                    "to_agent": target.full_name,
-                },
+                outbound.transferred_to_agent(conversation.id, from_name, target.full_name),
             )
-            await self._broker.publish(
+            await self._broker.fanout.publish(
                 channels.agent(from_agent.id),
-                {"type": "unassigned", "conversation_id": conversation.id, "reason": "transferred"},
+                outbound.unassigned(conversation.id, UnassignReason.transferred),
             )
             moved = await self._conversations.get(conversation.id)
             assert moved is not None
@@ -377,8 +366,8 @@ class Router:
         if team is None:
             raise NotFound("no such team")
         if not await self._conversations.mark_requeued(conversation.id, team_id=team.id):
-            raise NameplateError("conflict", "the conversation changed hands meanwhile", 409)
-        await self._broker.detach(conversation.site_id, from_agent.id, conversation.id)
+            raise NameplateError(ErrorCode.conflict, "the conversation changed hands meanwhile", 409)
+        await self._broker.routing.detach(conversation.site_id, from_agent.id, conversation.id)
         requeued = await self._conversations.get(conversation.id)
         if requeued is not None:
             await self._conversations.announce(requeued)
@@ -389,15 +378,15 @@ class Router:
         await self._conversations.system_line(
             conversation.id, f"{from_name} is transferring you to {team.name}. You are first in line."
         )
-        await self._broker.publish(
+        await self._broker.fanout.publish(
             channels.conversation(conversation.id),
-            {"type": "transferred", "conversation_id": conversation.id, "from": from_name, "to_team": team.name},
+            outbound.transferred_to_team(conversation.id, from_name, team.name),
         )
-        await self._broker.publish(
+        await self._broker.fanout.publish(
             channels.agent(from_agent.id),
-            {"type": "unassigned", "conversation_id": conversation.id, "reason": "transferred"},
+            outbound.unassigned(conversation.id, UnassignReason.transferred),
         )
-        await self._broker.enqueue(
+        await self._broker.routing.enqueue(
             conversation.site_id,
             QueueEntry(conversation.id, conversation.created_at.timestamp(), team_id=team.id),
             front=True,
@@ -422,7 +411,7 @@ class Router:
             for c in active:
                 if c.site_id == site_id and c.agent_id:
                     by_agent.setdefault(c.agent_id, set()).add(c.id)
-            await self._broker.replace_site_state(site_id, queue, by_agent)
+            await self._broker.routing.replace_site_state(site_id, queue, by_agent)
         log.info("routing state rebuilt from the store for %d site(s)", len(sites))
 
     async def drain_all(self) -> None:
@@ -430,7 +419,7 @@ class Router:
             site_ids = set(
                 (
                     await session.execute(
-                        select(Conversation.site_id).where(Conversation.status == ConversationStatus.queued.value)
+                        select(col(Conversation.site_id)).where(col(Conversation.status) == ConversationStatus.queued)
                     )
                 ).scalars()
             )

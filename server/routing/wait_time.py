@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from nameplate.protocol.vocabulary import Presence
 from nameplate.routing.plan import AgentState
 
 # With no history yet, assume a chat takes 3 minutes: a common figure for live chat.
@@ -17,7 +18,7 @@ def expected_wait_seconds(position: int, agents: Iterable[AgentState], handle_se
     Free slots take the first visitors at once. Past those, every busy slot frees up about once per
     handling time, so the queue moves `slots / handle_seconds` places a second.
     """
-    on_duty = [a for a in agents if a.status == "available"]
+    on_duty = [a for a in agents if a.status == Presence.available]
     if not on_duty:
         return None
     slots = sum(a.capacity for a in on_duty)

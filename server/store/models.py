@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from nameplate.protocol.vocabulary import AuthorKind, ConversationStatus, Role
+
+__all__ = ["AuthorKind", "ConversationStatus", "Role"]  # the store's own words, re-exported for its callers
 
 
 def new_id() -> str:
@@ -27,24 +30,6 @@ def iso(moment: datetime | None) -> str | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)  # the store keeps UTC; a naive value is UTC, not local time
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
-
-
-class Role(StrEnum):
-    agent = "agent"
-    supervisor = "supervisor"
-    admin = "admin"
-
-
-class ConversationStatus(StrEnum):
-    queued = "queued"
-    active = "active"
-    closed = "closed"
-
-
-class AuthorKind(StrEnum):
-    visitor = "visitor"
-    agent = "agent"
-    system = "system"
 
 
 class Site(SQLModel, table=True):
@@ -83,7 +68,7 @@ class Agent(SQLModel, table=True):
     intro: str = Field(default="", max_length=280)
     email: str = Field(max_length=254)
     password_hash: str = Field(max_length=255)
-    role: str = Field(default=Role.agent.value, max_length=20)
+    role: str = Field(default=Role.agent, max_length=20)
     capacity: int = 3
     active: bool = True
     # Bumped on deactivation and password reset: every older session cookie stops working.
@@ -142,7 +127,7 @@ class Conversation(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     site_id: str = Field(foreign_key="site.id", max_length=32)
     customer_id: str = Field(foreign_key="customer.id", max_length=32)
-    status: str = Field(default=ConversationStatus.queued.value, max_length=10)
+    status: str = Field(default=ConversationStatus.queued, max_length=10)
     agent_id: str | None = Field(default=None, foreign_key="agent.id", index=True, max_length=32)
     team_id: str | None = Field(default=None, foreign_key="team.id", max_length=32)
     # The last seq handed out; bumped in the transaction that stores the message, so seqs are gap-free.

@@ -7,13 +7,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from nameplate.errors import NameplateError, NotFound
+from nameplate.people.photos import load_photo
+from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.services import Services
-from nameplate.store.models import AgentPhoto, Site
+from nameplate.store.models import Site
 from nameplate.web.responses import error_response, read_json
 
 
 def _services(request: Request) -> Services:
-    return request.app.state.services
+    services: Services = request.app.state.services
+    return services
 
 
 def cors_headers(site: Site | None, origin: str | None) -> dict[str, str]:
@@ -43,13 +46,13 @@ async def create_visitor(request: Request) -> Response:
     data = await read_json(request, max_bytes=4096)
     key = data.get("site")
     if not isinstance(key, str) or not key:
-        raise NameplateError("invalid", "site (the site's public key) is required", 422)
+        raise NameplateError(ErrorCode.invalid, "site (the site's public key) is required", 422)
     site = await services.directory.site_by_key(key)
     if site is None:
         raise NotFound("unknown site key")
     origin = request.headers.get("origin")
     if not site.origin_allowed(origin):
-        return error_response(403, "origin", "this page's origin may not use this site's chat")
+        return error_response(403, ErrorCode.origin, "this page's origin may not use this site's chat")
     customer, token = await services.customers.create_visitor(site)
     return JSONResponse(
         {"token": token, "customer_id": customer.id}, status_code=201, headers=cors_headers(site, origin)
@@ -73,10 +76,9 @@ async def readyz(request: Request) -> Response:
 
 async def agent_photo(request: Request) -> Response:
     services = _services(request)
-    async with services.sessions() as session:
-        photo = await session.get(AgentPhoto, request.path_params["agent_id"])
+    photo = await load_photo(services.sessions, request.path_params["agent_id"])
     if photo is None:
-        return error_response(404, "not_found", "no photo")
+        return error_response(404, ErrorCode.not_found, "no photo")
     return Response(
         photo.data,
         media_type=photo.content_type,

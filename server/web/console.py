@@ -14,12 +14,13 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from nameplate.desk.canned import MAX_BODY_CHARS, MAX_SHORTCUT_CHARS, CannedResponses, canned_card
-from nameplate.desk.console_queries import MAX_INTRO_CHARS, MAX_TITLE_CHARS, ConsoleQueries
+from nameplate.desk.lookups import ConsoleLookups
 from nameplate.errors import Forbidden, NameplateError
 from nameplate.people.photos import MAX_UPLOAD_BYTES, store_photo
+from nameplate.people.profiles import MAX_INTRO_CHARS, MAX_TITLE_CHARS, Profiles
+from nameplate.protocol.vocabulary import ErrorCode, is_staff
 from nameplate.store.models import Agent, ConversationStatus
 from nameplate.web.pages import (
-    SUPERVISOR_ROLES,
     check_csrf,
     current_agent,
     login_redirect,
@@ -41,9 +42,9 @@ def json_response(data: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(data, status_code=status, headers=JSON_HEADERS)
 
 
-def queries_of(request: Request) -> ConsoleQueries:
+def lookups_of(request: Request) -> ConsoleLookups:
     services = services_of(request)
-    return ConsoleQueries(services.sessions, services.customers, services.timeline)
+    return ConsoleLookups(services.sessions, services.customers, services.timeline)
 
 
 def canned_of(request: Request) -> CannedResponses:
@@ -73,12 +74,12 @@ async def api_canned(request: Request) -> Response:
 
 async def api_recent(request: Request) -> Response:
     agent = await require_agent(request)
-    return json_response({"conversations": await queries_of(request).recently_closed(agent.id)})
+    return json_response({"conversations": await lookups_of(request).recently_closed(agent.id)})
 
 
 async def api_customer(request: Request) -> Response:
     agent = await require_agent(request)
-    profile = await queries_of(request).customer_profile(request.path_params["customer_id"], agent.site_id)
+    profile = await lookups_of(request).customer_profile(request.path_params["customer_id"], agent.site_id)
     return json_response(profile)
 
 
@@ -88,9 +89,7 @@ async def api_conversation(request: Request) -> Response:
     services = services_of(request)
     conversation = await services.conversations.get_in_site(request.path_params["conversation_id"], agent.site_id)
     visible = (
-        conversation.status == ConversationStatus.queued.value
-        or conversation.agent_id == agent.id
-        or agent.role in {role.value for role in SUPERVISOR_ROLES}
+        conversation.status == ConversationStatus.queued or conversation.agent_id == agent.id or is_staff(agent.role)
     )
     if not visible:
         raise Forbidden("only supervisors can open other agents' conversations")
@@ -200,7 +199,7 @@ async def profile_save(request: Request) -> Response:
             await _save_photo(request, agent, form.get("photo"))
         else:
             values = _profile_values(form, agent)
-            await queries_of(request).update_profile(
+            await Profiles(services_of(request).sessions).update_profile(
                 agent.id,
                 given_name=values["given_name"],
                 family_name=values["family_name"],
@@ -227,7 +226,7 @@ def _profile_values(form: FormData, agent: Agent) -> dict[str, str]:
 
 async def _save_photo(request: Request, agent: Agent, upload: Any) -> None:
     if not isinstance(upload, UploadFile) or not upload.filename:
-        raise NameplateError("invalid", "choose a photo to upload")
+        raise NameplateError(ErrorCode.invalid, "choose a photo to upload")
     data = await upload.read(MAX_UPLOAD_BYTES + 1)
     await store_photo(services_of(request).sessions, agent.id, data)
 

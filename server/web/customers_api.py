@@ -10,9 +10,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from nameplate.actions.customers import post_customer_event
 from nameplate.errors import NameplateError, NotFound
-from nameplate.people.timeline import event_item
-from nameplate.protocol import channels
+from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.services import Services
 from nameplate.store.models import Customer, Site
 from nameplate.web.responses import read_json
@@ -24,7 +24,7 @@ async def _authorised(request: Request) -> tuple[Services, Site, Customer]:
     key = header[7:].strip() if header.lower().startswith("bearer ") else None
     site = await services.api_keys.site_for(key)
     if site is None:
-        raise NameplateError("unauthorized", "send a valid site API key: Authorization: Bearer np_…", 401)
+        raise NameplateError(ErrorCode.unauthorized, "send a valid site API key: Authorization: Bearer np_…", 401)
     customer = await services.timeline.customer_by_external_id(site.id, request.path_params["external_id"])
     if customer is None:
         raise NotFound("no customer with that id on this site")
@@ -38,27 +38,13 @@ def _int_param(request: Request, name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError as exc:
-        raise NameplateError("invalid", f"{name} must be a whole number", 422) from exc
+        raise NameplateError(ErrorCode.invalid, f"{name} must be a whole number", 422) from exc
 
 
 async def post_event(request: Request) -> Response:
     services, site, customer = await _authorised(request)
     data = await read_json(request, max_bytes=16 * 1024)
-    event, created = await services.timeline.record(customer, data)
-    item = event_item(event)
-    if created:
-        await services.webhooks.emit(site.id, "event.created", {"customer_id": customer.id, **item})
-        open_conversation = await services.conversations.open_for_customer(customer.id)
-        if open_conversation is not None:
-            await services.broker.publish(
-                channels.staff(open_conversation.id),
-                {
-                    "type": "customer_event",
-                    "conversation_id": open_conversation.id,
-                    "customer_id": customer.id,
-                    "event": item,
-                },
-            )
+    item, created = await post_customer_event(services, site, customer, data)
     return JSONResponse({"event": item, "created": created}, status_code=201 if created else 200)
 
 

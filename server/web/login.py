@@ -17,6 +17,7 @@ from starlette.routing import Route
 from nameplate.errors import NameplateError
 from nameplate.people.credentials import session_payload, verify_password
 from nameplate.people.directory import agent_card
+from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.services import Services
 from nameplate.store.models import Agent
 from nameplate.web.pages import check_csrf, current_agent, render
@@ -53,7 +54,7 @@ async def throttle(services: Services, email: str, ip: str, failed: bool = False
     behind one office address all logging in at nine must not lock each other out; a guesser does."""
     waits = []
     for key in throttle_keys(email, ip):
-        within, retry_after = await services.broker.hit(
+        within, retry_after = await services.broker.counters.hit(
             key, LOGIN_ATTEMPTS - (0 if failed else 1), LOGIN_WINDOW_SECONDS, cost=1 if failed else 0
         )
         if not within:
@@ -106,13 +107,13 @@ async def login(request: Request) -> Response:
             minutes = math.ceil(retry_after / 60)
             message = f"Too many log-in attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
             return login_page(request, 429, message, email, headers)
-        return error_response(429, "rate_limited", "too many log-in attempts; try again later", headers=headers)
+        return error_response(429, ErrorCode.rate_limited, "too many log-in attempts; try again later", headers=headers)
     agent = await authenticate(services, email, password[:1024])
     if agent is None:
         await throttle(services, email, client_ip(request), failed=True)
         if not wants_json:
             return login_page(request, 401, "That e-mail and password do not match.", email)
-        return error_response(401, "bad_credentials", "that e-mail and password do not match")
+        return error_response(401, ErrorCode.bad_credentials, "that e-mail and password do not match")
     request.session.clear()
     request.session.update(session_payload(agent.id, agent.session_version))
     if wants_json:

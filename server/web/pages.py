@@ -12,6 +12,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from nameplate.assets import CONSOLE_DIR
 from nameplate.errors import Forbidden, NameplateError
+from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.realtime.agent import session_agent
 from nameplate.services import Services
 from nameplate.store.models import Agent, Role
@@ -27,7 +28,8 @@ CSRF_HEADER = "x-csrf-token"
 
 
 def services_of(request: Request) -> Services:
-    return request.app.state.services
+    services: Services = request.app.state.services
+    return services
 
 
 def csrf_token(request: Request) -> str:
@@ -50,7 +52,9 @@ async def check_csrf(request: Request) -> None:
         value = form.get(CSRF_FORM_FIELD)
         sent = value if isinstance(value, str) else None
     if not isinstance(expected, str) or not sent or not hmac.compare_digest(expected, sent):
-        raise NameplateError("csrf", "this form has expired or did not come from Nameplate; reload and try again", 403)
+        raise NameplateError(
+            ErrorCode.csrf, "this form has expired or did not come from Nameplate; reload and try again", 403
+        )
 
 
 async def current_agent(request: Request) -> Agent | None:
@@ -61,13 +65,10 @@ async def require_agent(request: Request, *roles: Role) -> Agent:
     """The signed-in agent (optionally with one of `roles`), else a 401/403 NameplateError."""
     agent = await current_agent(request)
     if agent is None:
-        raise NameplateError("unauthorized", "log in first", 401)
-    if roles and agent.role not in {role.value for role in roles}:
+        raise NameplateError(ErrorCode.unauthorized, "log in first", 401)
+    if roles and agent.role not in roles:
         raise Forbidden("your role does not allow this")
     return agent
-
-
-SUPERVISOR_ROLES = (Role.supervisor, Role.admin)
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:

@@ -9,7 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from nameplate.errors import NameplateError
-from nameplate.protocol.frames import reject_nul
+from nameplate.protocol.inbound import reject_nul
+from nameplate.protocol.vocabulary import ErrorCode
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -29,12 +30,12 @@ async def read_json(request: Request, max_bytes: int = 64 * 1024) -> dict[str, A
     """The request body as a JSON object, or a 400/413 NameplateError explaining what is wrong."""
     body = await request.body()
     if len(body) > max_bytes:
-        raise NameplateError("too_large", f"request bodies are limited to {max_bytes} bytes", 413)
+        raise NameplateError(ErrorCode.too_large, f"request bodies are limited to {max_bytes} bytes", 413)
     reject_nul(body)
     try:
         data = json.loads(body or b"{}")
     except ValueError as exc:
-        raise NameplateError("bad_json", "the body must be a JSON object") from exc
+        raise NameplateError(ErrorCode.bad_json, "the body must be a JSON object") from exc
     if not isinstance(data, dict):
-        raise NameplateError("bad_json", "the body must be a JSON object")
+        raise NameplateError(ErrorCode.bad_json, "the body must be a JSON object")
     return data

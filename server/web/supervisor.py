@@ -32,9 +32,9 @@ from nameplate.desk.transcripts import (
 from nameplate.errors import NameplateError, NotFound
 from nameplate.people.credentials import SESSION_VERSION
 from nameplate.people.staff import NewAgent, Staff
+from nameplate.protocol.vocabulary import STAFF_ROLES, ErrorCode, is_staff
 from nameplate.store.models import Agent, ConversationStatus, Role
 from nameplate.web.pages import (
-    SUPERVISOR_ROLES,
     check_csrf,
     current_agent,
     login_redirect,
@@ -97,7 +97,7 @@ def attachment(filename: str) -> dict[str, str]:
 # -- conversations ---------------------------------------------------------------------------------------
 @page
 async def conversations_page(request: Request) -> Response:
-    viewer = await require_agent(request, *SUPERVISOR_ROLES)
+    viewer = await require_agent(request, *STAFF_ROLES)
     params = request.query_params
     filters = {key: params.get(key, "").strip() for key in ("q", "from", "to", "agent", "status", "team")}
     try:
@@ -150,7 +150,7 @@ async def transcript_page(request: Request) -> Response:
         "supervisor_transcript.html",
         agent=viewer,
         transcript=transcript,
-        is_staff=viewer.role in SUPERVISOR_ROLES,
+        is_staff=is_staff(viewer.role),
         **helpers(),
     )
 
@@ -180,11 +180,11 @@ async def range_export(request: Request) -> Response:
     fmt = request.path_params["fmt"]
     if fmt not in ("csv", "json"):
         raise NotFound("exports are .csv or .json")
-    viewer = await require_agent(request, *SUPERVISOR_ROLES)
+    viewer = await require_agent(request, *STAFF_ROLES)
     first = parse_day(request.query_params.get("from"), "from")
     last = parse_day(request.query_params.get("to"), "to")
     if first is None or last is None:
-        raise NameplateError("invalid", "choose both dates: from=YYYY-MM-DD and to=YYYY-MM-DD")
+        raise NameplateError(ErrorCode.invalid, "choose both dates: from=YYYY-MM-DD and to=YYYY-MM-DD")
     day_bounds(first, last)  # refuses a reversed range before the response starts
     batches = transcripts_of(request).stream_lines(viewer.site_id, first, last)
     headers = attachment(f"nameplate-messages-{first.isoformat()}-to-{last.isoformat()}.{fmt}")
@@ -198,13 +198,13 @@ async def range_export(request: Request) -> Response:
 # -- live ------------------------------------------------------------------------------------------------
 @page
 async def live_page(request: Request) -> Response:
-    viewer = await require_agent(request, *SUPERVISOR_ROLES)
+    viewer = await require_agent(request, *STAFF_ROLES)
     return render(request, "supervisor_live.html", agent=viewer)
 
 
 async def live_snapshot(request: Request) -> Response:
     """The board's starting point; the page then follows the site channel over /ws/agent."""
-    viewer = await require_agent(request, *SUPERVISOR_ROLES)
+    viewer = await require_agent(request, *STAFF_ROLES)
     conversations = await transcripts_of(request).live(viewer.site_id)
     return JSONResponse({"conversations": conversations}, headers=PRIVATE_HEADERS)
 
@@ -225,7 +225,7 @@ async def agents_view(
         agent=admin,
         agents=await staff_of(request).roster(admin.site_id),
         roles=[role.value for role in Role],
-        form=form or {"role": Role.agent.value, "capacity": str(services.settings.agent_default_capacity)},
+        form=form or {"role": Role.agent, "capacity": str(services.settings.agent_default_capacity)},
         error=error,
         notice=request.session.pop(FLASH_KEY, None),
         **helpers(),
@@ -248,7 +248,7 @@ async def create_agent(request: Request) -> Response:
         try:
             capacity = int(values["capacity"] or services_of(request).settings.agent_default_capacity)
         except ValueError as exc:
-            raise NameplateError("invalid", "capacity must be a whole number") from exc
+            raise NameplateError(ErrorCode.invalid, "capacity must be a whole number") from exc
         created = await staff_of(request).create(
             admin.site_id,
             NewAgent(
@@ -258,7 +258,7 @@ async def create_agent(request: Request) -> Response:
                 password=values["password"],
                 title=values["title"],
                 intro=values["intro"],
-                role=values["role"] or Role.agent.value,
+                role=values["role"] or Role.agent,
                 capacity=capacity,
             ),
         )

@@ -6,7 +6,7 @@ import json
 
 import websockets
 
-from nameplate.protocol.frames import MAX_FRAME_BYTES
+from nameplate.protocol.inbound import MAX_FRAME_BYTES
 from tests.harness import Client, RunningServer, connect_agent, connect_visitor, visitor_token
 from tests.integration.test_core_chat import stored_messages
 

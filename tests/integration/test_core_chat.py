@@ -89,7 +89,7 @@ async def test_ten_visitors_two_agents_six_assigned_four_queued(server: RunningS
     site_id = (await server.services.directory.sites())[0].id
 
     async def settled() -> bool:
-        return len(await server.services.broker.queue(site_id)) == 4
+        return len(await server.services.broker.routing.queue(site_id)) == 4
 
     await poll_until(settled)
     outcomes = [await v.expect({"agent_joined", "queue"}) for v in visitors]

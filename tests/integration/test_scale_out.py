@@ -230,13 +230,13 @@ async def test_redis_flush_mid_chat_recovers_within_ten_seconds(tmp_path: Path, 
             return True
 
         await poll_until(chats_flow, timeout=10, interval=0.2)
-        await poll_until(lambda: c.services.broker.queue(site.id), timeout=10)
-        queue = await c.services.broker.queue(site.id)
+        await poll_until(lambda: c.services.broker.routing.queue(site.id), timeout=10)
+        queue = await c.services.broker.routing.queue(site.id)
         assert [e.conversation_id for e in queue] == [waiting.of_type("ack")[0]["conversation_id"]]
 
         async def jane_back() -> bool:
             # The process holding Jane's socket re-announces her status after its own rebuild.
-            states = await c.services.broker.agents(site.id)
+            states = await c.services.broker.routing.agents(site.id)
             return any(s.status == "available" and s.load == 3 for s in states)
 
         await poll_until(jane_back, timeout=10)

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nameplate.broker.memory import MemoryBroker
 from sqlalchemy import func, select
 
+from nameplate.broker.memory import MemoryBroker
 from nameplate.config import Settings, sqlite_path
 from nameplate.services import Services
 from nameplate.store import migrate

@@ -7,18 +7,15 @@ checkout has would make it a server that cannot start, so this builds and instal
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 import venv
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.harness import free_port
+from tests.demo_process import running_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,37 +58,10 @@ def test_the_wheel_carries_the_assets_and_no_top_level_server_package(installed:
 
 
 def test_the_installed_demo_starts_from_an_empty_folder(installed: Path, tmp_path: Path) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "PYTHONPATH")}
     empty = tmp_path / "empty"
     empty.mkdir()
-    process = subprocess.Popen(
-        [str(installed), "demo", "--port", str(port)],
-        cwd=empty,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        lines: list[str] = []
-        deadline = time.monotonic() + 90
-        assert process.stdout is not None
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            lines.append(line)
-            if "Uvicorn running" in line or process.poll() is not None:
-                break
-        output = "".join(lines)
-        assert "Uvicorn running" in output, output
-        base = f"http://127.0.0.1:{port}"
+    with running_demo([str(installed)], empty, timeout=90) as demo:
         for path in ("/demo", "/widget.js", "/login", "/static/console.css"):
-            response = httpx.get(base + path, timeout=10)
+            response = httpx.get(demo.base_url + path, timeout=10)
             assert response.status_code == 200, (path, response.status_code, response.text[:300])
         assert (empty / "nameplate-demo.db").exists()
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()

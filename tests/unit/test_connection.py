@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from nameplate.protocol.frames import encode
+from nameplate.protocol.outbound import encode
 from nameplate.realtime.connection import CLOSE_TOO_SLOW, MAX_PENDING_FRAMES, Connection, State
 from nameplate.realtime.lean_protocol import SEND_TEXTS_NOW
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from nameplate.people.credentials import VisitorTokens, hash_password, identity_hash, identity_verified, verify_password
-from nameplate.protocol.frames import (
+from nameplate.protocol.inbound import (
     AgentSend,
     ProtocolError,
     SendMessage,

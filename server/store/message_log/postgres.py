@@ -73,9 +73,9 @@ WITH batch AS (
            e.created_at AS stored_created_at,
            CASE WHEN e.seq IS NOT NULL THEN 'duplicate'
                 WHEN l.id IS NULL THEN 'missing'
-                WHEN l.status = '{ConversationStatus.closed.value}' AND NOT b.allow_closed THEN 'closed'
+                WHEN l.status = '{ConversationStatus.closed}' AND NOT b.allow_closed THEN 'closed'
                 WHEN b.assigned_to IS NOT NULL
-                     AND (l.status <> '{ConversationStatus.active.value}'
+                     AND (l.status <> '{ConversationStatus.active}'
                           OR l.agent_id IS DISTINCT FROM b.assigned_to) THEN 'not_assigned'
                 ELSE 'store' END AS verdict
     FROM batch AS b
@@ -96,7 +96,7 @@ WITH batch AS (
     SET last_seq = a.seq, first_agent_reply_at = coalesce(c.first_agent_reply_at, a.replied_at)
     FROM (
         SELECT conversation_id, max(seq) AS seq,
-               CASE WHEN bool_or(author_kind = '{AuthorKind.agent.value}' AND NOT private)
+               CASE WHEN bool_or(author_kind = '{AuthorKind.agent}' AND NOT private)
                     THEN $10::timestamptz END AS replied_at
         FROM planned GROUP BY conversation_id
     ) AS a

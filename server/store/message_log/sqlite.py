@@ -55,7 +55,7 @@ RESTART_WAIT_MS = 20
 
 _dialect = sqlite_dialect.dialect()
 # dialect_impl: the type as SQLite sees it, so its processors include the string conversion SQLite needs.
-_time_type = Message.__table__.c.created_at.type.dialect_impl(_dialect)
+_time_type = Message.metadata.tables["message"].c.created_at.type.dialect_impl(_dialect)
 _to_db_time = _time_type.bind_processor(_dialect)
 _from_db_time = _time_type.result_processor(_dialect, None)
 

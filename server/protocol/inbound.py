@@ -1,8 +1,8 @@
-"""Every websocket frame as a typed model; parsing and validation happen here and nowhere else.
+"""Every client → server websocket frame as a typed model; parsing and validation happen here and nowhere else.
 
 Client frames are JSON text objects with a "type". `parse_visitor_frame` / `parse_agent_frame` turn text
-into a model or raise `ProtocolError` with a code for the `error` frame. Server frames are built by the
-small functions at the bottom so their shape is written down once.
+into a model or raise `ProtocolError` with a code for the `error` frame. Server frames are built in
+`nameplate.protocol.outbound`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from nameplate.errors import NameplateError
+from nameplate.protocol.vocabulary import ErrorCode
 
 # Frames larger than this are refused before JSON parsing: a message body is capped far below it.
 MAX_FRAME_BYTES = 64 * 1024
@@ -189,19 +190,19 @@ def reject_nul(text: str | bytes) -> None:
     """PostgreSQL text cannot hold U+0000: refuse it at the door rather than fail a whole write."""
     raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
     if "\x00" in raw or "\\u0000" in raw:
-        raise ProtocolError("bad_frame", "NUL characters (U+0000) are not allowed")
+        raise ProtocolError(ErrorCode.bad_frame, "NUL characters (U+0000) are not allowed")
 
 
 def _load(text: str | bytes) -> dict[str, Any]:
     if len(text) > MAX_FRAME_BYTES:
-        raise ProtocolError("too_large", f"frames are limited to {MAX_FRAME_BYTES} bytes")
+        raise ProtocolError(ErrorCode.too_large, f"frames are limited to {MAX_FRAME_BYTES} bytes")
     reject_nul(text)
     try:
         data = json.loads(text)
     except (ValueError, TypeError) as exc:
-        raise ProtocolError("bad_json", "frames must be JSON objects") from exc
+        raise ProtocolError(ErrorCode.bad_json, "frames must be JSON objects") from exc
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-        raise ProtocolError("bad_frame", 'frames must be JSON objects with a "type"')
+        raise ProtocolError(ErrorCode.bad_frame, 'frames must be JSON objects with a "type"')
     return data
 
 
@@ -211,23 +212,25 @@ def _validate(adapter: TypeAdapter[Any], data: dict[str, Any]) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         if first["type"] == "union_tag_invalid":
-            raise ProtocolError("unknown_type", f"unknown frame type {data['type'][:40]!r}") from exc
+            raise ProtocolError(ErrorCode.unknown_type, f"unknown frame type {data['type'][:40]!r}") from exc
         where = ".".join(str(part) for part in first["loc"][1:] or first["loc"])
-        raise ProtocolError("bad_frame", f"{data['type'][:40]}: {where}: {first['msg']}") from exc
+        raise ProtocolError(ErrorCode.bad_frame, f"{data['type'][:40]}: {where}: {first['msg']}") from exc
 
 
 def parse_visitor_hello(text: str | bytes) -> VisitorHello:
     data = _load(text)
     if data["type"] != "hello":
-        raise ProtocolError("hello_required", "the first frame must be hello")
-    return _validate(_visitor_hello, data)
+        raise ProtocolError(ErrorCode.hello_required, "the first frame must be hello")
+    hello: VisitorHello = _validate(_visitor_hello, data)
+    return hello
 
 
 def parse_agent_hello(text: str | bytes) -> AgentHello:
     data = _load(text)
     if data["type"] != "hello":
-        raise ProtocolError("hello_required", "the first frame must be hello")
-    return _validate(_agent_hello, data)
+        raise ProtocolError(ErrorCode.hello_required, "the first frame must be hello")
+    hello: AgentHello = _validate(_agent_hello, data)
+    return hello
 
 
 def parse_visitor_frame(text: str | bytes) -> Any:
@@ -236,25 +239,3 @@ def parse_visitor_frame(text: str | bytes) -> Any:
 
 def parse_agent_frame(text: str | bytes) -> Any:
     return _validate(_agent_frames, _load(text))
-
-
-# -- server → client -----------------------------------------------------------------------------------
-def error_frame(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "error", "code": code, "message": message, **extra}
-
-
-def ack_frame(client_id: str, seq: int, conversation_id: str) -> dict[str, Any]:
-    return {"type": "ack", "client_id": client_id, "seq": seq, "conversation_id": conversation_id}
-
-
-def queue_frame(conversation_id: str, position: int, expected_wait_s: int) -> dict[str, Any]:
-    return {
-        "type": "queue",
-        "conversation_id": conversation_id,
-        "position": position,
-        "expected_wait_s": expected_wait_s,
-    }
-
-
-def encode(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)

@@ -1,4 +1,4 @@
-"""What the agent console reads and edits beyond the live socket: customer cards, closed chats, profiles.
+"""What the agent console looks up beyond the live socket: customer cards and profiles, recently closed chats.
 
 Every look-up takes the agent's site: an id from another site is 'not found', never a leak.
 """
@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
+from sqlmodel import col
 
-from nameplate.errors import NameplateError, NotFound
+from nameplate.errors import NotFound
 from nameplate.people.customers import Customers, customer_card, display_name
-from nameplate.people.directory import clean_name
 from nameplate.people.timeline import Timeline, conversations_with_agent_and_rating
 from nameplate.store.engine import Sessions
 from nameplate.store.models import Agent, Conversation, ConversationStatus, Customer, Rating, iso
@@ -19,22 +19,10 @@ from nameplate.store.models import Agent, Conversation, ConversationStatus, Cust
 # Enough to recognise a regular; the transcript pages hold the rest.
 PREVIOUS_CONVERSATIONS = 20
 RECENTLY_CLOSED = 15
-MAX_TITLE_CHARS = 120
-MAX_INTRO_CHARS = 280
-
-
-def clean_line(value: str | None, field: str, limit: int) -> str:
-    """An optional one-line text: whitespace folded, length checked (said, not silently cut)."""
-    cleaned = " ".join((value or "").split())
-    if len(cleaned) > limit:
-        raise NameplateError("invalid", f"{field} is limited to {limit} characters")
-    return cleaned
-
-
 TIMELINE_EVENTS = 30
 
 
-class ConsoleQueries:
+class ConsoleLookups:
     def __init__(self, sessions: Sessions, customers: Customers, timeline: Timeline) -> None:
         self._sessions = sessions
         self._customers = customers
@@ -74,13 +62,13 @@ class ConsoleQueries:
             rows = (
                 await session.execute(
                     select(Conversation, Customer, Rating)
-                    .join(Customer, Customer.id == Conversation.customer_id)
-                    .outerjoin(Rating, Rating.conversation_id == Conversation.id)
+                    .join(Customer, col(Customer.id) == col(Conversation.customer_id))
+                    .outerjoin(Rating, col(Rating.conversation_id) == col(Conversation.id))
                     .where(
-                        Conversation.agent_id == agent_id,
-                        Conversation.status == ConversationStatus.closed.value,
+                        col(Conversation.agent_id) == agent_id,
+                        col(Conversation.status) == ConversationStatus.closed,
                     )
-                    .order_by(Conversation.closed_at.desc())
+                    .order_by(col(Conversation.closed_at).desc())
                     .limit(RECENTLY_CLOSED)
                 )
             ).all()
@@ -103,25 +91,3 @@ class ConsoleQueries:
             "agent": {"id": agent.id, "name": agent.full_name} if agent else None,
             "rating": {"score": rating.score, "comment": rating.comment} if rating else None,
         }
-
-    # -- the agent's own profile ---------------------------------------------------------------------
-    async def update_profile(
-        self, agent_id: str, *, given_name: str, family_name: str, title: str, intro: str
-    ) -> Agent:
-        """Names are required (a real person, by name); title and intro are optional one-liners.
-
-        The caller drops the directory's cached card, so messages and the widget show the change.
-        """
-        values = {
-            "given_name": clean_name(given_name, "given name"),
-            "family_name": clean_name(family_name, "family name"),
-            "title": clean_line(title, "title", MAX_TITLE_CHARS),
-            "intro": clean_line(intro, "intro", MAX_INTRO_CHARS),
-        }
-        async with self._sessions() as session:
-            await session.execute(update(Agent).where(Agent.id == agent_id).values(**values))
-            await session.commit()
-            agent = await session.get(Agent, agent_id, populate_existing=True)
-        if agent is None:
-            raise NotFound("no such agent")
-        return agent

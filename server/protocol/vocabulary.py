@@ -1,0 +1,90 @@
+"""The words the store, the broker and the wire share: statuses, presence, roles, author kinds, error codes.
+
+Each is a `StrEnum`, so a member is its own string: it goes into a column, a Redis hash or a JSON frame as is,
+and compares equal to the string a client sends. This module imports nothing of the project's, so every layer
+can use it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ConversationStatus(StrEnum):
+    queued = "queued"
+    active = "active"
+    closed = "closed"
+
+
+class AuthorKind(StrEnum):
+    visitor = "visitor"
+    agent = "agent"
+    system = "system"
+
+
+class Role(StrEnum):
+    agent = "agent"
+    supervisor = "supervisor"
+    admin = "admin"
+
+
+# Who reads every transcript, watches the live board and manages agents: the one definition of "staff".
+STAFF_ROLES = frozenset({Role.supervisor, Role.admin})
+
+
+def is_staff(role: str) -> bool:
+    return role in STAFF_ROLES
+
+
+class Presence(StrEnum):
+    """An agent's routing status. `offline`: no console socket (after the grace period)."""
+
+    available = "available"
+    away = "away"
+    offline = "offline"
+
+
+class Side(StrEnum):
+    """Who did something in a conversation (typing, read marks)."""
+
+    visitor = "visitor"
+    agent = "agent"
+
+
+class UnassignReason(StrEnum):
+    offline = "offline"
+    transferred = "transferred"
+
+
+class ErrorCode(StrEnum):
+    """Every `code` of an `error` frame, a close reason and a JSON error body."""
+
+    # the request or frame itself
+    bad_json = "bad_json"
+    bad_frame = "bad_frame"
+    unknown_type = "unknown_type"
+    hello_required = "hello_required"
+    invalid = "invalid"
+    invalid_email = "invalid_email"
+    invalid_attributes = "invalid_attributes"
+    empty = "empty"
+    too_large = "too_large"
+    bad_image = "bad_image"
+    # who is asking
+    unauthorized = "unauthorized"
+    bad_credentials = "bad_credentials"
+    forbidden = "forbidden"
+    csrf = "csrf"
+    origin = "origin"
+    unknown_site = "unknown_site"
+    bad_token = "bad_token"
+    verification_required = "verification_required"
+    session_ended = "session_ended"
+    # the state of things
+    not_found = "not_found"
+    exists = "exists"
+    conflict = "conflict"
+    no_conversation = "no_conversation"
+    not_queued = "not_queued"
+    rate_limited = "rate_limited"
+    internal = "internal"
