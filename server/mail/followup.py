@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from nameplate.chat.conversations import Conversations
 from nameplate.errors import NameplateError, NotFound
@@ -30,6 +31,7 @@ from nameplate.mail.outbox import Outbox
 from nameplate.mail.site_settings import SiteMailSettings, clean_address
 from nameplate.mail.tokens import BadToken, ReplyTokens
 from nameplate.people.directory import Directory
+from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.store.engine import Sessions
 from nameplate.store.message_log.log import NewMessage, StoredMessage
 from nameplate.store.models import (
@@ -164,7 +166,7 @@ class FollowUps:
             raise NotFound("no such conversation")
         to_address = self.recipient(conversation, customer)
         if not to_address:
-            raise NameplateError("no_email", "this visitor left no e-mail address", 409)
+            raise NameplateError(ErrorCode.no_email, "this visitor left no e-mail address", 409)
         cleaned = self._conversations.clean_body(body)
         mail = self._mail(
             sender,
@@ -206,8 +208,10 @@ class FollowUps:
             stuck = list(
                 (
                     await session.execute(
-                        select(OutboxMail.id, OutboxMail.conversation_id).where(
-                            OutboxMail.state == "waiting", OutboxMail.kind == "reply", OutboxMail.created_at <= cutoff
+                        select(col(OutboxMail.id), col(OutboxMail.conversation_id)).where(
+                            col(OutboxMail.state) == "waiting",
+                            col(OutboxMail.kind) == "reply",
+                            col(OutboxMail.created_at) <= cutoff,
                         )
                     )
                 ).all()
@@ -216,8 +220,9 @@ class FollowUps:
             for mail_id, conversation_id in stuck:
                 seq = (
                     await session.execute(
-                        select(Message.seq).where(
-                            Message.conversation_id == conversation_id, Message.client_id == f"outbox:{mail_id}"
+                        select(col(Message.seq)).where(
+                            col(Message.conversation_id) == conversation_id,
+                            col(Message.client_id) == f"outbox:{mail_id}",
                         )
                     )
                 ).scalar_one_or_none()
@@ -239,17 +244,17 @@ class FollowUps:
                 await self._conversations.set_offline_email(conversation.id, to_address)
         to_address = to_address or self.recipient(conversation, customer)
         if not to_address:
-            raise NameplateError("no_email", "there is no e-mail address to send the transcript to", 409)
+            raise NameplateError(ErrorCode.no_email, "there is no e-mail address to send the transcript to", 409)
         async with self._sessions() as session:
             sent = (
                 await session.execute(
                     select(func.count())
                     .select_from(OutboxMail)
-                    .where(OutboxMail.conversation_id == conversation.id, OutboxMail.kind == "transcript")
+                    .where(col(OutboxMail.conversation_id) == conversation.id, col(OutboxMail.kind) == "transcript")
                 )
             ).scalar_one()
         if sent >= MAX_TRANSCRIPTS_PER_CONVERSATION:
-            raise NameplateError("rate_limited", "this transcript has been sent often enough already", 429)
+            raise NameplateError(ErrorCode.rate_limited, "this transcript has been sent often enough already", 429)
         lines = await self._lines(conversation.id)
         agent = await self._agent(conversation.agent_id)
         mail = self._mail(
@@ -272,7 +277,7 @@ class FollowUps:
         try:
             conversation_id = self._tokens.read(token).conversation_id
         except BadToken as exc:
-            raise NameplateError("bad_token", str(exc), 404) from exc
+            raise NameplateError(ErrorCode.bad_token, str(exc), 404) from exc
         async with self._sessions() as session:
             conversation = await session.get(Conversation, conversation_id)
             site = await session.get(Site, conversation.site_id) if conversation else None
@@ -283,9 +288,9 @@ class FollowUps:
 
     async def rate_by_token(self, token: str, score: int, comment: str) -> None:
         if not 1 <= score <= 5:
-            raise NameplateError("invalid", "choose a score from 1 to 5", 422)
+            raise NameplateError(ErrorCode.invalid, "choose a score from 1 to 5", 422)
         if len(comment) > 2000:
-            raise NameplateError("too_large", "comments are limited to 2000 characters", 422)
+            raise NameplateError(ErrorCode.too_large, "comments are limited to 2000 characters", 422)
         conversation, _site, _rating = await self.rating_target(token)
         await self._conversations.rate(conversation, score, comment)
 
@@ -315,12 +320,12 @@ class FollowUps:
         async with self._sessions() as session:
             rows = (
                 await session.execute(
-                    select(Conversation.id)
-                    .join(Customer, Customer.id == Conversation.customer_id)
+                    select(col(Conversation.id))
+                    .join(Customer, col(Customer.id) == col(Conversation.customer_id))
                     .where(
-                        Conversation.last_seq > Conversation.visitor_read_seq,
-                        Conversation.created_at >= now - UNREAD_WINDOW,
-                        (Conversation.offline_email.is_not(None)) | (Customer.email.is_not(None)),
+                        col(Conversation.last_seq) > col(Conversation.visitor_read_seq),
+                        col(Conversation.created_at) >= now - UNREAD_WINDOW,
+                        (col(Conversation.offline_email).is_not(None)) | (col(Customer.email).is_not(None)),
                     )
                     .limit(SWEEP_BATCH)
                 )
@@ -338,7 +343,9 @@ class FollowUps:
                 return 0
             covered = (
                 await session.execute(
-                    select(func.max(OutboxMail.covers_seq)).where(OutboxMail.conversation_id == conversation_id)
+                    select(func.max(col(OutboxMail.covers_seq))).where(
+                        col(OutboxMail.conversation_id) == conversation_id
+                    )
                 )
             ).scalar_one_or_none() or 0
             after = max(covered, conversation.visitor_read_seq)
@@ -347,12 +354,12 @@ class FollowUps:
                     await session.execute(
                         select(Message)
                         .where(
-                            Message.conversation_id == conversation_id,
-                            Message.seq > after,
-                            Message.author_kind == AuthorKind.agent.value,
-                            Message.private.is_(False),
+                            col(Message.conversation_id) == conversation_id,
+                            col(Message.seq) > after,
+                            col(Message.author_kind) == AuthorKind.agent.value,
+                            col(Message.private).is_(False),
                         )
-                        .order_by(Message.seq)
+                        .order_by(col(Message.seq))
                     )
                 ).scalars()
             )
@@ -394,23 +401,23 @@ class FollowUps:
         now = utcnow()
         closed_before = now - timedelta(seconds=self.rating_delay_seconds)
         async with self._sessions() as session:
-            rated = select(Rating.conversation_id)
-            mailed = select(OutboxMail.conversation_id).where(
-                OutboxMail.kind == "rating", OutboxMail.conversation_id.is_not(None)
+            rated = select(col(Rating.conversation_id))
+            mailed = select(col(OutboxMail.conversation_id)).where(
+                col(OutboxMail.kind) == "rating", col(OutboxMail.conversation_id).is_not(None)
             )
             candidates = list(
                 (
                     await session.execute(
-                        select(Conversation.id)
-                        .join(Customer, Customer.id == Conversation.customer_id)
+                        select(col(Conversation.id))
+                        .join(Customer, col(Customer.id) == col(Conversation.customer_id))
                         .where(
-                            Conversation.status == ConversationStatus.closed.value,
-                            Conversation.agent_id.is_not(None),
-                            Conversation.closed_at <= closed_before,
-                            Conversation.closed_at >= now - RATING_WINDOW,
-                            (Conversation.offline_email.is_not(None)) | (Customer.email.is_not(None)),
-                            Conversation.id.not_in(rated),
-                            Conversation.id.not_in(mailed),
+                            col(Conversation.status) == ConversationStatus.closed.value,
+                            col(Conversation.agent_id).is_not(None),
+                            col(Conversation.closed_at) <= closed_before,
+                            col(Conversation.closed_at) >= now - RATING_WINDOW,
+                            (col(Conversation.offline_email).is_not(None)) | (col(Customer.email).is_not(None)),
+                            col(Conversation.id).not_in(rated),
+                            col(Conversation.id).not_in(mailed),
                         )
                         .limit(SWEEP_BATCH)
                     )

@@ -23,11 +23,13 @@ from typing import Any
 
 from mailparser_reply import EmailReplyParser
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from nameplate.chat.conversations import Conversations
 from nameplate.errors import NameplateError
 from nameplate.mail.compose import header_text
 from nameplate.mail.tokens import BadToken, ReplyTokens
+from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.routing.router import Router
 from nameplate.store.engine import Sessions
 from nameplate.store.message_log.log import NewMessage
@@ -218,7 +220,7 @@ class Inbound:
                 await session.execute(
                     select(func.count())
                     .select_from(InboundMail)
-                    .where(InboundMail.conversation_id == conversation_id, InboundMail.created_at >= since)
+                    .where(col(InboundMail.conversation_id) == conversation_id, col(InboundMail.created_at) >= since)
                 )
             ).scalar_one()
 
@@ -236,7 +238,7 @@ class Inbound:
         except MalformedMail as exc:
             await self._record(InboundMail(status="refused", reason=str(exc)[:500], raw=raw[:MAX_INBOUND_BYTES]))
             code = "too_large" if "limit" in str(exc) else "malformed"
-            raise NameplateError(code, str(exc), 413 if code == "too_large" else 422) from exc
+            raise NameplateError(ErrorCode(code), str(exc), 413 if code == "too_large" else 422) from exc
         record = InboundMail(
             from_address=parsed.sender[:254],
             subject=parsed.subject,
@@ -251,18 +253,18 @@ class Inbound:
         except BadToken as exc:
             record.reason = str(exc)
             await self._record(record)
-            raise NameplateError("bad_token", str(exc), 404) from exc
+            raise NameplateError(ErrorCode.bad_token, str(exc), 404) from exc
         async with self._sessions() as session:
             conversation = await session.get(Conversation, conversation_id)
             customer = await session.get(Customer, conversation.customer_id) if conversation else None
         if conversation is None or customer is None:
             record.reason = "the conversation no longer exists"
             await self._record(record)
-            raise NameplateError("bad_token", record.reason, 404)
+            raise NameplateError(ErrorCode.bad_token, record.reason, 404)
         record.site_id, record.conversation_id = conversation.site_id, conversation.id
         if await self._recent_count(conversation.id) >= MAX_MAILS_PER_CONVERSATION_PER_HOUR:
             # A valid reply address is no licence to flood a conversation; the sender's server retries later.
-            raise NameplateError("rate_limited", "too many mails for this conversation; try again later", 429)
+            raise NameplateError(ErrorCode.rate_limited, "too many mails for this conversation; try again later", 429)
         if parsed.auto_reason:
             record.status, record.reason = "auto_reply", parsed.auto_reason
             return await self._record(record)
@@ -335,8 +337,8 @@ class Inbound:
         async with self._sessions() as session:
             result = await session.execute(
                 select(InboundMail)
-                .where(InboundMail.site_id == site_id)
-                .order_by(InboundMail.created_at.desc())
+                .where(col(InboundMail.site_id) == site_id)
+                .order_by(col(InboundMail.created_at).desc())
                 .limit(limit)
             )
             return list(result.scalars())
@@ -345,14 +347,14 @@ class Inbound:
         """An agent read a held mail and decided it belongs in the chat."""
         mail = await self.get(site_id, mail_id)
         if mail is None:
-            raise NameplateError("not_found", "no such e-mail", 404)
+            raise NameplateError(ErrorCode.not_found, "no such e-mail", 404)
         if mail.status != "held":
-            raise NameplateError("not_held", "this e-mail is not held", 409)
+            raise NameplateError(ErrorCode.not_held, "this e-mail is not held", 409)
         parsed = parse(mail.raw)
         async with self._sessions() as session:
             conversation = await session.get(Conversation, mail.conversation_id)
             customer = await session.get(Customer, conversation.customer_id) if conversation else None
         if conversation is None or customer is None:
-            raise NameplateError("not_found", "the conversation no longer exists", 404)
+            raise NameplateError(ErrorCode.not_found, "the conversation no longer exists", 404)
         mail.reason = f"released by an agent ({mail.reason})"[:500]
         return await self._post(mail, conversation, customer, parsed, mail.body)

@@ -15,12 +15,13 @@ import logging
 from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from nameplate.infra.background import BackgroundTask
 from nameplate.mail.compose import to_message
-from nameplate.store.engine import Sessions
+from nameplate.store.engine import Sessions, rows_changed
 from nameplate.store.models import InboundMail, OutboxMail, utcnow
 
 log = logging.getLogger("nameplate.mail")
@@ -77,7 +78,9 @@ class Outbox:
         )
         async with self._sessions() as session:
             await session.execute(
-                update(OutboxMail).where(OutboxMail.id == mail_id, OutboxMail.state == "waiting").values(**values)
+                update(OutboxMail)
+                .where(col(OutboxMail.id) == mail_id, col(OutboxMail.state) == "waiting")
+                .values(**values)
             )
             await session.commit()
         self.wake()
@@ -90,8 +93,8 @@ class Outbox:
         async with self._sessions() as session:
             result = await session.execute(
                 select(OutboxMail)
-                .where(OutboxMail.site_id == site_id, OutboxMail.state != "waiting")
-                .order_by(OutboxMail.created_at.desc())
+                .where(col(OutboxMail.site_id) == site_id, col(OutboxMail.state) != "waiting")
+                .order_by(col(OutboxMail.created_at).desc())
                 .limit(limit)
             )
             return list(result.scalars())
@@ -106,22 +109,24 @@ class Outbox:
         async with self._sessions() as session:
             out = await session.execute(
                 select(OutboxMail)
-                .where(OutboxMail.conversation_id == conversation_id, OutboxMail.state != "waiting")
-                .order_by(OutboxMail.created_at)
+                .where(col(OutboxMail.conversation_id) == conversation_id, col(OutboxMail.state) != "waiting")
+                .order_by(col(OutboxMail.created_at))
             )
             inbound = await session.execute(
                 select(InboundMail)
-                .where(InboundMail.conversation_id == conversation_id)
-                .order_by(InboundMail.created_at)
+                .where(col(InboundMail.conversation_id) == conversation_id)
+                .order_by(col(InboundMail.created_at))
             )
             return list(out.scalars()), list(inbound.scalars())
 
     async def last_message_id(self, conversation_id: str) -> str | None:
         async with self._sessions() as session:
             result = await session.execute(
-                select(OutboxMail.message_id)
-                .where(OutboxMail.conversation_id == conversation_id, OutboxMail.state.in_(("pending", "sent")))
-                .order_by(OutboxMail.created_at.desc())
+                select(col(OutboxMail.message_id))
+                .where(
+                    col(OutboxMail.conversation_id) == conversation_id, col(OutboxMail.state).in_(("pending", "sent"))
+                )
+                .order_by(col(OutboxMail.created_at).desc())
                 .limit(1)
             )
             return result.scalar_one_or_none()
@@ -153,40 +158,40 @@ class Outbox:
         """Lease due mails to this process; two processes never hold the same mail at once."""
         now = utcnow()
         lease_until = now + timedelta(seconds=self.lease_seconds)
-        due = (OutboxMail.state == "pending", OutboxMail.next_attempt_at <= now)
+        due = (col(OutboxMail.state) == "pending", col(OutboxMail.next_attempt_at) <= now)
         async with self._sessions() as session:
-            if session.bind.dialect.name == "postgresql":
+            if session.get_bind().dialect.name == "postgresql":
                 result = await session.execute(
-                    select(OutboxMail.id)
+                    select(col(OutboxMail.id))
                     .where(*due)
-                    .order_by(OutboxMail.next_attempt_at)
+                    .order_by(col(OutboxMail.next_attempt_at))
                     .limit(BATCH)
                     .with_for_update(skip_locked=True)
                 )
                 claimed = list(result.scalars())
                 if claimed:
                     await session.execute(
-                        update(OutboxMail).where(OutboxMail.id.in_(claimed)).values(next_attempt_at=lease_until)
+                        update(OutboxMail).where(col(OutboxMail.id).in_(claimed)).values(next_attempt_at=lease_until)
                     )
             else:
-                result = await session.execute(
-                    select(OutboxMail.id, OutboxMail.next_attempt_at)
+                due_rows = await session.execute(
+                    select(col(OutboxMail.id), col(OutboxMail.next_attempt_at))
                     .where(*due)
-                    .order_by(OutboxMail.next_attempt_at)
+                    .order_by(col(OutboxMail.next_attempt_at))
                     .limit(BATCH)
                 )
                 claimed = []
-                for mail_id, due_at in result.all():
+                for mail_id, due_at in due_rows.all():
                     lease = await session.execute(
                         update(OutboxMail)
                         .where(
-                            OutboxMail.id == mail_id,
-                            OutboxMail.state == "pending",
-                            OutboxMail.next_attempt_at == due_at,
+                            col(OutboxMail.id) == mail_id,
+                            col(OutboxMail.state) == "pending",
+                            col(OutboxMail.next_attempt_at) == due_at,
                         )
                         .values(next_attempt_at=lease_until)
                     )
-                    if lease.rowcount == 1:
+                    if rows_changed(lease) == 1:
                         claimed.append(mail_id)
             await session.commit()
         return claimed
@@ -221,7 +226,9 @@ class Outbox:
             values.update(next_attempt_at=utcnow() + timedelta(seconds=self.retry_base_seconds * 2 ** (attempts - 1)))
         async with self._sessions() as session:
             await session.execute(
-                update(OutboxMail).where(OutboxMail.id == mail.id, OutboxMail.state == "pending").values(**values)
+                update(OutboxMail)
+                .where(col(OutboxMail.id) == mail.id, col(OutboxMail.state) == "pending")
+                .values(**values)
             )
             await session.commit()
 
@@ -230,9 +237,13 @@ class Outbox:
         async with self._sessions() as session:
             result = await session.execute(
                 update(OutboxMail)
-                .where(OutboxMail.id == mail_id, OutboxMail.site_id == site_id, or_(OutboxMail.state == "failed"))
+                .where(
+                    col(OutboxMail.id) == mail_id,
+                    col(OutboxMail.site_id) == site_id,
+                    col(OutboxMail.state) == "failed",
+                )
                 .values(state="pending", attempts=0, next_attempt_at=utcnow())
             )
             await session.commit()
         self.wake()
-        return result.rowcount == 1
+        return rows_changed(result) == 1

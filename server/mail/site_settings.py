@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from nameplate.errors import NameplateError
 from nameplate.mail.compose import Sender
+from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.store.engine import Sessions
 from nameplate.store.models import Site, SiteMail, utcnow
 
@@ -18,7 +19,7 @@ _LOCAL = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
 def clean_domain(value: str) -> str:
     domain = value.strip().lower().rstrip(".")
     if not _DOMAIN.match(domain):
-        raise NameplateError("invalid", "the inbound domain must be a host name like reply.example.com", 422)
+        raise NameplateError(ErrorCode.invalid, "the inbound domain must be a host name like reply.example.com", 422)
     return domain
 
 
@@ -27,7 +28,7 @@ def clean_address(value: str, what: str = "the sending address") -> str:
     local, _, domain = address.partition("@")
     message = f"{what} must look like name@example.com"
     if not _LOCAL.match(local) or not _DOMAIN.match(domain.rstrip(".")) or "." not in domain:
-        raise NameplateError("invalid", message, 422)
+        raise NameplateError(ErrorCode.invalid, message, 422)
     return f"{local}@{domain.rstrip('.')}"
 
 

@@ -87,4 +87,9 @@ class ErrorCode(StrEnum):
     no_conversation = "no_conversation"
     not_queued = "not_queued"
     rate_limited = "rate_limited"
+    # e-mail (server/mail)
+    malformed = "malformed"
+    no_email = "no_email"
+    not_held = "not_held"
+    not_failed = "not_failed"
     internal = "internal"

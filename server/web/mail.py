@@ -14,6 +14,7 @@ from starlette.routing import Route
 from nameplate.errors import Forbidden, NameplateError, NotFound
 from nameplate.mail.compose import customer_reply
 from nameplate.mail.inbound import MAX_INBOUND_BYTES
+from nameplate.protocol.vocabulary import ErrorCode
 from nameplate.store.models import Agent, Role
 from nameplate.web.api import preflight
 from nameplate.web.console import drain, json_response, text_field
@@ -107,7 +108,7 @@ async def mail_reply_as_customer(request: Request) -> Response:
             raise NotFound("no such mail")
         text = text_field(form, "body").strip()
         if not text:
-            raise NameplateError("empty", "write the customer's reply first", 422)
+            raise NameplateError(ErrorCode.empty, "write the customer's reply first", 422)
         sender = text_field(form, "from_address").strip() or None
         received = await mail_service.inbound.receive(customer_reply(mail, text, sender))
     except NameplateError as exc:
@@ -119,7 +120,7 @@ async def mail_retry(request: Request) -> Response:
     agent = await require_agent(request, Role.admin)
     await check_csrf(request)
     if not await services_of(request).mail.outbox.retry(agent.site_id, request.path_params["mail_id"]):
-        raise NameplateError("not_failed", "only a failed mail can be sent again", 409)
+        raise NameplateError(ErrorCode.not_failed, "only a failed mail can be sent again", 409)
     return RedirectResponse(f"/console/mail/{request.path_params['mail_id']}", 303)
 
 
@@ -149,7 +150,7 @@ async def api_email_reply(request: Request) -> Response:
     data = await read_json(request, max_bytes=64 * 1024)
     body = data.get("body")
     if not isinstance(body, str):
-        raise NameplateError("invalid", "body (the reply) is required", 422)
+        raise NameplateError(ErrorCode.invalid, "body (the reply) is required", 422)
     stored, mail = await services_of(request).mail.followups.reply_by_email(
         agent, request.path_params["conversation_id"], body
     )
@@ -162,7 +163,7 @@ async def api_send_transcript(request: Request) -> Response:
     data = await read_json(request, max_bytes=4096)
     to = data.get("to")
     if to is not None and not isinstance(to, str):
-        raise NameplateError("invalid", "to must be an e-mail address", 422)
+        raise NameplateError(ErrorCode.invalid, "to must be an e-mail address", 422)
     mail = await services_of(request).mail.followups.send_transcript(
         request.path_params["conversation_id"], agent.site_id, to or None
     )
@@ -181,7 +182,7 @@ async def api_visitor_transcript(request: Request) -> Response:
         raise Forbidden("this page's origin may not use this site's chat")
     customer = await services.customers.from_token(site, str(data.get("token") or ""))
     if customer is None:
-        raise NameplateError("unauthorized", "unknown visitor", 401)
+        raise NameplateError(ErrorCode.unauthorized, "unknown visitor", 401)
     conversation = await services.conversations.get_in_site(str(data.get("conversation_id") or ""), site.id)
     if conversation.customer_id != customer.id:
         raise NotFound("no such conversation")
@@ -202,16 +203,16 @@ async def inbound_hook(request: Request) -> Response:
         raise NotFound("the inbound hook is off (set INBOUND_HOOK_SECRET)")
     sent = request.headers.get("authorization", "")
     if not hmac.compare_digest(sent.encode(), f"Bearer {mail.hook_secret}".encode()):
-        raise NameplateError("unauthorized", "wrong or missing inbound hook secret", 401)
+        raise NameplateError(ErrorCode.unauthorized, "wrong or missing inbound hook secret", 401)
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > MAX_INBOUND_BYTES:
         await drain(request)
-        raise NameplateError("too_large", f"mail is over the {MAX_INBOUND_BYTES // 2**20} MB limit", 413)
+        raise NameplateError(ErrorCode.too_large, f"mail is over the {MAX_INBOUND_BYTES // 2**20} MB limit", 413)
     raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
         if len(raw) > MAX_INBOUND_BYTES:
-            raise NameplateError("too_large", f"mail is over the {MAX_INBOUND_BYTES // 2**20} MB limit", 413)
+            raise NameplateError(ErrorCode.too_large, f"mail is over the {MAX_INBOUND_BYTES // 2**20} MB limit", 413)
     recipients = request.query_params.getlist("to")
     received = await mail.inbound.receive(bytes(raw), recipients)
     return json_response({"id": received.id, "status": received.status, "reason": received.reason})
@@ -240,7 +241,7 @@ async def rating_submit(request: Request) -> Response:
     try:
         await check_csrf(request)
         if not score_text.isdigit():
-            raise NameplateError("invalid", "choose a score from 1 to 5", 422)
+            raise NameplateError(ErrorCode.invalid, "choose a score from 1 to 5", 422)
         await followups.rate_by_token(token, int(score_text), text_field(form, "comment"))
     except NameplateError as exc:
         conversation, site, rating = await followups.rating_target(token)
