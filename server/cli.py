@@ -83,7 +83,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     origins = f"{base} http://localhost:{args.port} http://127.0.0.1:{args.port}"
 
     async def seed(services: Services) -> tuple[list[DemoAgent], str]:
-        people = await seed_demo(services, origins)
+        people = await seed_demo(services, origins, showcase=True)
         site = await services.directory.site_by_key(DEMO_SITE_KEY)
         assert site is not None
         return people, site.secret
@@ -108,6 +108,7 @@ def demo_banner(
         f"Nameplate demo — database {database}",
         "",
         f"  Shop page (visitor):   {base}/demo",
+        f"  Signed-in customer:    {base}/demo/signed-in   (Sam Rivera, verified, chatted with Jane before)",
         f"  Agent console:         {base}/login",
         f"  Site key:              {DEMO_SITE_KEY}",
         f"  Identity secret:       {identity_secret}",

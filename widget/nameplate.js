@@ -71,8 +71,8 @@
   const HTML = `<div class="root${LEFT ? " left" : ""}">
 <button class="launcher" aria-expanded="false" aria-controls="np-panel">${icon(26, 'd="M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-4.3 3.4A.8.8 0 0 1 3.4 20.8V18H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2zm3 6.5a1.5 1.5 0 1 0 0 .01zm5 0a1.5 1.5 0 1 0 0 .01zm5 0a1.5 1.5 0 1 0 0 .01z"')}${icon(22, X_PATH, "shut")}<span class="badge" aria-hidden="true" hidden></span></button>
 <section class="panel" id="np-panel" role="dialog" aria-labelledby="np-title" hidden>
- <header class="head"><div class="ht"><h2 class="title" id="np-title"></h2><p class="sub"></p></div>
-  <button class="x" aria-label="Close chat">${icon(20, X_PATH)}</button></header>
+ <div class="head"><div class="ht"><h2 class="title" id="np-title"></h2><p class="sub"></p></div>
+  <button class="x" aria-label="Close chat">${icon(20, X_PATH)}</button></div>
  <div class="card" hidden><img class="photo" alt=""><span class="mono" aria-hidden="true" hidden></span>
   <div class="ct"><p class="lead"></p><p class="name"></p><p class="job"></p><p class="intro"></p></div></div>
  <div class="banner" hidden></div>
@@ -88,7 +88,7 @@
    <label for="np-comment">Anything to add? (optional)</label><textarea class="comment" id="np-comment" rows="2" maxlength="2000"></textarea>
    <button class="btn rsend">Send rating</button></div></fieldset>
   <p class="rated" hidden>Thank you for your rating.</p>
-  <form class="tmail" novalidate><label for="np-tmail">E-mail me this transcript</label><div class="row"><input class="taddr" id="np-tmail" type="email" maxlength="254" placeholder="you@example.com"><button class="btn">Send</button></div><p class="tnote" aria-live="polite"></p></form>
+  <form class="tm" novalidate><label for="np-tm">E-mail me this transcript</label><div class="row"><input class="ta" id="np-tm" type="email" maxlength="254"><button class="btn">Send</button></div><p class="tn" aria-live="polite"></p></form>
   <button class="btn ghost new">Start a new conversation</button></div>
  <div class="topic" hidden><label for="np-team">What is it about?</label><select class="team" id="np-team"><option value="">Choose (optional)</option></select></div>
  <form class="composer"><label class="sr" for="np-input">Your message</label>
@@ -160,7 +160,7 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
 .btn,.star{height:40px;border-radius:10px;font-weight:600}.btn{display:inline-flex;padding:0 16px;white-space:nowrap}
 .ghost,.star{background:#fff;color:#1c2128;border:1px solid #b9c0ca}
 .ghost,.offer .btn{width:100%;margin-top:10px}
-.note{margin-top:6px}.note:empty{display:none}.tmail{margin:10px 0}.tnote{margin-top:6px;font-size:13px}.tnote:empty{display:none}.tmail label{display:block}
+.note{margin-top:6px}.note:empty{display:none}.tm{margin:10px 0}.tm label{display:block}
 .endtext,.rated{font-size:13.5px;color:#2b3440;margin-bottom:10px}
 .rate textarea{width:100%;padding:8px 12px;margin-bottom:8px}
 .stars{display:flex;gap:6px;margin-bottom:10px}
@@ -228,7 +228,7 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
     root.innerHTML = "<style>" + STYLE + "</style>" + HTML;
     for (const name of ("root launcher badge panel title sub x card photo mono lead name job intro banner offer otext owait onext " +
       "list past greet typing email ask addr note end rate stars more comment rsend rated new topic team composer input live " +
-      "tmail taddr tnote")
+      "tm ta tn")
       .split(" ")) $[name] = root.querySelector("." + name);
     const colours = accentColours(script.dataset.accent);
     if (colours) $.root.style.cssText = "--a:" + colours[0] + ";--at:" + colours[1];
@@ -250,9 +250,11 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
     on($.list, "scroll", () => { stuck = $.list.scrollHeight - $.list.scrollTop - $.list.clientHeight < 80; });
     if (W.ResizeObserver) new ResizeObserver(() => stuck && scrollDown()).observe($.list); // forms come and go
     on($.panel, "keydown", (e) => { if (e.key === "Escape") { e.stopPropagation(); close(); } });
+    // Escape anywhere on the page closes the open chat too, unless the page used that Escape itself.
+    on(document, "keydown", (e) => { if (e.key === "Escape" && !e.defaultPrevented && !$.panel.hidden) close(); });
     submitted($.composer, submit);
     submitted($.email, saveEmail);
-    submitted($.tmail, mailTranscript);
+    submitted($.tm, mailTranscript);
     on($.input, "keydown", (e) => { if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); submit(); } });
     on($.input, "input", () => { autosize(); typing(); });
     on($.rsend, "click", () => {
@@ -576,14 +578,12 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
     }
   }
 
-  // The transcript mail (server/mail)
-  async function mailTranscript() {
-    const email = $.taddr.value.trim() || S.email_saved?.email;
+  async function mailTranscript() { // server/mail
+    const email = $.ta.value.trim() || S.email_saved?.email;
     const res = await fetch(ORIGIN + "/api/v1/transcript-mail", { method: "POST", credentials: "omit",
-      headers: { "Content-Type": "text/plain" }, body: JSON.stringify({ site: SITE, token: S.token, conversation_id: conv, email }) })
-      .catch(() => null);
+      body: JSON.stringify({ site: SITE, token: S.token, conversation_id: conv, email }) }).catch(() => null);
     const data = await res?.json().catch(() => ({}));
-    $.tnote.textContent = res?.ok ? "Sent to " + data.sent_to + "." : data?.error?.message || "Could not send it.";
+    $.tn.textContent = res?.ok ? "Sent to " + data.sent_to + "." : data?.error?.message || "Could not send it.";
   }
 
   // -- the connection

@@ -642,6 +642,13 @@
     show($("queue-empty"), entries.length === 0);
   }
 
+  // Who wrote the last line: "You:" only for this agent's own; a colleague's (before a transfer) by name.
+  function previewOf(m) {
+    if (m.author.kind !== "agent") return m.body;
+    const who = m.author.id === ME_ID ? "You" : m.author.given_name || m.author.name || "Colleague";
+    return who + ": " + m.body;
+  }
+
   function renderMine() {
     const mine = state.order.map((id) => state.convs.get(id)).filter(Boolean);
     syncChildren($("mine-list"), mine, (c) => c.id, (c) => {
@@ -673,7 +680,7 @@
       const preview = li.querySelector(".preview");
       const last = lastPublicMessage(c);
       preview.classList.toggle("typing-now", isTyping(c));
-      preview.textContent = isTyping(c) ? "typing…" : last ? (last.author.kind === "agent" ? "You: " : "") + last.body : pageLabel(customer);
+      preview.textContent = isTyping(c) ? "typing…" : last ? previewOf(last) : pageLabel(customer);
       const button = li.querySelector("button");
       if (state.selected === c.id) button.setAttribute("aria-current", "true");
       else button.removeAttribute("aria-current");
@@ -1290,9 +1297,24 @@
     renderNotifyButton();
   });
 
+  // The customer drawer (narrow windows): opened by its button, closed by its own button or Escape.
+  function setDrawer(open) {
+    $("customer").classList.toggle("drawer-open", open);
+    $("customer-toggle").setAttribute("aria-expanded", String(open));
+    if (open) $("customer-close").focus();
+  }
+  const drawerOpen = () => $("customer").classList.contains("drawer-open");
+  $("customer-toggle").addEventListener("click", () => setDrawer(!drawerOpen()));
+  $("customer-close").addEventListener("click", () => { setDrawer(false); $("customer-toggle").focus(); });
+
   document.addEventListener("pointerdown", unlockAudio);
   document.addEventListener("keydown", (event) => {
     unlockAudio();
+    if (event.key === "Escape" && drawerOpen() && !event.defaultPrevented && !$("transfer-dialog").open) {
+      setDrawer(false);
+      $("customer-toggle").focus();
+      return;
+    }
     if (!event.altKey || event.ctrlKey || event.metaKey) return;
     if (event.key === "ArrowDown" || event.key === "ArrowUp") {
       if (!state.order.length) return;

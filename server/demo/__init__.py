@@ -1,0 +1,1 @@
+"""`nameplate demo`: a demo shop with named agents, portraits and a history worth looking at."""

@@ -504,6 +504,11 @@ async def json_chunks(batches: AsyncIterator[list[Line]], header: dict[str, Any]
     yield "\n]}\n"
 
 
+def transcript_csv(transcript: Transcript) -> str:
+    """One conversation in the same CSV shape as the date-range export: a file opens like the other."""
+    return csv_text([CSV_COLUMNS, *(csv_record(line) for line in transcript.lines)])
+
+
 def transcript_text(transcript: Transcript) -> str:
     """A transcript as plain text: a header of facts, then one entry per message."""
     c = transcript.conversation

@@ -1,0 +1,1 @@
+"""Generic parts with no domain of their own: background tasks, rate limits, the refreshing cache."""

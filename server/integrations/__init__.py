@@ -1,0 +1,1 @@
+"""Integrations: site API keys for server-to-server calls and outgoing webhooks."""

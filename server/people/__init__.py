@@ -1,0 +1,1 @@
+"""People: sites, agents and teams, customers and their identity, timelines, credentials and profiles."""

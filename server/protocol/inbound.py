@@ -125,6 +125,8 @@ class AgentHello(Frame):
     resume_after: dict[str, int] = Field(default_factory=dict)
     # Supervisors watching the live view: not online for routing, read-only.
     observe: bool = False
+    # The status to arrive in; unset, agents arrive available and supervisors and admins away.
+    status: Literal["available", "away"] | None = None
 
 
 class AgentSend(SendMessage):

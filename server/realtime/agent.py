@@ -123,8 +123,10 @@ class AgentSession:
         state = next(
             (a for a in await self.services.broker.routing.agents(agent.site_id) if a.agent_id == agent.id), None
         )
-        # Back within the grace period: keep the status they had; otherwise they arrive available.
-        status = state.status if state is not None and state.status != Presence.offline else Presence.available
+        # Back within the grace period: keep the status they had. Otherwise agents arrive available and
+        # supervisors and admins away: opening the desk to read or administer must not route chats to them.
+        arriving = hello.status or (Presence.away if self.is_staff else Presence.available)
+        status = state.status if state is not None and state.status != Presence.offline else arriving
         queued = await self.services.broker.routing.queue(agent.site_id)
         queued_conversations = [await self.services.conversations.get(e.conversation_id) for e in queued]
         self.connection.send(

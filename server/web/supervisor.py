@@ -26,11 +26,13 @@ from nameplate.desk.transcripts import (
     format_time,
     json_chunks,
     parse_day,
+    transcript_csv,
     transcript_text,
     utc_iso,
 )
 from nameplate.errors import NameplateError, NotFound
 from nameplate.people.credentials import SESSION_VERSION
+from nameplate.people.photos import MAX_UPLOAD_BYTES
 from nameplate.people.staff import NewAgent, Staff
 from nameplate.protocol.vocabulary import STAFF_ROLES, ErrorCode, is_staff
 from nameplate.store.models import Agent, ConversationStatus, Role
@@ -158,8 +160,8 @@ async def transcript_page(request: Request) -> Response:
 @page
 async def transcript_export(request: Request) -> Response:
     fmt = request.path_params["fmt"]
-    if fmt not in ("txt", "html", "json"):
-        raise NotFound("exports are .txt, .html or .json")
+    if fmt not in ("txt", "html", "json", "csv"):
+        raise NotFound("exports are .txt, .html, .json or .csv")
     viewer = await require_agent(request)
     transcripts = transcripts_of(request)
     row = await transcripts.visible(viewer, request.path_params["conversation_id"])
@@ -169,6 +171,8 @@ async def transcript_export(request: Request) -> Response:
         return PlainTextResponse(transcript_text(transcript), headers=headers)
     if fmt == "json":
         return JSONResponse(transcript.as_dict(), headers=headers)
+    if fmt == "csv":
+        return Response(transcript_csv(transcript), media_type="text/csv; charset=utf-8", headers=headers)
     html = templates.get_template("supervisor_export.html").render(transcript=transcript, **helpers())
     return Response(
         html, media_type="text/html; charset=utf-8", headers={**headers, "Content-Security-Policy": EXPORT_HTML_CSP}
@@ -228,6 +232,7 @@ async def agents_view(
         form=form or {"role": Role.agent, "capacity": str(services.settings.agent_default_capacity)},
         error=error,
         notice=request.session.pop(FLASH_KEY, None),
+        max_photo_mb=MAX_UPLOAD_BYTES // 2**20,
         **helpers(),
     )
 

@@ -10,6 +10,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from nameplate.assets import WIDGET_DIR
+from nameplate.demo.seed import DEMO_CUSTOMER, DEMO_SITE_KEY
+from nameplate.errors import NotFound
+from nameplate.people.credentials import identity_hash
 
 _templates = Environment(loader=FileSystemLoader(WIDGET_DIR), autoescape=select_autoescape(["html"]))
 
@@ -42,6 +45,18 @@ async def demo_page(request: Request) -> Response:
     return HTMLResponse(html)
 
 
+async def signed_in_demo_page(request: Request) -> Response:
+    """The demo shop as its signed-in customer sees it: the page passes the shop's user to
+    `Nameplate.identify` with user_hash = HMAC(site secret, user_id) computed here, as a real shop's
+    server would. Only for the demo site: a hash for a fixed user id must never exist for a real one."""
+    site = await request.app.state.services.directory.site_by_key(DEMO_SITE_KEY)
+    if site is None:
+        raise NotFound("the signed-in demo needs the demo shop (nameplate demo)")
+    who = {**DEMO_CUSTOMER, "user_hash": identity_hash(site.secret, DEMO_CUSTOMER["user_id"])}
+    html = _templates.get_template("demo.html").render(site_key=site.public_key, widget_src="/widget.js", who=who)
+    return HTMLResponse(html)
+
+
 async def root(_request: Request) -> Response:
     return RedirectResponse("/demo", status_code=307)
 
@@ -49,5 +64,6 @@ async def root(_request: Request) -> Response:
 routes = [
     Route("/widget.js", widget_js),
     Route("/demo", demo_page),
+    Route("/demo/signed-in", signed_in_demo_page),
     Route("/", root),
 ]

@@ -24,6 +24,7 @@ XSS = "<img src=x onerror=alert(1)>"
 NOTE = "VIP: bought two tents last spring. Be generous with the shipping."
 HANDOFF = "Wants the Norway rate for the 2-person tent; Priya knows the carrier."
 VIEWPORT = {"width": 1440, "height": 900}
+SUPERVISORS = {"tomas@acme.example", "priya@acme.example"}
 
 
 class Watched:
@@ -56,7 +57,12 @@ async def log_in(context: BrowserContext, server: RunningServer, email: str) -> 
     await expect(page).to_have_url(server.base_url + "/console")
     # Connected: the load comes from the socket's status frame.
     await expect(page.locator("#load-text")).to_have_text(re.compile(r"^\d+ of \d+ chats?$"))
-    await expect(page.get_by_role("radio", name="Available")).to_have_attribute("aria-checked", "true")
+    available = page.get_by_role("radio", name="Available")
+    if email in SUPERVISORS:
+        # Supervisors and admins arrive away (not routed); these tests have them choose Available.
+        await expect(page.get_by_role("radio", name="Away")).to_have_attribute("aria-checked", "true")
+        await available.click()
+    await expect(available).to_have_attribute("aria-checked", "true")
     return watched
 
 

@@ -23,7 +23,7 @@ async def test_console_shows_identity_history_and_events_from_other_channels(
         identify = {"user_id": "u-1142", "user_hash": identity_hash(site.secret, "u-1142"), "name": "Lin Okafor"}
 
         # First visit: Tomás helps and closes.
-        tomas = await connect_agent(server, "tomas@acme.example")
+        tomas = await connect_agent(server, "tomas@acme.example", status="available")
         first, _ = await connect_visitor(server, identify=identify)
         await first.send(type="message", client_id="1", body="Where is order 1142?")
         assigned = await tomas.expect("assigned")

@@ -74,8 +74,8 @@ async def test_offline_message_reply_by_email_and_the_answer_threads_back(
             await j.get_by_role("button", name="Confirm close").click()
             await expect(chat.locator(".endtext")).to_be_visible()
             await shop.get_by_label("E-mail me this transcript").fill("ada@example.com")
-            await chat.locator(".tmail button").click()
-            await expect(chat.locator(".tnote")).to_have_text("Sent to ada@example.com.")
+            await chat.locator(".tm button").click()
+            await expect(chat.locator(".tn")).to_have_text("Sent to ada@example.com.")
             (transcript,) = await outbox_rows(server.services, kind="transcript")
             assert "I'll order it tonight" in transcript.text_body and "four days" in transcript.text_body
         finally:

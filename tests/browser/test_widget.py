@@ -51,7 +51,7 @@ class Shop:
         return self.running.base_url
 
     async def agent(self, email: str = JANE) -> Client:
-        client = await connect_agent(self.running, email)
+        client = await connect_agent(self.running, email, status="available")
         self.agents.append(client)
         return client
 

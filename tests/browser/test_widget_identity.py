@@ -45,7 +45,7 @@ class Shop:
         return self.running.base_url
 
     async def agent(self, email: str) -> Client:
-        client = await connect_agent(self.running, email)
+        client = await connect_agent(self.running, email, status="available")
         self.clients.append(client)
         return client
 

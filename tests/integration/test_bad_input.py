@@ -113,7 +113,7 @@ async def test_agent_cannot_write_into_a_conversation_not_assigned_to_them(serve
     await visitor.send(type="message", client_id="v", body="Help")
     ack = await visitor.expect("ack")
     await jane.expect("assigned")
-    tomas = await connect_agent(server, "tomas@acme.example")
+    tomas = await connect_agent(server, "tomas@acme.example", status="available")
     for frame in (
         {"type": "message", "conversation_id": ack["conversation_id"], "client_id": "t", "body": "I'm not Jane"},
         {"type": "note", "conversation_id": ack["conversation_id"], "body": "sneaky"},
@@ -161,7 +161,7 @@ async def test_after_a_transfer_only_the_new_agent_can_write(server: RunningServ
     await jane.expect("assigned")
     await jane.send(type="message", conversation_id=conversation_id, client_id="j1", body="Hi, Jane here")
     await jane.expect("ack", lambda f: f["client_id"] == "j1")
-    tomas = await connect_agent(server, "tomas@acme.example")
+    tomas = await connect_agent(server, "tomas@acme.example", status="available")
     tomas_id = tomas.of_type("welcome")[0]["agent"]["id"]
     await jane.send(type="transfer", conversation_id=conversation_id, to_agent=tomas_id, note="over to you")
     await tomas.expect("assigned")

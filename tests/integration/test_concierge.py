@@ -20,7 +20,7 @@ async def test_returning_customer_lands_with_their_previous_agent(server: Runnin
     visitor, token = await connect_visitor(server)
     await chat_and_close(visitor, jane, "first visit")
     # Priya is idle and Jane now carries more chats, so least-busy routing alone would pick Priya.
-    priya = await connect_agent(server, "priya@acme.example")
+    priya = await connect_agent(server, "priya@acme.example", status="available")
     others = []
     for n in range(2):
         other, _ = await connect_visitor(server)
@@ -45,7 +45,7 @@ async def test_previous_agent_away_means_normal_routing_and_the_new_agent_sees_w
     await chat_and_close(visitor, jane, "first visit")
     await jane.send(type="status", status="away")
     await jane.expect("status", lambda f: f["status"] == "away")
-    tomas = await connect_agent(server, "tomas@acme.example")
+    tomas = await connect_agent(server, "tomas@acme.example", status="available")
     await visitor.send(type="message", client_id="again", body="Back again")
     joined = await visitor.expect("agent_joined")
     assert joined["agent"]["given_name"] == "Tomás"
@@ -61,7 +61,7 @@ async def test_previous_agent_full_offers_a_choice_and_honours_it(server: Runnin
         other, _ = await connect_visitor(server)
         await other.send(type="message", client_id=f"f{n}", body="hi")
         await other.expect("agent_joined")
-    tomas = await connect_agent(server, "tomas@acme.example")
+    tomas = await connect_agent(server, "tomas@acme.example", status="available")
     await visitor.send(type="message", client_id="back", body="Is Jane there?")
     offer = await visitor.expect("offer")
     assert offer["agent"]["name"] == "Jane Chang-Katzenberg" and offer["expected_wait_s"] >= 0
@@ -85,7 +85,7 @@ async def test_team_choice_routes_to_that_teams_agents(server: RunningServer) ->
         for t in await server.services.directory.teams((await server.services.directory.site_by_key("site_demo")).id)
     }
     jane = await connect_agent(server, "jane@acme.example")  # Support
-    priya = await connect_agent(server, "priya@acme.example")  # Sales
+    priya = await connect_agent(server, "priya@acme.example", status="available")  # Sales
     visitor, _ = await connect_visitor(server)
     assert {t["name"] for t in visitor.of_type("welcome")[0]["teams"]} == {"Sales", "Support"}
     await visitor.send(type="message", client_id="s", body="I'd like to buy 40 tents", team_id=teams["Sales"])

@@ -78,7 +78,7 @@ async def test_reconnecting_visitor_receives_exactly_the_missed_messages(server:
 
 async def test_ten_visitors_two_agents_six_assigned_four_queued(server: RunningServer) -> None:
     jane = await connect_agent(server, "jane@acme.example")
-    tomas = await connect_agent(server, "tomas@acme.example")
+    tomas = await connect_agent(server, "tomas@acme.example", status="available")
     visitors = []
     for n in range(10):
         visitor, _ = await connect_visitor(server)
@@ -149,7 +149,7 @@ async def test_agent_gone_past_grace_loses_chats_back_to_the_queue(server: Runni
     position = await visitor.expect("queue")
     assert position["position"] == 1
     # The next agent to come online gets the chat at once.
-    await connect_agent(server, "tomas@acme.example")
+    await connect_agent(server, "tomas@acme.example", status="available")
     joined = await visitor.expect("agent_joined", lambda f: f["agent"]["given_name"] == "Tomás")
     assert joined["agent"]["family_name"] == "Okafor-Lindqvist"
 

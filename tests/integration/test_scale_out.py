@@ -34,7 +34,7 @@ async def test_visitor_agent_and_supervisor_on_three_processes(tmp_path: Path) -
         a, b, sup = c.servers
         await start_all(c.servers)
         jane = await connect_agent(b, "jane@acme.example")
-        tomas = await connect_agent(sup, "tomas@acme.example")
+        tomas = await connect_agent(sup, "tomas@acme.example", status="available")
         await tomas.send(type="status", status="away")
         await tomas.expect("status", lambda f: f["status"] == "away")
         visitor, _ = await connect_visitor(a)

@@ -292,7 +292,7 @@ async def test_list_filters_and_search(server: RunningServer, clients: list[http
     await close_and_rate(jane, visitor_a, a, 4, "Quick and kind")
 
     await set_status(jane, "away")
-    priya = await connect_agent(server, PRIYA)
+    priya = await connect_agent(server, PRIYA, status="available")
     sales = await team_id(server, "Sales")
     _, b = await start_chat(server, priya, "Do you have the 50% off tent in green?", team_id=sales, name="Bruno Díaz")
     await set_status(priya, "away")
@@ -405,7 +405,7 @@ async def test_transcript_and_its_exports_match_the_store(
     await agent_says(jane, cid, "Sorry to hear that! Which model?")
     await visitor_says(visitor, "Trailmaster 2,\nbought in May.")
     note_seq = await agent_says(jane, cid, "Check warranty batch 7", note=True)
-    priya = await connect_agent(server, PRIYA)
+    priya = await connect_agent(server, PRIYA, status="available")
     await jane.send(
         type="transfer", conversation_id=cid, to_agent=await agent_id(server, PRIYA), note="Customer is a VIP"
     )
@@ -563,7 +563,7 @@ async def test_sites_and_roles_are_kept_apart(server: RunningServer, clients: li
     jane = await connect_agent(server, JANE)
     _, mine = await start_chat(server, jane, "hello from acme")
     await agent_says(jane, mine, "Jane here.")
-    priya = await connect_agent(server, PRIYA)
+    priya = await connect_agent(server, PRIYA, status="available")
     await jane.send(type="transfer", conversation_id=mine, to_agent=await agent_id(server, PRIYA), note="")
     await priya.expect("assigned", lambda f: f["conversation"]["id"] == mine)
     await set_status(jane, "away")
