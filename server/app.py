@@ -22,7 +22,7 @@ from nameplate.errors import NameplateError
 from nameplate.realtime.agent import agent_endpoint
 from nameplate.realtime.visitor import visitor_endpoint
 from nameplate.services import Services
-from nameplate.web import admin, api, console, customers_api, insight, integrations, login, supervisor, widget
+from nameplate.web import admin, api, console, customers_api, insight, integrations, login, mail, supervisor, widget
 from nameplate.web.responses import nameplate_error_handler
 
 SESSION_COOKIE = "nameplate_session"
@@ -87,6 +87,7 @@ def create_app(
         *admin.routes,
         *supervisor.routes,
         *insight.routes,
+        *mail.routes,
         Mount("/static", app=StaticFiles(directory=CONSOLE_DIR / "static"), name="static"),
         *(extra_routes or []),
     ]

@@ -81,10 +81,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
     env = dict(os.environ)
     env["DATABASE_URL"] = f"sqlite+aiosqlite:///{database}"
     env.pop("REDIS_URL", None)
+    base = f"http://{args.host}:{args.port}"
+    # Links in mails (the rating form, the conversation) point back at this demo server.
+    env.setdefault("PUBLIC_URL", base)
     settings = Settings.from_env(env)
     if not args.verbose and not env.get("LOG_LEVEL"):
         settings = replace(settings, log_level="warning")
-    base = f"http://{args.host}:{args.port}"
     origins = f"{base} http://localhost:{args.port} http://127.0.0.1:{args.port}"
 
     async def seed(services: Services) -> tuple[list[DemoAgent], str]:
@@ -94,12 +96,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
         return people, site.secret
 
     people, identity_secret = asyncio.run(_with_services(settings, seed))
-    print(demo_banner(str(database), base, people, identity_secret), flush=True)
+    print(demo_banner(str(database), base, people, identity_secret, mail_sent=bool(settings.smtp_url)), flush=True)
     # uvicorn's few lines stay: they say the server is up and where.
     run_server(settings, args.host, args.port, server_log_level="info")
 
 
-def demo_banner(database: str, base: str, people: list[DemoAgent], identity_secret: str) -> str:
+def demo_banner(
+    database: str, base: str, people: list[DemoAgent], identity_secret: str, mail_sent: bool = False
+) -> str:
     """What `nameplate demo` prints before it serves: where to look, who to log in as, how to identify."""
     from nameplate.demo.seed import DEMO_PASSWORD, DEMO_SITE_KEY
 
@@ -115,6 +119,10 @@ def demo_banner(database: str, base: str, people: list[DemoAgent], identity_secr
         f"  Agent console:         {base}/login",
         f"  Site key:              {DEMO_SITE_KEY}",
         f"  Identity secret:       {identity_secret}",
+        # Without SMTP_URL every mail the product would send is kept in the store, read on this page.
+        f"  E-mail log:            {base}/console/mail  (sent through SMTP_URL)"
+        if mail_sent
+        else f"  E-mail (dev outbox):   {base}/console/mail  (no SMTP_URL: every mail is kept there, not sent)",
         "",
         "  Log in as (e-mail / password):",
     ]

@@ -124,6 +124,19 @@ class Settings:
     digest_timezone: str = "UTC"
     # Repeated questions: "auto" (the sentence model when nameplate[topics] is installed), "semantic", "lexical".
     topics_embedder: str = "auto"
+    # E-mail (server/mail): no SMTP_URL keeps every mail in the store's dev outbox, read in the console.
+    smtp_url: str | None = field(default=None, repr=False)
+    # The SMTP listener for replies, started by `nameplate serve` when a port is given.
+    inbound_smtp_host: str = "0.0.0.0"
+    inbound_smtp_port: int | None = None
+    # Shared secret of the HTTP inbound hook (POST /mail/inbound); unset, the hook is off.
+    inbound_hook_secret: str | None = field(default=None, repr=False)
+    # Agent replies the widget has not shown as read after this long are mailed, batched into one mail.
+    mail_unread_delay_seconds: float = 120.0
+    # First retry after 30 s, doubling: a mail server's restart or greylisting is ridden out.
+    mail_retry_base_seconds: float = 30.0
+    # A chat closed without a rating gets its one-question rating mail this long after closing.
+    mail_rating_delay_seconds: float = 600.0
 
     @property
     def cookie_secure(self) -> bool:
@@ -161,4 +174,11 @@ class Settings:
             digest_time=env.get("DIGEST_TIME") or "08:00",
             digest_timezone=env.get("DIGEST_TIMEZONE") or "UTC",
             topics_embedder=env.get("TOPICS_EMBEDDER") or "auto",
+            smtp_url=env.get("SMTP_URL") or None,
+            inbound_smtp_host=env.get("INBOUND_SMTP_HOST") or "0.0.0.0",
+            inbound_smtp_port=_int(env, "INBOUND_SMTP_PORT", 0) or None,
+            inbound_hook_secret=env.get("INBOUND_HOOK_SECRET") or None,
+            mail_unread_delay_seconds=_float(env, "MAIL_UNREAD_DELAY_SECONDS", 120.0),
+            mail_retry_base_seconds=_float(env, "MAIL_RETRY_BASE_SECONDS", 30.0),
+            mail_rating_delay_seconds=_float(env, "MAIL_RATING_DELAY_SECONDS", 600.0),
         )

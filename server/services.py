@@ -18,6 +18,7 @@ from nameplate.config import Settings
 from nameplate.insight.service import Insight
 from nameplate.integrations.api_keys import ApiKeys
 from nameplate.integrations.webhooks import Webhooks
+from nameplate.mail.service import Mail
 from nameplate.people.credentials import VisitorTokens
 from nameplate.people.customers import Customers
 from nameplate.people.directory import Directory
@@ -59,6 +60,7 @@ class Services:
     api_keys: ApiKeys
     timeline: Timeline
     insight: Insight
+    mail: Mail
     # Every open socket's session in this process (see resync_sockets); weak, so a forgotten one goes away.
     sockets: weakref.WeakSet[Resyncable] = field(default_factory=weakref.WeakSet)
 
@@ -97,6 +99,7 @@ class Services:
             ApiKeys(sessions),
             Timeline(sessions),
             Insight(sessions, directory, settings.digest_time, settings.digest_timezone, settings.topics_embedder),
+            Mail(settings, sessions, conversations, router, directory),
         )
 
     async def start(self) -> None:
@@ -111,6 +114,7 @@ class Services:
         self.presence.start()
         self.webhooks.start()
         self.insight.start()
+        await self.mail.start()
         await self.router.drain_all()
 
     async def recover_broker_state(self) -> None:
@@ -144,6 +148,7 @@ class Services:
 
     async def stop(self) -> None:
         await self.insight.stop()
+        await self.mail.stop()
         await self.webhooks.stop()
         await self.presence.stop()
         await self.router.stop()

@@ -87,7 +87,9 @@
   <fieldset class="rate"><legend>How was this conversation?</legend><div class="stars"></div><div class="more" hidden>
    <label for="np-comment">Anything to add? (optional)</label><textarea class="comment" id="np-comment" rows="2" maxlength="2000"></textarea>
    <button class="btn rsend">Send rating</button></div></fieldset>
-  <p class="rated" hidden>Thank you for your rating.</p><button class="btn ghost new">Start a new conversation</button></div>
+  <p class="rated" hidden>Thank you for your rating.</p>
+  <form class="tm" novalidate><label for="np-tm">E-mail me this transcript</label><div class="row"><input class="ta" id="np-tm" type="email" maxlength="254"><button class="btn">Send</button></div><p class="tn" aria-live="polite"></p></form>
+  <button class="btn ghost new">Start a new conversation</button></div>
  <div class="topic" hidden><label for="np-team">What is it about?</label><select class="team" id="np-team"><option value="">Choose (optional)</option></select></div>
  <form class="composer"><label class="sr" for="np-input">Your message</label>
   <textarea class="input" id="np-input" rows="1" maxlength="${MAX_CHARS}" placeholder="Write a message…" aria-describedby="np-hint"></textarea>
@@ -158,7 +160,7 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
 .btn,.star{height:40px;border-radius:10px;font-weight:600}.btn{display:inline-flex;padding:0 16px;white-space:nowrap}
 .ghost,.star{background:#fff;color:#1c2128;border:1px solid #b9c0ca}
 .ghost,.offer .btn{width:100%;margin-top:10px}
-.note{margin-top:6px}.note:empty{display:none}
+.note{margin-top:6px}.note:empty{display:none}.tm{margin:10px 0}.tm label{display:block}
 .endtext,.rated{font-size:13.5px;color:#2b3440;margin-bottom:10px}
 .rate textarea{width:100%;padding:8px 12px;margin-bottom:8px}
 .stars{display:flex;gap:6px;margin-bottom:10px}
@@ -225,7 +227,8 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
     root = host.shadowRoot || host.attachShadow({ mode: "open" });
     root.innerHTML = "<style>" + STYLE + "</style>" + HTML;
     for (const name of ("root launcher badge panel title sub x card photo mono lead name job intro banner offer otext owait onext " +
-      "list past greet typing email ask addr note end rate stars more comment rsend rated new topic team composer input live")
+      "list past greet typing email ask addr note end rate stars more comment rsend rated new topic team composer input live " +
+      "tm ta tn")
       .split(" ")) $[name] = root.querySelector("." + name);
     const colours = accentColours(script.dataset.accent);
     if (colours) $.root.style.cssText = "--a:" + colours[0] + ";--at:" + colours[1];
@@ -251,6 +254,7 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
     on(document, "keydown", (e) => { if (e.key === "Escape" && !e.defaultPrevented && !$.panel.hidden) close(); });
     submitted($.composer, submit);
     submitted($.email, saveEmail);
+    submitted($.tm, mailTranscript);
     on($.input, "keydown", (e) => { if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); submit(); } });
     on($.input, "input", () => { autosize(); typing(); });
     on($.rsend, "click", () => {
@@ -592,6 +596,14 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
       wrapped.__nameplate = true;
       try { history[name] = wrapped; } catch { /* frozen history */ }
     }
+  }
+
+  async function mailTranscript() { // server/mail
+    const email = $.ta.value.trim() || S.email_saved?.email;
+    const res = await fetch(ORIGIN + "/api/v1/transcript-mail", { method: "POST", credentials: "omit",
+      body: JSON.stringify({ site: SITE, token: S.token, conversation_id: conv, email }) }).catch(() => null);
+    const data = await res?.json().catch(() => ({}));
+    $.tn.textContent = res?.ok ? "Sent to " + data.sent_to + "." : data?.error?.message || "Could not send it.";
   }
 
   // -- the connection

@@ -750,6 +750,7 @@
     show($("ended"), !!c.ended);
     $("ended").textContent = c.ended || "";
     show($("composer"), active);
+    show($("email-btn"), active && !!mailAddress(c));
   }
 
   function renameNode(fromKey, toKey) {
@@ -791,6 +792,8 @@
     const meta = el("div", "msg-meta");
     const who = note ? "Private note · " + (mineMsg ? "you" : m.author.name) : kind === "visitor" ? (m.author.name || "Visitor") : mineMsg ? "You" : m.author.name;
     meta.append(el("span", "msg-author", who), el("time", "msg-time", m.pending ? "" : fmtClock(m.sent_at)));
+    // A reply that came back by e-mail (server/mail stores it with a "mail:" client_id).
+    if (kind === "visitor" && /^mail:/.test(m.client_id || "")) meta.append(el("span", "msg-via", "by e-mail"));
     if (mineMsg && !note) meta.append(el("span", "receipt"));
     li.append(el("div", "msg-body", m.body), meta);
     return li;
@@ -844,7 +847,9 @@
     const avatar = $("cust-avatar");
     avatar.textContent = name.slice(0, 1).toUpperCase();
     avatar.className = "avatar avatar-lg avatar-initial " + hueClass(customer.id);
-    $("cust-email").textContent = customer.email || "No e-mail given";
+    const mailTo = mailAddress(c);
+    $("cust-email").textContent = customer.email || (mailTo ? mailTo + " (left with an offline message)" : "No e-mail given");
+    show($("transcript-btn"), !!mailTo);
     const verified = $("cust-verified");
     verified.textContent = customer.verified ? "Verified" : "Not verified";
     verified.className = "badge " + (customer.verified ? "badge-ok" : "badge-muted");
@@ -1011,6 +1016,50 @@
     hideCanned();
     if (pending.note) setMode("reply");
     renderMessages(c, "own");
+  }
+
+  // -- e-mail (server/mail): reply by e-mail, send the transcript ---------------------------------------
+  function mailAddress(c) {
+    const customer = customerOf(c) || {};
+    return (c && c.summary && c.summary.offline_email) || customer.email || null;
+  }
+
+  async function postMail(path, payload) {
+    const token = document.querySelector('meta[name="csrf-token"]').content;
+    const response = await fetch(path, {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": token },
+      body: JSON.stringify(payload),
+    });
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error((data.error && data.error.message) || "the mail could not be queued");
+    return data;
+  }
+
+  async function replyByEmail() {
+    const c = selected();
+    const input = $("composer-input");
+    const body = input.value.trim();
+    if (!c || !isActive(c) || !body || state.mode === "note") return;
+    try {
+      const data = await postMail("/console/api/conversations/" + encodeURIComponent(c.id) + "/email-reply", { body });
+      input.value = "";
+      c.draft = "";
+      $("mail-note").textContent = "Reply posted and mailed to " + data.mail.to + ".";
+    } catch (error) {
+      $("mail-note").textContent = "Not sent: " + error.message;
+    }
+  }
+
+  async function sendTranscript() {
+    const c = selected();
+    if (!c) return;
+    try {
+      const data = await postMail("/console/api/conversations/" + encodeURIComponent(c.id) + "/transcript-mail", {});
+      $("mail-note").textContent = "Transcript mailed to " + data.mail.to + ".";
+    } catch (error) {
+      $("mail-note").textContent = "Not sent: " + error.message;
+    }
   }
 
   function setMode(mode) {
@@ -1234,6 +1283,8 @@
   });
   input.addEventListener("blur", () => setTimeout(hideCanned, 150));
   $("composer").addEventListener("submit", (event) => { event.preventDefault(); submitComposer(); });
+  $("email-btn").addEventListener("click", replyByEmail);
+  $("transcript-btn").addEventListener("click", sendTranscript);
 
   $("transfer-btn").addEventListener("click", openTransfer);
   $("transfer-form").addEventListener("submit", submitTransfer);

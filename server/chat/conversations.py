@@ -196,6 +196,8 @@ class Conversations:
             "last_seq": conversation.last_seq,
             "visitor_read_seq": conversation.visitor_read_seq,
             "agent_read_seq": conversation.agent_read_seq,
+            # Left with an offline message: the console offers "reply by e-mail" to it.
+            "offline_email": conversation.offline_email,
         }
 
     async def history(

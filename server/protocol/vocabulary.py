@@ -103,4 +103,8 @@ class ErrorCode(StrEnum):
     not_abandoned = "not_abandoned"
     already_sent = "already_sent"
     no_email = "no_email"
+    # e-mail (server/mail)
+    malformed = "malformed"
+    not_held = "not_held"
+    not_failed = "not_failed"
     internal = "internal"

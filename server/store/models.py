@@ -281,3 +281,69 @@ class InsightLease(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=200)
     holder: str = Field(max_length=100)
     taken_at: datetime = Field(default_factory=utcnow)
+
+
+class SiteMail(SQLModel, table=True):
+    """A site's e-mail settings, edited by its admins. Absent: the defaults built from the site's name."""
+
+    site_id: str = Field(foreign_key="site.id", primary_key=True, max_length=32)
+    # Mail goes out From this address (the site's own domain, so that SPF/DKIM align for DMARC).
+    from_address: str = Field(max_length=254)
+    # Replies come back to reply+<token>@ this domain (its MX points at the listener or a provider's hook).
+    inbound_domain: str = Field(max_length=253)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class OutboxMail(SQLModel, table=True):
+    """Every mail the product sends is a row here first, written with what caused it; the sender delivers it.
+    Without SMTP_URL the row itself is the dev outbox, read in the console."""
+
+    __table_args__ = (
+        Index("ix_outboxmail_due", "state", "next_attempt_at"),
+        Index("ix_outboxmail_conversation", "conversation_id", "created_at"),
+    )
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    site_id: str = Field(foreign_key="site.id", index=True, max_length=32)
+    conversation_id: str | None = Field(default=None, foreign_key="conversation.id", max_length=32)
+    kind: str = Field(max_length=20)  # reply | unread | transcript | rating
+    to_address: str = Field(max_length=254)
+    subject: str = Field(max_length=300)
+    text_body: str = Field(sa_column=Column(Text, nullable=False))
+    html_body: str = Field(sa_column=Column(Text, nullable=False))
+    # The rest of the headers (From, Reply-To, References …), fixed at creation like the Message-ID.
+    headers: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # Fixed when the row is written: a retry after a crash sends the same id, so a receiver drops the repeat.
+    message_id: str = Field(unique=True, max_length=300)
+    state: str = Field(default="pending", max_length=10)  # waiting | pending | sent | failed | skipped
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=500)
+    next_attempt_at: datetime = Field(default_factory=utcnow)
+    # "smtp" or "dev" (kept in the store only, no SMTP_URL).
+    transport: str | None = Field(default=None, max_length=10)
+    # The last conversation message this mail carries to the customer: agent replies up to here need no
+    # "unread replies" mail.
+    covers_seq: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+
+
+class InboundMail(SQLModel, table=True):
+    """Every mail that reached the inbound parser, kept whole, with what became of it."""
+
+    __table_args__ = (Index("ix_inboundmail_conversation", "conversation_id", "created_at"),)
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    site_id: str | None = Field(default=None, foreign_key="site.id", index=True, max_length=32)
+    conversation_id: str | None = Field(default=None, foreign_key="conversation.id", max_length=32)
+    from_address: str = Field(default="", max_length=254)
+    subject: str = Field(default="", max_length=300)
+    message_id: str = Field(default="", max_length=300)
+    # posted | held (sender is not the customer) | auto_reply (recorded, never answered) | refused
+    status: str = Field(max_length=12)
+    reason: str = Field(default="", max_length=500)
+    # The reply as it went into the chat: quoted history and signature stripped.
+    body: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    attachments: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # The conversation message it became (seq), once posted.
+    seq: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)

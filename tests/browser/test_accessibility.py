@@ -140,7 +140,7 @@ async def test_every_page_has_no_serious_or_critical_violations(
         await priya.goto(demo.base_url + "/supervisor/live")
         await expect(priya.get_by_text(DEMO_CUSTOMER["name"]).first).to_be_visible()
         await check(priya, axe_source, "supervisor live", found)
-        for path in ("/admin/agents", "/admin/teams", "/admin/integrations"):
+        for path in ("/admin/agents", "/admin/teams", "/admin/integrations", "/console/mail"):
             await priya.goto(demo.base_url + path)
             await check(priya, axe_source, path, found)
     finally:
@@ -148,5 +148,5 @@ async def test_every_page_has_no_serious_or_critical_violations(
             await context.close()
     failing = {page: items for page, items in found.items() if items}
     (artifacts / "axe-violations.json").write_text(json.dumps(failing, indent=1))
-    assert len(found) == 12
+    assert len(found) == 13
     assert not failing, json.dumps(failing, indent=1)

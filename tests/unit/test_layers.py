@@ -8,7 +8,7 @@ from pathlib import Path
 
 SERVER = Path(__file__).resolve().parents[2] / "server"
 ENDPOINTS = {"realtime", "web"}
-SERVICES = {"chat", "routing", "people", "desk", "integrations", "insight"}
+SERVICES = {"chat", "routing", "people", "desk", "integrations", "insight", "mail"}
 LOWER = {"store", "broker"}
 LEAVES = {"protocol", "infra"}
 
