@@ -90,6 +90,8 @@ async def test_customer_drawer_below_the_breakpoint_and_confirm_close_contrast(
         await close.click()
         await expect(close).to_have_text("Confirm close")
         await close.hover()
+        # The background eases over 0.12 s: wait for the hover colour itself, then measure it.
+        await expect(close).to_have_css("background-color", "rgb(145, 32, 24)")
         colours = await close.evaluate("b => { const s = getComputedStyle(b); return [s.color, s.backgroundColor]; }")
         assert contrast(colours[0], colours[1]) >= 4.5, colours
         jane.assert_clean()

@@ -1,3 +1,6 @@
+import httpx
+
+from nameplate.assets import WIDGET_DIR
 from tests.harness import RunningServer, connect_agent, connect_visitor
 
 
@@ -15,3 +18,18 @@ async def test_visitor_and_agent_chat(server: RunningServer) -> None:
     await agent.send(type="message", conversation_id=cid, client_id="a1", body="Hi! Jane here.")
     reply = await visitor.expect("message", lambda f: f["author"]["kind"] == "agent")
     assert reply["body"] == "Hi! Jane here."
+
+
+async def test_the_widget_script_is_served_gzipped_with_its_own_etag(server: RunningServer) -> None:
+    source = (WIDGET_DIR / "nameplate.js").read_bytes()
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        plain = await http.get("/widget.js", headers={"Accept-Encoding": "identity"})
+        packed = await http.get("/widget.js", headers={"Accept-Encoding": "gzip, br"})
+        again = await http.get(
+            "/widget.js", headers={"Accept-Encoding": "gzip", "If-None-Match": packed.headers["etag"]}
+        )
+    assert plain.content == source and "content-encoding" not in plain.headers
+    assert packed.headers["content-encoding"] == "gzip" and packed.content == source  # httpx decodes it
+    assert int(packed.headers["content-length"]) < len(source) / 2
+    assert packed.headers["etag"] != plain.headers["etag"] and "Accept-Encoding" in packed.headers["vary"]
+    assert again.status_code == 304
