@@ -12,6 +12,7 @@ from nameplate.broker import make_broker
 from nameplate.broker.base import Broker
 from nameplate.chat.conversations import Conversations
 from nameplate.config import Settings
+from nameplate.desk.audit import Audit
 from nameplate.integrations.api_keys import ApiKeys
 from nameplate.integrations.webhooks import Webhooks
 from nameplate.people.credentials import VisitorTokens
@@ -45,6 +46,7 @@ class Services:
     webhooks: Webhooks
     api_keys: ApiKeys
     timeline: Timeline
+    audit: Audit
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -75,6 +77,7 @@ class Services:
             webhooks,
             ApiKeys(sessions),
             Timeline(sessions),
+            Audit(sessions),
         )
 
     async def start(self) -> None:

@@ -30,7 +30,7 @@ from nameplate.protocol.inbound import (
     parse_agent_frame,
     parse_agent_hello,
 )
-from nameplate.protocol.vocabulary import ErrorCode, Presence, Side, is_staff
+from nameplate.protocol.vocabulary import AuditAction, ErrorCode, Presence, Side, is_staff
 from nameplate.realtime.common import FrameLoop, Subscriptions, receive_hello, refuse
 from nameplate.realtime.connection import CLOSE_UNAUTHORIZED, Connection
 from nameplate.services import Services
@@ -78,7 +78,7 @@ async def agent_endpoint(websocket: WebSocket) -> None:
     if hello is None:
         return
     connection = Connection(websocket)
-    session = AgentSession(services, connection, agent)
+    session = AgentSession(services, connection, agent, websocket.client.host if websocket.client else "")
     try:
         await session.start(hello)
         await FrameLoop(websocket, connection).run(parse_agent_frame, session.handle)
@@ -88,8 +88,10 @@ async def agent_endpoint(websocket: WebSocket) -> None:
 
 
 class AgentSession:
-    def __init__(self, services: Services, connection: Connection, agent: Agent) -> None:
+    def __init__(self, services: Services, connection: Connection, agent: Agent, address: str = "") -> None:
         self.services = services
+        # Where the console connects from: the audit log records it with what supervisors do here.
+        self.address = address
         self.connection = connection
         self.agent = agent
         self.connection_id = secrets.token_hex(8)
@@ -266,6 +268,10 @@ class AgentSession:
                 await self._subscriptions.remove(channels.conversation(conversation.id), self.connection.send)
                 await self._subscriptions.remove(channels.staff(conversation.id), self.connection.send)
             return
+        if conversation.agent_id != self.agent.id:
+            await self.services.audit.record(
+                self.agent.site_id, self.agent, AuditAction.watched, f"conversation {conversation.id}", "", self.address
+            )
         self.connection.send(outbound.watching(await self.services.conversations.summary(conversation)))
         self.connection.hold(conversation.id)
         await self._watch(conversation.id)
