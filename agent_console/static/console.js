@@ -383,7 +383,10 @@
       const c = state.convs.get(f.conversation_id);
       if (!c) return;
       dropFromMine(c);
-      if (f.reason === "transferred") {
+      if (f.reason === "taken_over") {
+        c.ended = "A supervisor took this chat over.";
+        toast("A supervisor took over the chat with " + customerName(customerOf(c)) + ".", "warn");
+      } else if (f.reason === "transferred") {
         c.ended = "Transferred to " + (c.transferTarget || "a colleague") + ".";
         toast("Transferred " + customerName(customerOf(c)) + " to " + (c.transferTarget || "a colleague") + ".", "ok");
       } else {
@@ -783,13 +786,15 @@
       return li;
     }
     const note = m.pending ? m.note : m.private;
+    const whisper = !m.pending && m.visibility === "whisper";
     const mineMsg = m.pending || (kind === "agent" && m.author.id === ME_ID);
     if (note) li.classList.add("msg-note");
+    if (whisper) li.classList.add("msg-whisper");
     else if (kind === "visitor") li.classList.add("msg-in");
     else li.classList.add("msg-out");
     if (kind === "agent" && !mineMsg) li.classList.add("msg-colleague");
     const meta = el("div", "msg-meta");
-    const who = note ? "Private note · " + (mineMsg ? "you" : m.author.name) : kind === "visitor" ? (m.author.name || "Visitor") : mineMsg ? "You" : m.author.name;
+    const who = whisper ? "Whisper from " + m.author.name + " · the customer does not see it" : note ? "Private note · " + (mineMsg ? "you" : m.author.name) : kind === "visitor" ? (m.author.name || "Visitor") : mineMsg ? "You" : m.author.name;
     meta.append(el("span", "msg-author", who), el("time", "msg-time", m.pending ? "" : fmtClock(m.sent_at)));
     if (mineMsg && !note) meta.append(el("span", "receipt"));
     li.append(el("div", "msg-body", m.body), meta);

@@ -11,6 +11,7 @@ from starlette.websockets import WebSocket
 
 from nameplate.actions.conversations import close_conversation, transfer_conversation
 from nameplate.actions.messages import send_agent_message
+from nameplate.actions.supervision import take_over, whisper
 from nameplate.errors import Forbidden, RateLimited
 from nameplate.infra.rate_limit import TokenBucket
 from nameplate.people.credentials import SESSION_AGENT, SESSION_VERSION
@@ -25,8 +26,10 @@ from nameplate.protocol.inbound import (
     Note,
     Ping,
     Status,
+    TakeOver,
     Transfer,
     Watch,
+    Whisper,
     parse_agent_frame,
     parse_agent_hello,
 )
@@ -228,7 +231,8 @@ class AgentSession:
 
     async def handle(self, frame: Any) -> None:
         services = self.services
-        if self.observing and not isinstance(frame, Watch | Ping):
+        # Watching, whispering and taking over are what an observing (live view) console is for.
+        if self.observing and not isinstance(frame, Watch | Whisper | TakeOver | Ping):
             raise Forbidden("this console is observing: open the inbox to take part")
         if isinstance(frame, AgentSend):
             body = services.conversations.clean_body(frame.body)
@@ -256,6 +260,15 @@ class AgentSession:
             await transfer_conversation(services, conversation, self.agent, frame.to_agent, frame.to_team, frame.note)
         elif isinstance(frame, Watch):
             await self._watch_request(frame)
+        elif isinstance(frame, Whisper):
+            body = services.conversations.clean_body(frame.body)
+            if not self._messages.take():
+                raise RateLimited("sending too quickly")
+            await whisper(
+                services, self.agent, self.connection, frame.conversation_id, body, frame.client_id, self.address
+            )
+        elif isinstance(frame, TakeOver):
+            await take_over(services, self.agent, frame.conversation_id, self.address)
         elif isinstance(frame, Ping):
             self.connection.send(outbound.pong())
 

@@ -394,6 +394,32 @@ class Router:
         await self.publish_load(conversation.site_id, from_agent.id)
         await self.drain(conversation.site_id)
 
+    # -- take-over (supervisors) ---------------------------------------------------------------------
+    async def take_over(self, conversation: Conversation, supervisor: Agent) -> str:
+        """The supervisor becomes the conversation's agent: the store and the routing state move from the
+        old agent to them, the visitor gets their card, the old agent `unassigned {reason: taken_over}`.
+        Returns the old agent's id."""
+        previous = conversation.agent_id
+        if conversation.status != ConversationStatus.active or previous is None:
+            raise NameplateError(ErrorCode.conflict, "only a chat someone is answering can be taken over", 409)
+        if previous == supervisor.id:
+            raise NameplateError(ErrorCode.invalid, "this conversation is already yours")
+        if not await self._conversations.hand_over(conversation.id, previous, supervisor.id):
+            raise NameplateError(ErrorCode.conflict, "the conversation changed hands meanwhile", 409)
+        await self._broker.routing.detach(conversation.site_id, previous, conversation.id)
+        await self._broker.routing.attach(conversation.site_id, supervisor.id, conversation.id)
+        await self._broker.fanout.publish(
+            channels.agent(previous), outbound.unassigned(conversation.id, UnassignReason.taken_over)
+        )
+        moved = await self._conversations.get(conversation.id)
+        assert moved is not None
+        await self._announce_assignment(moved, supervisor.id, note=None)
+        await self.publish_load(conversation.site_id, previous)
+        await self.publish_load(conversation.site_id, supervisor.id)
+        # The old agent's slot is free: whoever waits may get it.
+        await self.drain(conversation.site_id)
+        return previous
+
     # -- recovery ------------------------------------------------------------------------------------
     async def rebuild(self) -> None:
         """After the broker lost its state: queue and agent loads again, from the store (the truth)."""

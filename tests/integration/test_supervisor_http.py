@@ -216,6 +216,7 @@ async def stored_messages(server: RunningServer, *conversation_ids: str) -> list
                 "author_kind": m.author_kind,
                 "author_name": name,
                 "private": m.private,
+                "visibility": m.visibility,
                 "body": m.body,
                 "_created_at": m.created_at,
             }
@@ -241,6 +242,7 @@ def csv_expected(rows: list[dict[str, Any]]) -> list[list[str]]:
             spreadsheet_safe(r["author_name"]),
             "true" if r["private"] else "false",
             spreadsheet_safe(r["body"]),
+            r["visibility"],
         ]
         for r in rows
     ]
@@ -500,7 +502,16 @@ async def test_range_exports_stream_every_message(
         )
         assert response.headers.get("transfer-encoding") == "chunked"  # streamed, not built in memory
         records = list(csv.reader(io.StringIO(response.text, newline="")))
-        assert records[0] == ["conversation_id", "seq", "sent_at", "author_kind", "author_name", "private", "body"]
+        assert records[0] == [
+            "conversation_id",
+            "seq",
+            "sent_at",
+            "author_kind",
+            "author_name",
+            "private",
+            "body",
+            "visibility",
+        ]
         return records[1:]
 
     rows_a = await stored_messages(server, a)
