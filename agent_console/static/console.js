@@ -147,6 +147,7 @@
     order: [],              // ids of my active chats, in the order they came
     queue: new Map(),       // id → conversation summary, for the site's queue
     board: new Map(),       // id → {position, expected_wait_s}
+    staff: new Map(),       // agent id → {status, load, capacity}, from board frames
     fetchingSummaries: new Set(),
     customers: new Map(),   // customer id → {customer, pages, conversations} from the JSON endpoint
     recent: [],
@@ -337,6 +338,8 @@
 
     board(f) {
       state.board = new Map((f.queue || []).map((e) => [e.conversation_id, e]));
+      // Every agent's status and load: the transfer dialog shows who is there and who has room.
+      state.staff = new Map((f.agents || []).map((a) => [a.id, a]));
       for (const id of [...state.queue.keys()]) if (!state.board.has(id)) state.queue.delete(id);
       for (const id of state.board.keys()) if (!state.queue.has(id)) fetchSummary(id);
       const agents = f.agents || [];
@@ -509,6 +512,7 @@
     error(f) {
       state.lastErrorCode = f.code;
       if (f.code === "unauthorized" || f.code === "session_ended") return;
+      if (f.code === "colleague_unavailable") { const c = selected(); if (c) c.transferTarget = null; }
       toast(f.message || "Something went wrong.", "error");
     },
 
@@ -1089,16 +1093,32 @@
     const teams = $("transfer-teams");
     colleagues.replaceChildren();
     teams.replaceChildren();
-    for (const person of state.colleagues) {
-      const option = el("option", null, person.name + (person.title ? " — " + person.title : ""));
+    const people = state.colleagues.map((person) => {
+      const live = (state.staff && state.staff.get(person.id)) || { status: "offline", load: 0, capacity: 0 };
+      const full = live.load >= live.capacity;
+      const ready = live.status === "available" && !full;
+      const presence = live.status === "available"
+        ? (full ? `Full, ${live.load} of ${live.capacity} chats` : `Available, ${live.load} of ${live.capacity} chats`)
+        : live.status === "away" ? "Away" : "Offline";
+      return { person, ready, presence };
+    });
+    // Those who can take it first; the others are listed (so nobody wonders where they went) but cannot be chosen.
+    people.sort((a, b) => Number(b.ready) - Number(a.ready));
+    let chosen = false;
+    for (const { person, ready, presence } of people) {
+      const option = el("option", null, person.name + (person.title ? " — " + person.title : "") + " · " + presence);
       option.value = "agent:" + person.id;
       option.dataset.label = person.name;
+      option.dataset.presence = ready ? "ready" : "unavailable";
+      option.disabled = !ready;
+      if (ready && !chosen) { option.selected = true; chosen = true; }
       colleagues.append(option);
     }
     for (const team of state.teams) {
-      const option = el("option", null, team.name);
+      const option = el("option", null, team.name + " · queued, first in line");
       option.value = "team:" + team.id;
       option.dataset.label = team.name;
+      if (!chosen) { option.selected = true; chosen = true; }
       teams.append(option);
     }
     $("transfer-note").value = "";

@@ -56,6 +56,8 @@ class UnassignReason(StrEnum):
     transferred = "transferred"
     # a supervisor took the chat over (`takeover`)
     taken_over = "taken_over"
+    # handed to this agent, who did not open it in time: it went back to the queue
+    not_picked_up = "not_picked_up"
 
 
 class Visibility(StrEnum):

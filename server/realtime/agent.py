@@ -152,8 +152,9 @@ class AgentSession:
         )
         for conversation in mine:
             await self._replay(conversation.id, hello.resume_after.get(conversation.id, 0))
+        # Every console gets the board: the live view shows it, the inbox's transfer dialog reads presence and load.
+        self.connection.send(await self.services.router.board(agent.site_id))
         if self.observing:
-            self.connection.send(await self.services.router.board(agent.site_id))
             return
         await self.services.presence.set_status(agent, status)
 
@@ -239,15 +240,19 @@ class AgentSession:
             if not self._messages.take():
                 raise RateLimited("sending too quickly")
             await self._post_as_agent(frame.conversation_id, body, frame.client_id, private=False)
+            await services.router.picked_up(frame.conversation_id, self.agent.id)
         elif isinstance(frame, Note):
             body = services.conversations.clean_body(frame.body)
             await self._post_as_agent(frame.conversation_id, body, frame.client_id, private=True)
         elif isinstance(frame, AgentTyping):
             if self._chatter.take():
                 conversation = await self._mine(frame.conversation_id)
+                await services.router.picked_up(conversation.id, self.agent.id)
                 await services.conversations.typing(conversation.id, Side.agent, frame.on, self.agent.given_name)
         elif isinstance(frame, AgentRead):
             conversation = await self._mine(frame.conversation_id)
+            # Reading a chat is opening it: a hand-off counts as picked up (`Router.picked_up`).
+            await services.router.picked_up(conversation.id, self.agent.id)
             await services.conversations.mark_read(conversation.id, Side.agent, frame.seq)
         elif isinstance(frame, Status):
             await services.presence.set_status(self.agent, frame.status)
