@@ -340,6 +340,7 @@
       state.board = new Map((f.queue || []).map((e) => [e.conversation_id, e]));
       // Every agent's status and load: the transfer dialog shows who is there and who has room.
       state.staff = new Map((f.agents || []).map((a) => [a.id, a]));
+      if ($("transfer-dialog").open) fillTransferOptions();
       for (const id of [...state.queue.keys()]) if (!state.board.has(id)) state.queue.delete(id);
       for (const id of state.board.keys()) if (!state.queue.has(id)) fetchSummary(id);
       const agents = f.agents || [];
@@ -1089,6 +1090,16 @@
   function openTransfer() {
     const c = selected();
     if (!c || !isActive(c)) return;
+    fillTransferOptions();
+    $("transfer-note").value = "";
+    $("transfer-dialog").showModal();
+    $("transfer-to").focus();
+  }
+
+  // The choices with each colleague's presence and load; filled again when a board frame arrives while the
+  // dialog is open, keeping the choice made if it can still take the chat.
+  function fillTransferOptions() {
+    const previous = $("transfer-to").value;
     const colleagues = $("transfer-colleagues");
     const teams = $("transfer-teams");
     colleagues.replaceChildren();
@@ -1121,9 +1132,8 @@
       if (!chosen) { option.selected = true; chosen = true; }
       teams.append(option);
     }
-    $("transfer-note").value = "";
-    $("transfer-dialog").showModal();
-    $("transfer-to").focus();
+    const keep = [...$("transfer-to").options].find((o) => o.value === previous && !o.disabled);
+    if (keep) keep.selected = true;
   }
 
   function submitTransfer(event) {

@@ -474,7 +474,7 @@ class Transcripts:
 
 
 # -- export formats ----------------------------------------------------------------------------------------
-CSV_COLUMNS = ("conversation_id", "seq", "sent_at", "author_kind", "author_name", "private", "body", "visibility")
+CSV_COLUMNS = ("conversation_id", "seq", "sent_at", "author_kind", "author_name", "private", "visibility", "body")
 # A spreadsheet treats a cell starting with one of these as a formula (tab and CR too, in some programs).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -493,8 +493,8 @@ def csv_record(line: Line) -> list[str]:
         line.author_kind,
         csv_safe(line.author_name),
         "true" if line.private else "false",
-        csv_safe(line.body),
         line.visibility,
+        csv_safe(line.body),
     ]
 
 

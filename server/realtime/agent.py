@@ -152,11 +152,12 @@ class AgentSession:
         )
         for conversation in mine:
             await self._replay(conversation.id, hello.resume_after.get(conversation.id, 0))
-        # Every console gets the board: the live view shows it, the inbox's transfer dialog reads presence and load.
-        self.connection.send(await self.services.router.board(agent.site_id))
         if self.observing:
+            self.connection.send(await self.services.router.board(agent.site_id))
             return
         await self.services.presence.set_status(agent, status)
+        # The inbox gets the board too: its transfer dialog shows each colleague's presence and load.
+        self.connection.send(await self.services.router.board(agent.site_id))
 
     async def stop(self) -> None:
         for task in list(self._tasks):

@@ -118,8 +118,8 @@ async def test_supervisor_finds_reads_exports_and_watches(browser: Browser, arti
             "author_kind",
             "author_name",
             "private",
-            "body",
             "visibility",
+            "body",
         ]
         assert records[1:] == csv_expected(await stored_messages(server, cid))
 

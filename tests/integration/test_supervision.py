@@ -232,8 +232,8 @@ async def test_a_whisper_reaches_the_agent_and_never_the_visitor_by_any_path(
     rows = list(
         csv.reader(io.StringIO((await priya.get(f"/supervisor/conversations/{conversation_id}/export.csv")).text))
     )
-    whispered = [row for row in rows if row[6] == WHISPER]
-    assert len(whispered) == 1 and whispered[0][5] == "true" and whispered[0][7] == "whisper"
+    whispered = [row for row in rows if row[7] == WHISPER]
+    assert len(whispered) == 1 and whispered[0][5] == "true" and whispered[0][6] == "whisper"
     exported = (await priya.get(f"/supervisor/conversations/{conversation_id}/export.json")).json()
     assert [m["visibility"] for m in exported["messages"] if m["body"] == WHISPER] == ["whisper"]
     text = (await priya.get(f"/supervisor/conversations/{conversation_id}/export.txt")).text
