@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import col
 
+from nameplate.people.credentials import identity_hash
 from nameplate.protocol.vocabulary import AuditAction
 from nameplate.store.models import AuditEntry, Message, WebhookDelivery
 from nameplate.web import login as login_module
@@ -317,3 +318,34 @@ async def test_a_supervisor_takes_a_chat_over(server: RunningServer) -> None:
     entry = next(e for e in await stored_audit(server) if e.action == "took_over")
     assert entry.actor_id == tomas_agent.id and entry.target == f"conversation {conversation_id}"
     assert entry.details == f"from {jane_agent.full_name}" and entry.address == "127.0.0.1"
+
+
+async def test_a_verified_visitors_history_frame_and_earlier_previews_leave_whispers_out(server: RunningServer) -> None:
+    site = await server.services.directory.site_by_key("site_demo")
+    assert site is not None
+    identify = {"user_id": "u-77", "user_hash": identity_hash(site.secret, "u-77"), "name": "Ada Byron"}
+    jane = await connect_agent(server, JANE)
+    visitor, _ = await connect_visitor(server, identify=identify)
+    await visitor.send(type="message", client_id="v1", body="Where is order 1142?")
+    await visitor.expect("ack")
+    cid = (await jane.expect("assigned"))["conversation"]["id"]
+    await jane.send(type="message", conversation_id=cid, client_id="j1", body="On its way")
+    await visitor.expect("message", lambda f: f["body"] == "On its way")
+    tomas = await connect_agent(server, TOMAS)
+    await tomas.send(type="watch", conversation_id=cid, on=True)
+    await tomas.expect("watching")
+    await tomas.send(type="whisper", conversation_id=cid, body=WHISPER, client_id="t1")
+    await jane.expect("message", lambda f: f["body"] == WHISPER)
+    await jane.send(type="close", conversation_id=cid)
+    await visitor.expect("closed")
+
+    await visitor.send(type="history", conversation_id=cid)
+    history = await visitor.expect("history")
+    bodies = [m["body"] for m in history["messages"]]
+    assert "Where is order 1142?" in bodies and "On its way" in bodies
+    assert WHISPER not in bodies and {m["visibility"] for m in history["messages"]} == {"public"}
+    # A later visit lists the chat among earlier ones; its preview is the last public line, not the whisper.
+    returning, _ = await connect_visitor(server, identify=identify)
+    earlier = returning.of_type("welcome")[0]["earlier"]
+    assert earlier and earlier[0]["id"] == cid and earlier[0]["last_message"] == "On its way"
+    assert not carries(visitor.frames, WHISPER) and not carries(returning.frames, WHISPER)
