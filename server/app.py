@@ -22,7 +22,19 @@ from nameplate.errors import NameplateError
 from nameplate.realtime.agent import agent_endpoint
 from nameplate.realtime.visitor import visitor_endpoint
 from nameplate.services import Services
-from nameplate.web import admin, api, console, customers_api, insight, integrations, login, mail, supervisor, widget
+from nameplate.web import (
+    admin,
+    api,
+    audit,
+    console,
+    customers_api,
+    insight,
+    integrations,
+    login,
+    mail,
+    supervisor,
+    widget,
+)
 from nameplate.web.responses import nameplate_error_handler
 
 SESSION_COOKIE = "nameplate_session"
@@ -85,6 +97,7 @@ def create_app(
         *console.routes,
         # Before supervisor's /admin/agents/{agent_id}/{action}, which would take /photo for an action.
         *admin.routes,
+        *audit.routes,
         *supervisor.routes,
         *insight.routes,
         *mail.routes,

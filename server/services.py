@@ -15,6 +15,7 @@ from nameplate.broker import make_broker
 from nameplate.broker.base import Broker
 from nameplate.chat.conversations import Conversations
 from nameplate.config import Settings
+from nameplate.desk.audit import Audit
 from nameplate.insight.service import Insight
 from nameplate.integrations.api_keys import ApiKeys
 from nameplate.integrations.webhooks import Webhooks
@@ -61,6 +62,7 @@ class Services:
     timeline: Timeline
     insight: Insight
     mail: Mail
+    audit: Audit
     # Every open socket's session in this process (see resync_sockets); weak, so a forgotten one goes away.
     sockets: weakref.WeakSet[Resyncable] = field(default_factory=weakref.WeakSet)
 
@@ -100,6 +102,7 @@ class Services:
             Timeline(sessions),
             Insight(sessions, directory, settings.digest_time, settings.digest_timezone, settings.topics_embedder),
             Mail(settings, sessions, conversations, router, directory),
+            Audit(sessions),
         )
 
     async def start(self) -> None:

@@ -147,6 +147,7 @@
     order: [],              // ids of my active chats, in the order they came
     queue: new Map(),       // id → conversation summary, for the site's queue
     board: new Map(),       // id → {position, expected_wait_s}
+    staff: new Map(),       // agent id → {status, load, capacity}, from board frames
     fetchingSummaries: new Set(),
     customers: new Map(),   // customer id → {customer, pages, conversations} from the JSON endpoint
     recent: [],
@@ -337,6 +338,9 @@
 
     board(f) {
       state.board = new Map((f.queue || []).map((e) => [e.conversation_id, e]));
+      // Every agent's status and load: the transfer dialog shows who is there and who has room.
+      state.staff = new Map((f.agents || []).map((a) => [a.id, a]));
+      if ($("transfer-dialog").open) fillTransferOptions();
       for (const id of [...state.queue.keys()]) if (!state.board.has(id)) state.queue.delete(id);
       for (const id of state.board.keys()) if (!state.queue.has(id)) fetchSummary(id);
       const agents = f.agents || [];
@@ -383,7 +387,10 @@
       const c = state.convs.get(f.conversation_id);
       if (!c) return;
       dropFromMine(c);
-      if (f.reason === "transferred") {
+      if (f.reason === "taken_over") {
+        c.ended = "A supervisor took this chat over.";
+        toast("A supervisor took over the chat with " + customerName(customerOf(c)) + ".", "warn");
+      } else if (f.reason === "transferred") {
         c.ended = "Transferred to " + (c.transferTarget || "a colleague") + ".";
         toast("Transferred " + customerName(customerOf(c)) + " to " + (c.transferTarget || "a colleague") + ".", "ok");
       } else {
@@ -506,6 +513,7 @@
     error(f) {
       state.lastErrorCode = f.code;
       if (f.code === "unauthorized" || f.code === "session_ended") return;
+      if (f.code === "colleague_unavailable") { const c = selected(); if (c) c.transferTarget = null; }
       toast(f.message || "Something went wrong.", "error");
     },
 
@@ -784,13 +792,15 @@
       return li;
     }
     const note = m.pending ? m.note : m.private;
+    const whisper = !m.pending && m.visibility === "whisper";
     const mineMsg = m.pending || (kind === "agent" && m.author.id === ME_ID);
     if (note) li.classList.add("msg-note");
+    if (whisper) li.classList.add("msg-whisper");
     else if (kind === "visitor") li.classList.add("msg-in");
     else li.classList.add("msg-out");
     if (kind === "agent" && !mineMsg) li.classList.add("msg-colleague");
     const meta = el("div", "msg-meta");
-    const who = note ? "Private note · " + (mineMsg ? "you" : m.author.name) : kind === "visitor" ? (m.author.name || "Visitor") : mineMsg ? "You" : m.author.name;
+    const who = whisper ? "Whisper from " + m.author.name + " · the customer does not see it" : note ? "Private note · " + (mineMsg ? "you" : m.author.name) : kind === "visitor" ? (m.author.name || "Visitor") : mineMsg ? "You" : m.author.name;
     meta.append(el("span", "msg-author", who), el("time", "msg-time", m.pending ? "" : fmtClock(m.sent_at)));
     // A reply that came back by e-mail (server/mail stores it with a "mail:" client_id).
     if (kind === "visitor" && /^mail:/.test(m.client_id || "")) meta.append(el("span", "msg-via", "by e-mail"));
@@ -1129,25 +1139,50 @@
   function openTransfer() {
     const c = selected();
     if (!c || !isActive(c)) return;
+    fillTransferOptions();
+    $("transfer-note").value = "";
+    $("transfer-dialog").showModal();
+    $("transfer-to").focus();
+  }
+
+  // The choices with each colleague's presence and load; filled again when a board frame arrives while the
+  // dialog is open, keeping the choice made if it can still take the chat.
+  function fillTransferOptions() {
+    const previous = $("transfer-to").value;
     const colleagues = $("transfer-colleagues");
     const teams = $("transfer-teams");
     colleagues.replaceChildren();
     teams.replaceChildren();
-    for (const person of state.colleagues) {
-      const option = el("option", null, person.name + (person.title ? " — " + person.title : ""));
+    const people = state.colleagues.map((person) => {
+      const live = (state.staff && state.staff.get(person.id)) || { status: "offline", load: 0, capacity: 0 };
+      const full = live.load >= live.capacity;
+      const ready = live.status === "available" && !full;
+      const presence = live.status === "available"
+        ? (full ? `Full, ${live.load} of ${live.capacity} chats` : `Available, ${live.load} of ${live.capacity} chats`)
+        : live.status === "away" ? "Away" : "Offline";
+      return { person, ready, presence };
+    });
+    // Those who can take it first; the others are listed (so nobody wonders where they went) but cannot be chosen.
+    people.sort((a, b) => Number(b.ready) - Number(a.ready));
+    let chosen = false;
+    for (const { person, ready, presence } of people) {
+      const option = el("option", null, person.name + (person.title ? " — " + person.title : "") + " · " + presence);
       option.value = "agent:" + person.id;
       option.dataset.label = person.name;
+      option.dataset.presence = ready ? "ready" : "unavailable";
+      option.disabled = !ready;
+      if (ready && !chosen) { option.selected = true; chosen = true; }
       colleagues.append(option);
     }
     for (const team of state.teams) {
-      const option = el("option", null, team.name);
+      const option = el("option", null, team.name + " · queued, first in line");
       option.value = "team:" + team.id;
       option.dataset.label = team.name;
+      if (!chosen) { option.selected = true; chosen = true; }
       teams.append(option);
     }
-    $("transfer-note").value = "";
-    $("transfer-dialog").showModal();
-    $("transfer-to").focus();
+    const keep = [...$("transfer-to").options].find((o) => o.value === previous && !o.disabled);
+    if (keep) keep.selected = true;
   }
 
   function submitTransfer(event) {

@@ -204,8 +204,14 @@
           renderWatch();
         }
         break;
+      case "ack":
+        $("whisper-status").textContent = "Whispered to the agent.";
+        break;
       case "error":
         if (frame.code === "session_ended") signedOut = true;
+        else if (frame.code === "conflict" || frame.code === "invalid" || frame.code === "rate_limited") {
+          $("whisper-status").textContent = frame.message || "That did not work.";
+        }
         else if (frame.code === "forbidden" || frame.code === "not_found") {
           $("watch-sub").textContent = frame.message || "This chat cannot be opened.";
         }
@@ -339,6 +345,28 @@
     // Observing: the live view never makes its supervisor available for chats.
   }
 
+  // -- whisper and take-over -------------------------------------------------------------------------------
+  let whisperCount = 0;
+  // The script is deferred: the page is parsed by now.
+  (() => {
+    const form = $("whisper-form");
+    if (!form) return;
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const body = $("whisper-body").value.trim();
+      if (!body || !state.watching) return;
+      whisperCount += 1;
+      send({ type: "whisper", conversation_id: state.watching, body, client_id: `w-${Date.now()}-${whisperCount}` });
+      $("whisper-body").value = "";
+      $("whisper-status").textContent = "Sending…";
+    });
+    $("take-over").addEventListener("click", () => {
+      if (!state.watching) return;
+      send({ type: "takeover", conversation_id: state.watching });
+      $("whisper-status").textContent = "Taking over: the chat opens in your inbox.";
+    });
+  })();
+
   // -- watching ------------------------------------------------------------------------------------------
   function watch(conversationId) {
     if (state.watching === conversationId) return;
@@ -380,7 +408,8 @@
     const meta = el("div", "sv-line-meta");
     meta.append(el("span", "sv-author", frame.author.name || (kind === "visitor" ? "Visitor" : "Agent")));
     meta.append(el("span", "sv-role", kind === "visitor" ? "Visitor" : "Agent"));
-    if (frame.private) meta.append(el("span", "sv-tag sv-tag--private", "Private note"));
+    if (frame.visibility === "whisper") meta.append(el("span", "sv-tag sv-tag--private", "Whisper"));
+    else if (frame.private) meta.append(el("span", "sv-tag sv-tag--private", "Private note"));
     meta.append(time);
     item.append(meta, el("div", "sv-body", frame.body));
     return item;

@@ -9,7 +9,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import ColumnElement, and_, case, select, update
 from sqlmodel import col
 
 from nameplate.broker.base import Broker
@@ -19,7 +19,7 @@ from nameplate.integrations.webhooks import Webhooks
 from nameplate.people.customers import customer_card, display_name
 from nameplate.people.directory import Directory
 from nameplate.protocol import channels, outbound
-from nameplate.protocol.vocabulary import ErrorCode, EventKind, Side
+from nameplate.protocol.vocabulary import ErrorCode, EventKind, Side, Visibility, visible_to_visitor
 from nameplate.store.engine import Sessions
 from nameplate.store.message_log.log import MessageLog, NewMessage, StoredMessage
 from nameplate.store.models import (
@@ -44,7 +44,25 @@ def message_frame(stored: StoredMessage | Message, author: dict[str, Any]) -> di
         stored.private,
         stored.client_id,
         iso(stored.created_at),
+        kind_of(stored),
     )
+
+
+def kind_of(message: StoredMessage | Message) -> str:
+    """A message's visibility; a private row without one (written before visibility existed) is a note."""
+    if message.private and message.visibility == Visibility.public:
+        return Visibility.note
+    return message.visibility
+
+
+def for_visitor(message: StoredMessage | Message) -> bool:
+    """May this message leave the desk (the visitor's socket, webhooks, e-mail)? Notes and whispers never."""
+    return not message.private and visible_to_visitor(kind_of(message))
+
+
+def visitor_visible_rows() -> ColumnElement[bool]:
+    """`for_visitor` in SQL: the condition every query that feeds the visitor (or the outside) adds."""
+    return and_(col(Message.private).is_(False), col(Message.visibility) == Visibility.public)
 
 
 VISITOR_AUTHOR_KIND = AuthorKind.visitor
@@ -157,7 +175,7 @@ class Conversations:
                         select(col(Message.body))
                         .where(
                             col(Message.conversation_id) == conversation.id,
-                            col(Message.private).is_(False),
+                            visitor_visible_rows(),
                             col(Message.author_kind) != AuthorKind.system,
                         )
                         .order_by(col(Message.seq).desc())
@@ -206,7 +224,7 @@ class Conversations:
         """Message frames with seq > after_seq, in order: the replay a reconnecting client receives."""
         query = select(Message).where(col(Message.conversation_id) == conversation_id, col(Message.seq) > after_seq)
         if not include_private:
-            query = query.where(col(Message.private).is_(False))
+            query = query.where(visitor_visible_rows())
         async with self._sessions() as session:
             messages = list((await session.execute(query.order_by(col(Message.seq)))).scalars())
             conversation = await session.get(Conversation, conversation_id)
@@ -297,13 +315,14 @@ class Conversations:
         commit and the fan-out, or Redis dropped it). Sockets that had it drop the copy (they deliver each
         seq once); the webhooks were told with the original, so the caller does not tell them again."""
         frame = message_frame(stored, author)
-        channel = channels.staff if stored.private else channels.conversation
+        # The visitor follows the conversation channel; notes and whispers go only to the staff channel.
+        channel = channels.conversation if for_visitor(stored) else channels.staff
         self._broker.fanout.publish_soon(channel(stored.conversation_id), frame)
         return None if stored.duplicate else frame
 
     async def tell_webhooks(self, site_id: str, stored: StoredMessage, frame: dict[str, Any]) -> None:
-        """Record `message.created` for the site's webhooks; private notes stay inside."""
-        if not stored.private:
+        """Record `message.created` for the site's webhooks; private notes and whispers stay inside."""
+        if for_visitor(stored):
             await self._webhooks.emit(site_id, "message.created", {k: v for k, v in frame.items() if k != "type"})
 
     async def system_line(self, conversation_id: str, body: str, private: bool = False) -> StoredMessage:

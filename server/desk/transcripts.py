@@ -25,7 +25,7 @@ from sqlmodel import col
 from nameplate.errors import NameplateError, NotFound
 from nameplate.people.customers import customer_card
 from nameplate.people.directory import agent_card
-from nameplate.protocol.vocabulary import STAFF_ROLES, ErrorCode
+from nameplate.protocol.vocabulary import STAFF_ROLES, ErrorCode, Visibility
 from nameplate.store.engine import Sessions
 from nameplate.store.models import (
     Agent,
@@ -213,6 +213,14 @@ class Line:
     author_name: str
     private: bool
     body: str
+    # public, note or whisper (`Visibility`): only staff ever read transcripts, and they see which it was.
+    visibility: str = Visibility.public
+
+    @property
+    def label(self) -> str:
+        """How exports name a message that is not public."""
+        labels: dict[str, str] = {Visibility.note: "private note", Visibility.whisper: "whisper"}
+        return labels.get(self.visibility, "")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -222,6 +230,7 @@ class Line:
             "author_kind": self.author_kind,
             "author_name": self.author_name,
             "private": self.private,
+            "visibility": self.visibility,
             "body": self.body,
         }
 
@@ -291,6 +300,7 @@ def _line_query() -> Any:
             col(Message.author_kind),
             col(Message.private),
             col(Message.body),
+            col(Message.visibility),
             col(Agent.given_name),
             col(Agent.family_name),
             col(Customer.name),
@@ -302,9 +312,18 @@ def _line_query() -> Any:
 
 
 def _to_line(record: Any) -> Line:
-    conversation_id, seq, sent_at, kind, private, body, given, family, customer_name = record
+    conversation_id, seq, sent_at, kind, private, body, visibility, given, family, customer_name = record
+    if private and visibility == Visibility.public:
+        visibility = Visibility.note  # a private row from before visibility existed
     return Line(
-        conversation_id, seq, sent_at, kind, author_name(kind, given, family, customer_name), bool(private), body
+        conversation_id,
+        seq,
+        sent_at,
+        kind,
+        author_name(kind, given, family, customer_name),
+        bool(private),
+        body,
+        visibility,
     )
 
 
@@ -459,7 +478,7 @@ class Transcripts:
 
 
 # -- export formats ----------------------------------------------------------------------------------------
-CSV_COLUMNS = ("conversation_id", "seq", "sent_at", "author_kind", "author_name", "private", "body")
+CSV_COLUMNS = ("conversation_id", "seq", "sent_at", "author_kind", "author_name", "private", "visibility", "body")
 # A spreadsheet treats a cell starting with one of these as a formula (tab and CR too, in some programs).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -485,6 +504,7 @@ def csv_record(line: Line) -> list[str]:
         line.author_kind,
         csv_safe(line.author_name),
         "true" if line.private else "false",
+        line.visibility,
         csv_safe(line.body),
     ]
 
@@ -550,7 +570,7 @@ def transcript_text(transcript: Transcript) -> str:
     out = [f"{label}: {one_line(value)}" for label, value in facts]
     out.append("")
     for line in transcript.lines:
-        label = line.author_kind + (", private note" if line.private else "")
+        label = line.author_kind + (f", {line.label}" if line.label else "")
         # Continuation lines are indented, so no body can start a line that looks like an entry.
         body = "\n    ".join(LINE_BREAKS.split(line.body))
         out.append(f"[{format_time(line.sent_at, seconds=True)}] {one_line(line.author_name)} ({label}): {body}")

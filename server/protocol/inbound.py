@@ -187,12 +187,28 @@ class Watch(Frame):
     on: bool = True
 
 
+class Whisper(Frame):
+    """A supervisor's word to the agent of a conversation they watch; the visitor never sees it."""
+
+    type: Literal["whisper"]
+    conversation_id: ConversationId
+    body: str
+    client_id: ClientId | None = None
+
+
+class TakeOver(Frame):
+    """A supervisor becomes the conversation's agent."""
+
+    type: Literal["takeover"]
+    conversation_id: ConversationId
+
+
 VisitorFrame = Annotated[
     SendMessage | Typing | Read | Page | Rate | OfflineEmail | Identify | Choose | History | Ping,
     Field(discriminator="type"),
 ]
 AgentFrame = Annotated[
-    AgentSend | AgentTyping | AgentRead | Status | Note | Transfer | Close | Watch | Ping,
+    AgentSend | AgentTyping | AgentRead | Status | Note | Transfer | Close | Watch | Whisper | TakeOver | Ping,
     Field(discriminator="type"),
 ]
 _visitor_hello = TypeAdapter(VisitorHello)

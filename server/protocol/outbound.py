@@ -40,7 +40,10 @@ def message(
     private: bool,
     client_id: str | None,
     sent_at: str | None,
+    visibility: str,
 ) -> Frame:
+    """`visibility` (public, note, whisper) says what kind of message it is; `private` is "not for the
+    visitor" (notes and whispers), the flag older consoles read."""
     return {
         "type": "message",
         "conversation_id": conversation_id,
@@ -48,6 +51,7 @@ def message(
         "author": author,
         "body": body,
         "private": private,
+        "visibility": visibility,
         "client_id": client_id,
         "sent_at": sent_at,
     }

@@ -54,6 +54,42 @@ class Side(StrEnum):
 class UnassignReason(StrEnum):
     offline = "offline"
     transferred = "transferred"
+    # a supervisor took the chat over (`takeover`)
+    taken_over = "taken_over"
+    # handed to this agent, who did not open it in time: it went back to the queue
+    not_picked_up = "not_picked_up"
+
+
+class Visibility(StrEnum):
+    """Who may read a message. `public`: everyone in the chat; `note`: a private note among staff; `whisper`:
+    a supervisor's word to the agent. Only `public` ever reaches the visitor — every path that sends messages
+    out (live delivery, replays, exports, webhooks, e-mail) asks `visible_to_visitor`."""
+
+    public = "public"
+    note = "note"
+    whisper = "whisper"
+
+
+def visible_to_visitor(visibility: str) -> bool:
+    """The one rule for "may the visitor (or anything outside the desk) see this message"."""
+    return visibility == Visibility.public
+
+
+class AuditAction(StrEnum):
+    """What the audit log records (`desk/audit.py`): supervision, exports and every change to the desk."""
+
+    watched = "watched"
+    whispered = "whispered"
+    took_over = "took_over"
+    exported = "exported"
+    agent_created = "agent_created"
+    agent_changed = "agent_changed"
+    team_changed = "team_changed"
+    api_key_created = "api_key_created"
+    api_key_revoked = "api_key_revoked"
+    webhook_created = "webhook_created"
+    webhook_deleted = "webhook_deleted"
+    site_settings_changed = "site_settings_changed"
 
 
 class EventKind(StrEnum):
@@ -99,6 +135,8 @@ class ErrorCode(StrEnum):
     conflict = "conflict"
     no_conversation = "no_conversation"
     not_queued = "not_queued"
+    # a transfer to someone offline, away or full
+    colleague_unavailable = "colleague_unavailable"
     rate_limited = "rate_limited"
     not_abandoned = "not_abandoned"
     already_sent = "already_sent"

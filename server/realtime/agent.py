@@ -11,6 +11,7 @@ from starlette.websockets import WebSocket
 
 from nameplate.actions.conversations import close_conversation, transfer_conversation
 from nameplate.actions.messages import send_agent_message
+from nameplate.actions.supervision import take_over, whisper
 from nameplate.errors import Forbidden, RateLimited
 from nameplate.infra.rate_limit import TokenBucket
 from nameplate.people.credentials import SESSION_AGENT, SESSION_VERSION
@@ -25,12 +26,14 @@ from nameplate.protocol.inbound import (
     Note,
     Ping,
     Status,
+    TakeOver,
     Transfer,
     Watch,
+    Whisper,
     parse_agent_frame,
     parse_agent_hello,
 )
-from nameplate.protocol.vocabulary import ErrorCode, Presence, Side, UnassignReason, is_staff
+from nameplate.protocol.vocabulary import AuditAction, ErrorCode, Presence, Side, UnassignReason, is_staff
 from nameplate.realtime.common import FrameLoop, Subscriptions, ask_allowed, receive_hello, refuse
 from nameplate.realtime.connection import CLOSE_UNAUTHORIZED, Connection
 from nameplate.services import Services
@@ -78,7 +81,7 @@ async def agent_endpoint(websocket: WebSocket) -> None:
     if hello is None:
         return
     connection = Connection(websocket)
-    session = AgentSession(services, connection, agent)
+    session = AgentSession(services, connection, agent, websocket.client.host if websocket.client else "")
     services.sockets.add(session)
     try:
         await session.start(hello)
@@ -90,8 +93,10 @@ async def agent_endpoint(websocket: WebSocket) -> None:
 
 
 class AgentSession:
-    def __init__(self, services: Services, connection: Connection, agent: Agent) -> None:
+    def __init__(self, services: Services, connection: Connection, agent: Agent, address: str = "") -> None:
         self.services = services
+        # Where the console connects from: the audit log records it with what supervisors do here.
+        self.address = address
         self.connection = connection
         self.agent = agent
         self.connection_id = secrets.token_hex(8)
@@ -164,6 +169,8 @@ class AgentSession:
             self.connection.send(await self.services.router.board(agent.site_id))
             return
         await self.services.presence.set_status(agent, status)
+        # The inbox gets the board too: its transfer dialog shows each colleague's presence and load.
+        self.connection.send(await self.services.router.board(agent.site_id))
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -267,22 +274,27 @@ class AgentSession:
     async def handle(self, frame: Any) -> None:
         ask_allowed(frame, self._asks)
         services = self.services
-        if self.observing and not isinstance(frame, Watch | Ping):
+        # Watching, whispering and taking over are what an observing (live view) console is for.
+        if self.observing and not isinstance(frame, Watch | Whisper | TakeOver | Ping):
             raise Forbidden("this console is observing: open the inbox to take part")
         if isinstance(frame, AgentSend):
             body = services.conversations.clean_body(frame.body)
             if not self._messages.take():
                 raise RateLimited("sending too quickly")
             await self._post_as_agent(frame.conversation_id, body, frame.client_id, private=False)
+            await services.router.picked_up(frame.conversation_id, self.agent.id)
         elif isinstance(frame, Note):
             body = services.conversations.clean_body(frame.body)
             await self._post_as_agent(frame.conversation_id, body, frame.client_id, private=True)
         elif isinstance(frame, AgentTyping):
             if self._chatter.take():
                 conversation = await self._mine(frame.conversation_id)
+                await services.router.picked_up(conversation.id, self.agent.id)
                 await services.conversations.typing(conversation.id, Side.agent, frame.on, self.agent.given_name)
         elif isinstance(frame, AgentRead):
             conversation = await self._mine(frame.conversation_id)
+            # Reading a chat is opening it: a hand-off counts as picked up (`Router.picked_up`).
+            await services.router.picked_up(conversation.id, self.agent.id)
             await services.conversations.mark_read(conversation.id, Side.agent, frame.seq)
         elif isinstance(frame, Status):
             await services.presence.set_status(self.agent, frame.status)
@@ -295,6 +307,15 @@ class AgentSession:
             await transfer_conversation(services, conversation, self.agent, frame.to_agent, frame.to_team, frame.note)
         elif isinstance(frame, Watch):
             await self._watch_request(frame)
+        elif isinstance(frame, Whisper):
+            body = services.conversations.clean_body(frame.body)
+            if not self._messages.take():
+                raise RateLimited("sending too quickly")
+            await whisper(
+                services, self.agent, self.connection, frame.conversation_id, body, frame.client_id, self.address
+            )
+        elif isinstance(frame, TakeOver):
+            await take_over(services, self.agent, frame.conversation_id, self.address)
         elif isinstance(frame, Ping):
             self.connection.send(outbound.pong())
 
@@ -308,6 +329,10 @@ class AgentSession:
                 await self._subscriptions.remove(channels.staff(conversation.id), self.connection.send)
                 self.connection.untrack(conversation.id)
             return
+        if conversation.agent_id != self.agent.id:
+            await self.services.audit.record(
+                self.agent.site_id, self.agent, AuditAction.watched, f"conversation {conversation.id}", "", self.address
+            )
         self.connection.send(outbound.watching(await self.services.conversations.summary(conversation)))
         self.connection.hold(conversation.id, after=0)
         await self._watch(conversation.id)

@@ -44,6 +44,8 @@ HANDLE_TIME_SAMPLE = 50
 REPAIR_INTERVAL_SECONDS = 0.5
 REPAIR_DEADLINE_SECONDS = 60.0
 DEFAULT_ABANDON_GRACE_SECONDS = 20.0
+# A direct hand-off the colleague's console has not opened in this time goes back to the queue.
+PICKUP_SECONDS = 30.0
 
 
 class Router:
@@ -67,6 +69,10 @@ class Router:
         self._told: dict[str, dict[str, tuple[int, int | None, int]]] = {}
         # How long a queued visitor may be gone (a reload, a blip) before they count as having given up.
         self.abandon_grace_seconds = DEFAULT_ABANDON_GRACE_SECONDS
+        # How long a colleague has to open a chat handed to them before it goes back to the queue.
+        self.pickup_seconds = PICKUP_SECONDS
+        # This process's pending pick-up checks, by conversation id (a newer hand-off replaces the older).
+        self.pickups: dict[str, asyncio.Task[None]] = {}
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
@@ -402,6 +408,7 @@ class Router:
                 raise NotFound("no such colleague")
             if target.id == from_agent.id:
                 raise NameplateError(ErrorCode.invalid, "this conversation is already yours")
+            await self._check_can_take(conversation.site_id, target)
             if not await self._conversations.hand_over(conversation.id, from_agent.id, target.id):
                 raise NameplateError(ErrorCode.conflict, "the conversation changed hands meanwhile", 409)
             await self._broker.routing.detach(conversation.site_id, from_agent.id, conversation.id)
@@ -423,6 +430,7 @@ class Router:
             await self._announce_assignment(moved, target.id, note=note or None)
             await self.publish_load(conversation.site_id, from_agent.id)
             await self.publish_load(conversation.site_id, target.id)
+            self._watch_pickup(conversation.site_id, conversation.id, target.id)
             return
         teams = {team.id: team for team in await self._directory.teams(conversation.site_id)}
         team = teams.get(to_team_id or "")
@@ -456,6 +464,118 @@ class Router:
         )
         await self.publish_load(conversation.site_id, from_agent.id)
         await self.drain(conversation.site_id)
+
+    # -- safe hand-offs ------------------------------------------------------------------------------
+    async def _check_can_take(self, site_id: str, target: Agent) -> None:
+        """A chat is handed only to someone who is there and has room: available, below capacity."""
+        state = next((a for a in await self._broker.routing.agents(site_id) if a.agent_id == target.id), None)
+        status = state.status if state is not None else Presence.offline
+        if status != Presence.available:
+            why = "offline" if status == Presence.offline else "away"
+            raise NameplateError(
+                ErrorCode.colleague_unavailable,
+                f"{target.full_name} is {why}; choose someone available or a team (it queues for them)",
+                409,
+            )
+        assert state is not None
+        if not state.has_room:
+            raise NameplateError(
+                ErrorCode.colleague_unavailable,
+                f"{target.full_name} is full ({state.load} of {state.capacity} chats); choose someone else or a team",
+                409,
+            )
+
+    @staticmethod
+    def _pickup_key(conversation_id: str, agent_id: str) -> str:
+        return f"pickup:{conversation_id}:{agent_id}"
+
+    async def picked_up(self, conversation_id: str, agent_id: str) -> None:
+        """The agent's console opened (read, typed in, wrote in) a conversation handed to them. Kept in the
+        broker's counters, so the process that made the transfer sees it wherever the console is."""
+        await self._broker.counters.hit(self._pickup_key(conversation_id, agent_id), 1 << 30, 4 * self.pickup_seconds)
+
+    def _watch_pickup(self, site_id: str, conversation_id: str, agent_id: str) -> None:
+        earlier = self.pickups.pop(conversation_id, None)
+        if earlier is not None:
+            earlier.cancel()
+        task = asyncio.create_task(self._expect_pickup(site_id, conversation_id, agent_id))
+        self.pickups[conversation_id] = task
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._tasks.discard(finished)
+            if self.pickups.get(conversation_id) is finished:
+                del self.pickups[conversation_id]
+
+        task.add_done_callback(done)
+
+    async def _expect_pickup(self, site_id: str, conversation_id: str, agent_id: str) -> None:
+        """A hand-off not opened within `pickup_seconds` goes back to the front of the queue, the visitor told."""
+        try:
+            await asyncio.sleep(self.pickup_seconds)
+            unopened, _ = await self._broker.counters.hit(
+                self._pickup_key(conversation_id, agent_id), 0, 4 * self.pickup_seconds, cost=0
+            )
+            conversation = await self._conversations.get(conversation_id)
+            if not unopened or conversation is None or conversation.agent_id != agent_id:
+                return
+            if not await self._conversations.mark_requeued(conversation_id):
+                return
+            card = await self._directory.card(agent_id)
+            await self._broker.routing.detach(site_id, agent_id, conversation_id)
+            await self._broker.routing.enqueue(
+                site_id,
+                QueueEntry(conversation_id, conversation.created_at.timestamp(), team_id=conversation.team_id),
+                front=True,
+            )
+            await self._broker.fanout.publish(
+                channels.conversation(conversation_id), outbound.agent_left(conversation_id, card)
+            )
+            await self._conversations.system_line(
+                conversation_id,
+                f"{card['name']} could not pick up your chat. You are first in line for the next person.",
+            )
+            await self._broker.fanout.publish(
+                channels.agent(agent_id), outbound.unassigned(conversation_id, UnassignReason.not_picked_up)
+            )
+            requeued = await self._conversations.get(conversation_id)
+            if requeued is not None:
+                await self._conversations.announce(requeued)
+            # Not at their desk: set them Away, so the chat (and the next) does not go straight back to them.
+            agent = await self._directory.agent(agent_id)
+            if agent is not None:
+                await self.set_status(agent, Presence.away)
+            await self.drain(site_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("checking that %s was picked up failed", conversation_id)
+
+    # -- take-over (supervisors) ---------------------------------------------------------------------
+    async def take_over(self, conversation: Conversation, supervisor: Agent) -> str:
+        """The supervisor becomes the conversation's agent: the store and the routing state move from the
+        old agent to them, the visitor gets their card, the old agent `unassigned {reason: taken_over}`.
+        Returns the old agent's id."""
+        previous = conversation.agent_id
+        if conversation.status != ConversationStatus.active or previous is None:
+            raise NameplateError(ErrorCode.conflict, "only a chat someone is answering can be taken over", 409)
+        if previous == supervisor.id:
+            raise NameplateError(ErrorCode.invalid, "this conversation is already yours")
+        if not await self._conversations.hand_over(conversation.id, previous, supervisor.id):
+            raise NameplateError(ErrorCode.conflict, "the conversation changed hands meanwhile", 409)
+        await self._broker.routing.detach(conversation.site_id, previous, conversation.id)
+        await self._broker.routing.attach(conversation.site_id, supervisor.id, conversation.id)
+        await self._broker.fanout.publish(
+            channels.agent(previous), outbound.unassigned(conversation.id, UnassignReason.taken_over)
+        )
+        moved = await self._conversations.get(conversation.id)
+        assert moved is not None
+        await self._announce_assignment(moved, supervisor.id, note=None)
+        await self.publish_load(conversation.site_id, previous)
+        await self.publish_load(conversation.site_id, supervisor.id)
+        # The old agent's slot is free: whoever waits may get it.
+        await self.drain(conversation.site_id)
+        return previous
 
     # -- recovery ------------------------------------------------------------------------------------
     async def rebuild(self) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from nameplate.protocol.vocabulary import AuthorKind, ConversationStatus, Role
+from nameplate.protocol.vocabulary import AuthorKind, ConversationStatus, Role, Visibility
 
 __all__ = ["AuthorKind", "ConversationStatus", "Role"]  # the store's own words, re-exported for its callers
 
@@ -158,6 +158,9 @@ class Message(SQLModel, table=True):
     body: str = Field(sa_column=Column(Text, nullable=False))
     # Private notes are for agents and supervisors only; the visitor socket never carries them.
     private: bool = False
+    # What kind of message it is (`Visibility`): public, a private note or a supervisor's whisper. `private`
+    # stays "not for the visitor" (true for notes and whispers); this says which.
+    visibility: str = Field(default=Visibility.public, max_length=10, sa_column_kwargs={"server_default": "public"})
     client_id: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -347,3 +350,20 @@ class InboundMail(SQLModel, table=True):
     # The conversation message it became (seq), once posted.
     seq: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditEntry(SQLModel, table=True):
+    """Append-only: who watched, whispered, took over, exported or changed something, when and from where.
+    Nothing updates or deletes these rows (`desk/audit.py` only inserts and reads)."""
+
+    __table_args__ = (Index("ix_auditentry_site_at", "site_id", "at"),)
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    site_id: str = Field(foreign_key="site.id", max_length=32)
+    at: datetime = Field(default_factory=utcnow)
+    # The actor as they were: the name is kept, so the record reads the same after a rename.
+    actor_id: str | None = Field(default=None, max_length=32)
+    actor_name: str = Field(default="", max_length=201)
+    action: str = Field(max_length=40)
+    target: str = Field(default="", max_length=300)
+    details: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    address: str = Field(default="", max_length=64)

@@ -16,8 +16,9 @@ from starlette.routing import BaseRoute, Route
 from nameplate.errors import NameplateError
 from nameplate.people.photos import MAX_UPLOAD_BYTES, store_photo
 from nameplate.people.teams import Teams
-from nameplate.protocol.vocabulary import ErrorCode
+from nameplate.protocol.vocabulary import AuditAction, ErrorCode
 from nameplate.store.models import Agent, Role
+from nameplate.web.audit_trail import audit
 from nameplate.web.console import MAX_FIELD_BYTES, MAX_PROFILE_REQUEST_BYTES, drain, text_field
 from nameplate.web.pages import check_csrf, render, require_agent, services_of
 from nameplate.web.supervisor import FLASH_KEY, agents_view, flash, page, staff_of
@@ -59,6 +60,7 @@ async def create_team(request: Request) -> Response:
         team = await teams_of(request).create(admin.site_id, text_field(form, "name"))
     except NameplateError as exc:
         return await teams_view(request, admin, exc.status, exc.message)
+    await audit(request, admin, AuditAction.team_changed, team.name, "created")
     flash(request, f"Team {team.name} is created; tick its members below.")
     return RedirectResponse("/admin/teams", status_code=303)
 
@@ -86,6 +88,7 @@ async def team_action(request: Request) -> Response:
         if exc.status == 404:
             raise
         return await teams_view(request, admin, exc.status, exc.message)
+    await audit(request, admin, AuditAction.team_changed, team_id, message)
     flash(request, message)
     return RedirectResponse("/admin/teams", status_code=303)
 
@@ -115,6 +118,7 @@ async def agent_photo(request: Request) -> Response:
         return await agents_view(request, admin, exc.status, exc.message)
     # Messages and the widget read agent cards through the directory's cache: drop the stale one now.
     services.directory.forget_card(target.id)
+    await audit(request, admin, AuditAction.agent_changed, f"{target.full_name} <{target.email}>", "photo")
     flash(request, f"{target.full_name} has a new photo.")
     return RedirectResponse("/admin/agents", status_code=303)
 

@@ -7,7 +7,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from nameplate.integrations.webhooks import EVENT_TYPES
+from nameplate.protocol.vocabulary import AuditAction
 from nameplate.store.models import Role
+from nameplate.web.audit_trail import audit
 from nameplate.web.pages import check_csrf, render, require_agent, services_of
 
 
@@ -38,7 +40,8 @@ async def create_key(request: Request) -> Response:
     agent = await require_agent(request, Role.admin)
     await check_csrf(request)
     form = await request.form()
-    _record, key = await services_of(request).api_keys.create(agent.site_id, str(form.get("name") or ""))
+    record, key = await services_of(request).api_keys.create(agent.site_id, str(form.get("name") or ""))
+    await audit(request, agent, AuditAction.api_key_created, f"{record.name} ({record.prefix}…)")
     # The key is rendered once, in this response, and never stored in readable form.
     return await _page(request, new_key=key, status=201)
 
@@ -47,6 +50,7 @@ async def revoke_key(request: Request) -> Response:
     agent = await require_agent(request, Role.admin)
     await check_csrf(request)
     await services_of(request).api_keys.revoke(agent.site_id, request.path_params["key_id"])
+    await audit(request, agent, AuditAction.api_key_revoked, request.path_params["key_id"])
     return RedirectResponse("/admin/integrations", status_code=303)
 
 
@@ -55,7 +59,8 @@ async def create_hook(request: Request) -> Response:
     await check_csrf(request)
     form = await request.form()
     events = " ".join(str(v) for v in form.getlist("events")) or "*"
-    await services_of(request).webhooks.create(agent.site_id, str(form.get("url") or ""), events)
+    hook = await services_of(request).webhooks.create(agent.site_id, str(form.get("url") or ""), events)
+    await audit(request, agent, AuditAction.webhook_created, hook.url, f"events: {hook.events}")
     return RedirectResponse("/admin/integrations", status_code=303)
 
 
@@ -63,6 +68,7 @@ async def delete_hook(request: Request) -> Response:
     agent = await require_agent(request, Role.admin)
     await check_csrf(request)
     await services_of(request).webhooks.delete(agent.site_id, request.path_params["hook_id"])
+    await audit(request, agent, AuditAction.webhook_deleted, request.path_params["hook_id"])
     return RedirectResponse("/admin/integrations", status_code=303)
 
 

@@ -34,8 +34,9 @@ from nameplate.errors import NameplateError, NotFound
 from nameplate.people.credentials import SESSION_VERSION
 from nameplate.people.photos import MAX_UPLOAD_BYTES
 from nameplate.people.staff import NewAgent, Staff
-from nameplate.protocol.vocabulary import STAFF_ROLES, ErrorCode, is_staff
+from nameplate.protocol.vocabulary import STAFF_ROLES, AuditAction, ErrorCode, is_staff
 from nameplate.store.models import Agent, ConversationStatus, Role
+from nameplate.web.audit_trail import audit
 from nameplate.web.pages import (
     check_csrf,
     current_agent,
@@ -167,6 +168,7 @@ async def transcript_export(request: Request) -> Response:
     row = await transcripts.visible(viewer, request.path_params["conversation_id"])
     transcript = await transcripts.transcript(row, viewer.site_id)
     headers = attachment(f"conversation-{row.id}.{fmt}")
+    await audit(request, viewer, AuditAction.exported, f"conversation {row.id}", fmt)
     if fmt == "txt":
         return PlainTextResponse(transcript_text(transcript), headers=headers)
     if fmt == "json":
@@ -190,6 +192,7 @@ async def range_export(request: Request) -> Response:
     if first is None or last is None:
         raise NameplateError(ErrorCode.invalid, "choose both dates: from=YYYY-MM-DD and to=YYYY-MM-DD")
     day_bounds(first, last)  # refuses a reversed range before the response starts
+    await audit(request, viewer, AuditAction.exported, f"messages {first.isoformat()} to {last.isoformat()}", fmt)
     batches = transcripts_of(request).stream_lines(viewer.site_id, first, last)
     headers = attachment(f"nameplate-messages-{first.isoformat()}-to-{last.isoformat()}.{fmt}")
     if fmt == "csv":
@@ -270,6 +273,8 @@ async def create_agent(request: Request) -> Response:
     except NameplateError as exc:
         values.pop("password")
         return await agents_view(request, admin, status=exc.status, error=exc.message, form=values)
+    who = f"{created.full_name} <{created.email}>"
+    await audit(request, admin, AuditAction.agent_created, who, f"role {created.role}")
     flash(request, f"{created.full_name} can now log in as {created.email}.")
     return RedirectResponse("/admin/agents", status_code=303)
 
@@ -302,6 +307,7 @@ async def agent_action(request: Request) -> Response:
         if exc.status == 404:
             raise
         return await agents_view(request, admin, status=exc.status, error=exc.message)
+    await audit(request, admin, AuditAction.agent_changed, f"{target.full_name} <{target.email}>", action)
     flash(request, message)
     return RedirectResponse("/admin/agents", status_code=303)
 

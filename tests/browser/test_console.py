@@ -224,7 +224,11 @@ async def test_two_agents_answer_transfer_and_close(browser: Browser, artifacts:
         await expect(chat_item(p, "Cleo Martin")).to_be_visible()  # the waiting visitor went to Priya
 
         await j.get_by_role("button", name="Transfer").click()
-        await j.get_by_label("To", exact=True).select_option(label="Priya Ramanathan — Gear Specialist")
+        priya_agent = await server.services.directory.agent_by_email(None, "priya@acme.example")
+        assert priya_agent is not None
+        option = j.locator(f'#transfer-to option[value="agent:{priya_agent.id}"]')
+        await expect(option).to_contain_text("Priya Ramanathan — Gear Specialist · Available, 1 of ")
+        await j.get_by_label("To", exact=True).select_option(value=f"agent:{priya_agent.id}")
         await j.get_by_label("Hand-off note").fill(HANDOFF)
         await j.locator("#transfer-submit").click()
         await expect(j.locator("#ended")).to_have_text("Transferred to Priya Ramanathan.")

@@ -111,7 +111,16 @@ async def test_supervisor_finds_reads_exports_and_watches(browser: Browser, arti
         assert download.suggested_filename.endswith(".csv")
         saved = await asyncio.to_thread(Path(await download.path()).read_text, encoding="utf-8")
         records = list(csv.reader(io.StringIO(saved, newline="")))
-        assert records[0] == ["conversation_id", "seq", "sent_at", "author_kind", "author_name", "private", "body"]
+        assert records[0] == [
+            "conversation_id",
+            "seq",
+            "sent_at",
+            "author_kind",
+            "author_name",
+            "private",
+            "visibility",
+            "body",
+        ]
         assert records[1:] == csv_expected(await stored_messages(server, cid))
 
         # The live board: the active chat is there; a new chat waits, then is answered.

@@ -285,7 +285,16 @@ async def test_one_transcript_exports_as_csv(server: RunningServer, clients: lis
     assert exported.headers["content-disposition"] == f'attachment; filename="conversation-{cid}.csv"'
     assert exported.headers["cache-control"] == "no-store"
     rows = list(csv.reader(io.StringIO(exported.text)))
-    assert rows[0] == ["conversation_id", "seq", "sent_at", "author_kind", "author_name", "private", "body"]
+    assert rows[0] == [
+        "conversation_id",
+        "seq",
+        "sent_at",
+        "author_kind",
+        "author_name",
+        "private",
+        "visibility",
+        "body",
+    ]
     async with server.services.sessions() as session:
         stored = list(
             (
@@ -298,8 +307,8 @@ async def test_one_transcript_exports_as_csv(server: RunningServer, clients: lis
         row = by_seq[message.seq]
         assert row[0] == cid and row[3] == message.author_kind and row[5] == str(message.private).lower()
         expected = "'" + message.body if message.body.startswith("=") else message.body
-        assert row[6] == expected
-    assert any(row[6] == 'Hello, "friend",\nsecond line' and row[4] == "Jane Chang-Katzenberg" for row in rows)
+        assert row[7] == expected and row[6] == message.visibility
+    assert any(row[7] == 'Hello, "friend",\nsecond line' and row[4] == "Jane Chang-Katzenberg" for row in rows)
 
     # Jane may export her own chat; another site's id is not found.
     jane_http = await signed_in(server, clients, JANE)

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 
 from nameplate.broker.memory import MemoryBroker
 from nameplate.config import Settings, sqlite_path
+from nameplate.protocol.vocabulary import Visibility
 from nameplate.services import Services
 from nameplate.store import migrate
 from nameplate.store.engine import make_engine
@@ -146,6 +147,30 @@ async def test_a_duplicate_client_id_returns_the_original_seq_and_stores_once(st
     rows = await store.rows(conversation.id)
     assert [(m.seq, m.client_id) for m in rows] == [(1, "c-1"), (2, "c-2")]
     assert (await store.log.append(NewMessage(conversation.id, VISITOR, "next"))).seq == 3
+
+
+async def test_every_engine_stores_what_kind_of_message_it_is(store: Store) -> None:
+    """public, a private note, a whisper — in one batch; the kind is written by the writer itself."""
+    conversation = await store.conversation()
+    stored = await asyncio.gather(
+        store.log.append(NewMessage(conversation.id, VISITOR, "public")),
+        store.log.append(NewMessage(conversation.id, "agent", "note", private=True)),
+        store.log.append(NewMessage(conversation.id, "agent", "whisper", visibility=Visibility.whisper)),
+    )
+    assert [(m.body, m.private, m.visibility) for m in stored] == [
+        ("public", False, "public"),
+        ("note", True, "note"),
+        ("whisper", True, "whisper"),  # a whisper is private whatever the caller said
+    ]
+    async with store.services.sessions() as session:
+        rows = (
+            await session.execute(
+                select(Message.body, Message.private, Message.visibility)
+                .where(Message.conversation_id == conversation.id)
+                .order_by(Message.seq)
+            )
+        ).all()
+    assert sorted(tuple(row) for row in rows) == sorted((m.body, m.private, m.visibility) for m in stored)
 
 
 async def test_a_closed_conversation_takes_only_allowed_messages(store: Store) -> None:
@@ -551,7 +576,7 @@ async def test_postgres_writer_reads_nothing_from_the_message_table_whatever_pla
                 row[0]
                 for row in await pg.fetch(
                     "EXPLAIN EXECUTE store_new_batch(ARRAY[0], ARRAY['c'], ARRAY['visitor'], ARRAY[NULL],"
-                    " ARRAY['body'], ARRAY[false], ARRAY['client'], ARRAY[false], ARRAY[NULL], now())"
+                    " ARRAY['body'], ARRAY[false], ARRAY['client'], ARRAY[false], ARRAY[NULL], now(), ARRAY['public'])"
                 )
             ]
             await pg.execute("DEALLOCATE store_new_batch")

@@ -216,6 +216,7 @@ async def stored_messages(server: RunningServer, *conversation_ids: str) -> list
                 "author_kind": m.author_kind,
                 "author_name": name,
                 "private": m.private,
+                "visibility": m.visibility,
                 "body": m.body,
                 "_created_at": m.created_at,
             }
@@ -240,6 +241,7 @@ def csv_expected(rows: list[dict[str, Any]]) -> list[list[str]]:
             r["author_kind"],
             spreadsheet_safe(r["author_name"]),
             "true" if r["private"] else "false",
+            r["visibility"],
             spreadsheet_safe(r["body"]),
         ]
         for r in rows
@@ -500,7 +502,16 @@ async def test_range_exports_stream_every_message(
         )
         assert response.headers.get("transfer-encoding") == "chunked"  # streamed, not built in memory
         records = list(csv.reader(io.StringIO(response.text, newline="")))
-        assert records[0] == ["conversation_id", "seq", "sent_at", "author_kind", "author_name", "private", "body"]
+        assert records[0] == [
+            "conversation_id",
+            "seq",
+            "sent_at",
+            "author_kind",
+            "author_name",
+            "private",
+            "visibility",
+            "body",
+        ]
         return records[1:]
 
     rows_a = await stored_messages(server, a)
@@ -512,8 +523,8 @@ async def test_range_exports_stream_every_message(
     assert await csv_rows({"from": "2021-01-01", "to": "2021-12-31"}) == []
 
     exported = await csv_rows(recent)
-    assert exported[0][4] == "'=cmd|' /C calc'!A0" and exported[0][6].startswith("'=HYPERLINK(")
-    bodies = [row[6] for row in exported]
+    assert exported[0][4] == "'=cmd|' /C calc'!A0" and exported[0][7].startswith("'=HYPERLINK(")
+    bodies = [row[7] for row in exported]
     assert {"'-5 degrees at night", "'+1 for that", "'@channel help", "'=1+1 is not a formula here"} <= set(bodies)
 
     # Small batches: many round trips through the server-side cursor, the same document.

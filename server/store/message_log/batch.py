@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from nameplate.protocol.vocabulary import Visibility
 from nameplate.store.models import AuthorKind, ConversationStatus
 
 
@@ -45,6 +46,19 @@ class NewMessage:
     # An agent's words are stored only while the conversation is active and theirs: checked inside the
     # write transaction, so a console's cached view of "mine" can never let a message slip through.
     assigned_to: str | None = None
+    # Only to tell a whisper from a note: unset, a message is public or (private) a note.
+    visibility: Visibility | None = None
+
+    def __post_init__(self) -> None:
+        # A note or whisper is private whatever the caller said: `private` is what every reader filters on.
+        if self.visibility not in (None, Visibility.public) and not self.private:
+            object.__setattr__(self, "private", True)
+
+    @property
+    def kind(self) -> Visibility:
+        if self.visibility is not None and self.visibility != Visibility.public:
+            return self.visibility
+        return Visibility.note if self.private else Visibility.public
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,12 @@ class StoredMessage:
     created_at: datetime
     # True when this client_id had been stored before: the caller acks again but publishes nothing.
     duplicate: bool = False
+    visibility: str = Visibility.public
+
+    def __post_init__(self) -> None:
+        # Never "public" and private at once: a private message read back without its kind is a note.
+        if self.private and self.visibility == Visibility.public:
+            object.__setattr__(self, "visibility", Visibility.note)
 
 
 # What a writer answers for one batch: a result per message, in order, or why the whole batch failed.
@@ -122,6 +142,7 @@ def plan_batch(
             message.client_id,
             message.private,
             now,
+            visibility=message.kind,
         )
         plan.rows.append(
             {
@@ -131,6 +152,7 @@ def plan_batch(
                 "agent_id": stored.agent_id,
                 "body": stored.body,
                 "private": stored.private,
+                "visibility": stored.visibility,
                 "client_id": stored.client_id,
                 "created_at": now,
             }

@@ -63,8 +63,9 @@ MAX_ATTEMPTS = 5
 _STORE_BATCH_TEMPLATE = f"""
 WITH batch AS (
     SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[],
-                         $7::text[], $8::boolean[], $9::text[])
-        AS b(ord, conversation_id, author_kind, agent_id, body, private, client_id, allow_closed, assigned_to)
+                         $7::text[], $8::boolean[], $9::text[], $11::text[])
+        AS b(ord, conversation_id, author_kind, agent_id, body, private, client_id, allow_closed, assigned_to,
+             visibility)
 ), locked AS MATERIALIZED (
     SELECT c.id, c.last_seq, c.status, c.agent_id FROM {_CONVERSATION} AS c
     WHERE c.id IN (SELECT conversation_id FROM batch) ORDER BY c.id FOR UPDATE
@@ -87,12 +88,13 @@ WITH batch AS (
               AND m.client_id = b.client_id AND {{look_up_retries}}
     ) AS e ON true
 ), planned AS MATERIALIZED (
-    SELECT ord, conversation_id, author_kind, agent_id, body, private, client_id,
+    SELECT ord, conversation_id, author_kind, agent_id, body, private, client_id, visibility,
            base_seq + row_number() OVER (PARTITION BY conversation_id ORDER BY ord) AS seq
     FROM judged WHERE verdict = 'store'
 ), inserted AS (
-    INSERT INTO {_MESSAGE} (conversation_id, seq, author_kind, agent_id, body, private, client_id, created_at)
-    SELECT conversation_id, seq, author_kind, agent_id, body, private, client_id, $10 FROM planned
+    INSERT INTO {_MESSAGE} (conversation_id, seq, author_kind, agent_id, body, private, client_id, created_at,
+                            visibility)
+    SELECT conversation_id, seq, author_kind, agent_id, body, private, client_id, $10, visibility FROM planned
 ), advanced AS (
     UPDATE {_CONVERSATION} AS c
     SET last_seq = a.seq, first_agent_reply_at = coalesce(c.first_agent_reply_at, a.replied_at)
@@ -160,7 +162,7 @@ async def write_batch(pg: Any, batch: list[NewMessage]) -> list[StoredMessage | 
     statement = _STORE_NEW_BATCH
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
-            rows = await pg.fetch(statement, *_columns(batch, firsts), now)
+            rows = await pg.fetch(statement, *_columns(batch, firsts), now, [batch[n].kind.value for n in firsts])
             break
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != _CLIENT_ID_UNIQUE or attempt == MAX_ATTEMPTS:
@@ -218,6 +220,7 @@ def _answer(message: NewMessage, row: Any, now: datetime) -> StoredMessage | Exc
             message.client_id,
             message.private,
             now,
+            visibility=message.kind,
         )
     if verdict == "duplicate":
         return StoredMessage(

@@ -63,8 +63,8 @@ _from_db_time = _time_type.result_processor(_dialect, None)
 _CONVERSATION = Conversation.__tablename__
 _MESSAGE = Message.__tablename__
 _INSERT = (
-    f"INSERT INTO {_MESSAGE} (conversation_id, seq, author_kind, agent_id, body, private, client_id, created_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO {_MESSAGE} (conversation_id, seq, author_kind, agent_id, body, private, client_id, created_at,"
+    " visibility) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _ADVANCE = (
     f"UPDATE {_CONVERSATION} SET last_seq = ?, first_agent_reply_at = coalesce(first_agent_reply_at, ?) WHERE id = ?"
@@ -116,6 +116,7 @@ def _write_batch(connection: sqlite3.Connection, batch: list[NewMessage]) -> lis
                     int(r["private"]),
                     r["client_id"],
                     _write_time(r["created_at"]),
+                    r["visibility"],
                 )
                 for r in plan.rows
             ],
