@@ -65,7 +65,7 @@ async def test_a_transferred_rated_chat_is_counted_per_agent_and_drills_down(ser
     await visitor.expect("message", lambda f: f["body"] == "Let me look.")
     tomas_agent = await server.services.directory.agent_by_email(None, TOMAS)
     jane_agent = await server.services.directory.agent_by_email(None, JANE)
-    tomas = await connect_agent(server, TOMAS)
+    tomas = await connect_agent(server, TOMAS, status="available")  # supervisors arrive away otherwise
     await jane.send(type="transfer", conversation_id=conversation_id, to_agent=tomas_agent.id, note="")
     await tomas.expect("assigned", lambda f: f["conversation"]["id"] == conversation_id)
     await tomas.send(type="close", conversation_id=conversation_id)
