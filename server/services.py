@@ -84,6 +84,8 @@ class Services:
         router = Router(sessions, broker, conversations, directory, webhooks)
         router.abandon_grace_seconds = settings.abandon_grace_seconds
         presence = Presence(broker, router, settings.agent_grace_seconds, settings.presence_interval_seconds)
+        # Insight's follow-ups and digests go out through the e-mail outbox (the dev outbox without SMTP_URL).
+        mail = Mail(settings, sessions, conversations, router, directory)
         return cls(
             settings,
             engine,
@@ -100,8 +102,15 @@ class Services:
             webhooks,
             ApiKeys(sessions),
             Timeline(sessions),
-            Insight(sessions, directory, settings.digest_time, settings.digest_timezone, settings.topics_embedder),
-            Mail(settings, sessions, conversations, router, directory),
+            Insight(
+                sessions,
+                directory,
+                settings.digest_time,
+                settings.digest_timezone,
+                settings.topics_embedder,
+                outbox=mail.insight,
+            ),
+            mail,
             Audit(sessions),
         )
 

@@ -1,8 +1,9 @@
 """The daily digest of every rating comment and the Monday "last week" mail, each sent once per site and
 day however many processes run: the first process to insert the day's lease row sends it.
 
-The lease row is committed before the mail goes to the outbox; once the outbox (`nameplate.mail`) lives in
-the store, both belong in one transaction, so that a crash in between cannot lose the day's digest.
+The lease row and the digest's outbox rows are one transaction: a crash in between cannot lose the day's
+digest, and the process that loses the race for the lease stores no mail. A digest is composed only while its
+lease is still free, so the check every minute costs one look-up once the day's digest has gone.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -64,14 +66,23 @@ class Digests:
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.top_questions = top_questions  # async (site_id, period) -> list[(text, count)]
 
-    async def take_lease(self, name: str) -> bool:
-        """True for exactly one caller per name, across every process on the store."""
+    async def leased(self, name: str) -> bool:
+        async with self._sessions() as session:
+            return await session.get(InsightLease, name) is not None
+
+    async def take_lease(self, name: str, mails: Sequence[OutgoingMail] = ()) -> bool:
+        """True for exactly one caller per name, across every process on the store; that caller's `mails` go
+        into the outbox in the lease's transaction, the others' nowhere."""
         try:
             async with self._sessions() as session:
                 session.add(InsightLease(name=name, holder=self._holder))
+                for mail in mails:
+                    await send(self._outbox, session, mail)
                 await session.commit()
         except IntegrityError:
             return False
+        if mails:
+            self._outbox.wake()
         return True
 
     async def run_due(self, now: datetime | None = None) -> list[str]:
@@ -84,26 +95,36 @@ class Digests:
         taken = []
         for site in await self._directory.sites():
             name = f"daily:{site.id}:{yesterday.isoformat()}"
-            if await self.take_lease(name):
-                taken.append(name)
-                await self._daily(site, Period(yesterday, yesterday, self._zone))
+            if not await self.leased(name):
+                mails = await self._daily(site, Period(yesterday, yesterday, self._zone))
+                if await self.take_lease(name, mails):
+                    taken.append(name)
             if local.weekday() == 0:
                 week = Period(local.date() - timedelta(days=7), yesterday, self._zone)
                 name = f"weekly:{site.id}:{week.first.isoformat()}"
-                if await self.take_lease(name):
-                    taken.append(name)
-                    await self._weekly(site, week)
+                if not await self.leased(name):
+                    mails = await self._weekly(site, week)
+                    if await self.take_lease(name, mails):
+                        taken.append(name)
         return taken
 
     async def _supervisors(self, site_id: str) -> list[Agent]:
         return [a for a in await self._directory.agents(site_id) if a.active and a.role in SUPERVISOR_ROLE_VALUES]
 
-    async def _mail_all(self, site: Site, subject: str, text: str, category: str) -> None:
-        for supervisor in await self._supervisors(site.id):
-            await send(
-                self._outbox,
-                OutgoingMail(supervisor.email, subject, text, f"Nameplate ({site.name})", category=category),
+    async def _mail_all(self, site: Site, subject: str, text: str, category: str) -> list[OutgoingMail]:
+        """One mail per supervisor of the site: from the site itself, about no conversation."""
+        return [
+            OutgoingMail(
+                to=supervisor.email,
+                subject=subject,
+                text=text,
+                from_name=site.name,
+                site_id=site.id,
+                to_name=supervisor.full_name,
+                category=category,
             )
+            for supervisor in await self._supervisors(site.id)
+        ]
 
     async def comments(self, site_id: str, period: Period) -> list[tuple[int, str, str | None]]:
         """(score, comment, credited agent's name) of every rating with a comment given in the period."""
@@ -133,7 +154,7 @@ class Digests:
                 seen[conversation_id] = (score, comment, f"{given} {family}" if given else None)
             return list(seen.values())
 
-    async def _daily(self, site: Site, period: Period) -> None:
+    async def _daily(self, site: Site, period: Period) -> list[OutgoingMail]:
         comments = await self.comments(site.id, period)
         day = period.first.strftime("%A %d %B %Y")
         lines = [f"Every rating comment left on {day} ({self._zone.key}):", ""]
@@ -143,9 +164,9 @@ class Digests:
             lines.append(f"{'★' * score}{'☆' * (5 - score)}  {agent or 'no agent'}")
             lines.extend(f"    {line}" for line in comment.splitlines() or [""])
             lines.append("")
-        await self._mail_all(site, f"{len(comments)} comment(s) on {day}", "\n".join(lines), "daily_digest")
+        return await self._mail_all(site, f"{len(comments)} comment(s) on {day}", "\n".join(lines), "daily_digest")
 
-    async def _weekly(self, site: Site, week: Period) -> None:
+    async def _weekly(self, site: Site, week: Period) -> list[OutgoingMail]:
         report = await self._reports.report(site.id, week)
         total = report.total
         lines = [
@@ -164,7 +185,7 @@ class Digests:
             if questions:
                 lines += ["", "Asked most often:"]
                 lines += [f"  {count} × {text}" for text, count in questions[:TOP_QUESTIONS]]
-        await self._mail_all(site, f"Last week at {site.name}", "\n".join(lines) + "\n", "weekly_digest")
+        return await self._mail_all(site, f"Last week at {site.name}", "\n".join(lines) + "\n", "weekly_digest")
 
     async def loop(self) -> None:
         while True:

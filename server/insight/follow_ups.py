@@ -9,7 +9,6 @@ from nameplate.errors import NameplateError, NotFound
 from nameplate.insight import events as insight_events
 from nameplate.insight.mailing import Outbox, OutgoingMail, send
 from nameplate.insight.metrics import Event, facts_of
-from nameplate.people.customers import display_name
 from nameplate.people.directory import Directory
 from nameplate.protocol.vocabulary import ErrorCode, EventKind
 from nameplate.store.engine import Sessions
@@ -53,20 +52,28 @@ class FollowUps:
             address = conversation.offline_email or (customer.email if customer else None)
             if not address:
                 raise NameplateError(ErrorCode.no_email, "this visitor left no e-mail address", 409)
-            name = display_name(customer) if customer else "there"
+            # The greeting uses the visitor's name when they gave one ("Hello," otherwise).
+            name = customer.name if customer and customer.name else None
             when = facts.left_at.strftime("%d %B at %H:%M UTC") if facts.left_at else "earlier"
             where = f" on {facts.page}" if facts.page else ""
-            mail = OutgoingMail(
-                to=address,
-                subject=f"Sorry we missed you — {site.name}",
-                text=(
-                    f"Hello {name},\n\nYou were waiting to chat with us{where} ({when}) and had to leave before "
-                    "one of us could answer. Sorry to have kept you waiting.\n\nIf you still need help, just "
-                    f"reply to this e-mail: it comes straight to me.\n\n{sender.full_name}\n{site.name}\n"
+            mail = await send(
+                self._outbox,
+                session,
+                OutgoingMail(
+                    to=address,
+                    subject=f"Sorry we missed you — {site.name}",
+                    text=(
+                        f"You were waiting to chat with us{where} ({when}) and had to leave before one of us "
+                        "could answer. Sorry to have kept you waiting.\n\nIf you still need help, just reply to "
+                        "this e-mail: it comes straight to me."
+                    ),
+                    from_name=f"{sender.full_name} ({site.name})",
+                    site_id=conversation.site_id,
+                    conversation_id=conversation.id,
+                    agent_id=sender.id,
+                    to_name=name,
+                    category="follow_up",
                 ),
-                from_name=f"{sender.full_name} ({site.name})",
-                reply_to=sender.email,
-                category="follow_up",
             )
             insight_events.record(
                 session,
@@ -76,6 +83,7 @@ class FollowUps:
                 team_id=conversation.team_id,
                 agent_id=sender.id,
             )
+            # The mail row and the `emailed` event are one transaction: both or neither.
             await session.commit()
-        await send(self._outbox, mail)
+        self._outbox.wake()
         return mail

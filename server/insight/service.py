@@ -21,7 +21,8 @@ class Insight:
         embedder: str = "auto",
         outbox: Outbox | None = None,
     ) -> None:
-        # Until the e-mail outbox (nameplate.mail) is wired here, mails stay in this process's memory.
+        # `Services.build` passes the e-mail outbox's adapter (nameplate.mail.insight_mail); an Insight built on
+        # its own keeps its mails in this process's memory.
         self.outbox: Outbox = outbox or MemoryOutbox()
         self.reports = Reports(sessions, directory, embedder)
         self.follow_ups = FollowUps(sessions, directory, self.outbox)

@@ -19,6 +19,8 @@ from email.utils import format_datetime, formataddr
 from nameplate.store.models import Agent, OutboxMail, new_id, utcnow
 
 MAX_HEADER_CHARS = 200
+# Mails to supervisors about no conversation (insight's digests): machine-sent, no reply token.
+DIGEST_KINDS = ("daily_digest", "weekly_digest")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]+")
 
 
@@ -92,7 +94,7 @@ def compose(
     sender: Sender,
     site_id: str,
     conversation_id: str | None,
-    token: str,
+    token: str | None,
     kind: str,
     to_address: str,
     to_name: str | None,
@@ -105,13 +107,16 @@ def compose(
     previous_message_id: str | None = None,
     public_url: str | None = None,
 ) -> OutboxMail:
-    """An outbox row, text and HTML, with every header fixed now (a retry resends exactly this)."""
+    """An outbox row, text and HTML, with every header fixed now (a retry resends exactly this).
+
+    Without a token (a mail about no conversation, such as a supervisor's digest) there is no Reply-To and
+    no thread: a reply goes to the site's own sending address, not into a conversation."""
     mail_id = new_id()
-    safe_token = token
-    message_id = f"<{re.sub(r'[^A-Za-z0-9]', '', mail_id)}.{safe_token}@{sender.inbound_domain}>"
-    references = thread_root(sender, token)
+    local_id = re.sub(r"[^A-Za-z0-9]", "", mail_id)
+    message_id = f"<{local_id}.{token}@{sender.inbound_domain}>" if token else f"<{local_id}@{sender.inbound_domain}>"
+    references = thread_root(sender, token) if token else ""
     if previous_message_id and previous_message_id != references:
-        references += " " + previous_message_id
+        references = f"{references} {previous_message_id}".strip()
     first_name = header_text((to_name or "").split(" ")[0], 60) if to_name else ""
     salutation = f"Hi {first_name}," if first_name else "Hello,"
     signer = agent.given_name if agent is not None else sender.site_name
@@ -131,21 +136,24 @@ def compose(
     if link:
         text_parts += ["", f"{link_label}: {link}"]
         html_parts.append(f'<p><a href="{html.escape(link)}">{html.escape(link_label)}</a></p>')
-    footer = f"Reply to this e-mail and your answer reaches {signer} directly."
-    text_parts += ["", footer]
-    html_parts.append(f'<p style="color:#777;font-size:small">{html.escape(footer)}</p>')
+    if token:
+        footer = f"Reply to this e-mail and your answer reaches {signer} directly."
+        text_parts += ["", footer]
+        html_parts.append(f'<p style="color:#777;font-size:small">{html.escape(footer)}</p>')
 
     headers = {
         "From": from_header(sender, agent),
-        "Reply-To": reply_address(sender, token),
-        "References": references,
         "Date": format_datetime(utcnow()),
         # Our own marker: a mail that comes back carrying it is one of ours looping, not a customer.
         "X-Loop": f"nameplate@{sender.inbound_domain}",
     }
+    if token:
+        headers["Reply-To"] = reply_address(sender, token)
+    if references:
+        headers["References"] = references
     if previous_message_id:
         headers["In-Reply-To"] = previous_message_id
-    if kind in ("rating", "unread"):
+    if kind in ("rating", "unread", *DIGEST_KINDS):
         headers["Auto-Submitted"] = "auto-generated"
     to_header = formataddr((header_text(to_name, 100), to_address)) if to_name else to_address
     headers["To"] = to_header

@@ -6,6 +6,7 @@ from nameplate.chat.conversations import Conversations
 from nameplate.config import Settings
 from nameplate.mail.followup import FollowUps
 from nameplate.mail.inbound import Inbound
+from nameplate.mail.insight_mail import InsightMail
 from nameplate.mail.listener import Listener
 from nameplate.mail.outbox import Outbox, Transport
 from nameplate.mail.site_settings import SiteMailSettings
@@ -45,6 +46,8 @@ class Mail:
             settings.mail_rating_delay_seconds,
         )
         self.outbox.before_pass.append(self.followups.sweep)
+        # Supervisor insight's follow-ups and digests (`Insight(outbox=...)`, see nameplate.services).
+        self.insight = InsightMail(self.outbox, self.tokens, self.site_settings, directory, settings.public_url)
         self.hook_secret = settings.inbound_hook_secret
         self.listener = (
             Listener(self.inbound, settings.inbound_smtp_host, settings.inbound_smtp_port)

@@ -12,10 +12,19 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from nameplate.insight.mailing import MemoryOutbox
-from nameplate.store.models import Conversation, Customer, InsightEvent
+from nameplate.mail.compose import customer_reply, to_message
+from nameplate.store.models import Conversation, ConversationStatus, Customer, InboundMail, InsightEvent
 from nameplate.web import login as login_module
-from tests.harness import RunningServer, connect_agent, connect_visitor, poll_until, running_server, seeded_settings
+from tests.harness import (
+    RunningServer,
+    connect_agent,
+    connect_visitor,
+    free_port,
+    poll_until,
+    running_server,
+    seeded_settings,
+)
+from tests.mail_helpers import SmtpSink, agent_by_email, offline_conversation, outbox_rows, send_smtp
 
 PASSWORD = "nameplate-demo"
 JANE, TOMAS = "jane@acme.example", "tomas@acme.example"
@@ -142,9 +151,20 @@ async def test_a_visitor_who_leaves_the_queue_is_listed_and_followed_up(server: 
         assert again.status_code == 409 and again.json()["error"]["code"] == "already_sent"
         forged = await supervisor.post(url, data={"csrf_token": "nope"})
         assert forged.status_code == 403
-    outbox = server.services.insight.outbox
-    assert isinstance(outbox, MemoryOutbox)
-    assert [m.to for m in outbox.mails] == ["walker@example.com"]
+    # Into the e-mail outbox (no SMTP_URL: the dev outbox page lists it), from the supervisor who sent it.
+    (row,) = await outbox_rows(server.services)
+    assert (row.kind, row.to_address, row.conversation_id) == (
+        "follow_up",
+        "walker@example.com",
+        ack["conversation_id"],
+    )
+    sender = to_message(row)["From"].addresses[0]
+    assert (sender.display_name, sender.addr_spec) == ("Tomás Okafor-Lindqvist (Acme Outdoor)", "support@localhost")
+    assert row.headers["Reply-To"].startswith("reply+")
+    async with desk(server, TOMAS) as supervisor:
+        outbox_page = await supervisor.get("/console/mail")
+        assert outbox_page.status_code == 200 and "walker@example.com" in outbox_page.text
+        assert "follow_up" in outbox_page.text
 
 
 async def _has(server: RunningServer, conversation_id: str, kind: str) -> bool:
@@ -182,3 +202,56 @@ async def test_a_visitor_who_reloads_within_the_grace_period_has_not_given_up(se
     conversation = await server.services.conversations.get(ack["conversation_id"])
     assert conversation is not None and conversation.status == "queued"
     await again.close()
+
+
+async def test_a_follow_up_goes_out_over_smtp_and_the_visitors_answer_comes_back(tmp_path: Path) -> None:
+    """The follow-up to a visitor who gave up, delivered by a real SMTP server; the visitor's answer to it,
+    sent to the listener, reaches the same customer's conversation thread (a linked follow-up, since a chat
+    the visitor gave up on is closed)."""
+    async with SmtpSink() as sink:
+        settings = await seeded_settings(
+            tmp_path,
+            smtp_url=sink.url,
+            public_url="http://chat.acme.example",
+            inbound_smtp_port=free_port(),
+            inbound_smtp_host="127.0.0.1",
+        )
+        async with running_server(settings) as server:
+            services = server.services
+            conversation = await offline_conversation(services)  # Ada, queued, nobody online
+            await services.conversations.abandon(conversation.id, "https://acme.example/packs", conversation.created_at)
+            tomas = await agent_by_email(services, TOMAS)
+            jane = await agent_by_email(services, JANE)
+            await services.insight.follow_ups.send(tomas, conversation.id, sender_id=jane.id)
+            (message,) = await sink.wait_for(1)
+            assert sink.envelopes[0][1] == ["ada@example.com"]
+            assert message["Subject"] == "Sorry we missed you — Acme Outdoor"
+            assert message["From"].addresses[0].display_name == "Jane Chang-Katzenberg (Acme Outdoor)"
+            assert message["From"].addresses[0].addr_spec == "support@chat.acme.example"  # the site's, not hers
+            reply_to = str(message["Reply-To"])
+            assert reply_to.startswith("reply+") and reply_to.endswith("@chat.acme.example")
+            token = reply_to[len("reply+") : reply_to.index("@")]
+            assert services.mail.tokens.read(token).conversation_id == conversation.id
+            text = message.get_body(("plain",)).get_content()
+            assert text.startswith("Hi Ada,") and "https://acme.example/packs" in text
+            assert "http://chat.acme.example/mail/c/" in text
+            (row,) = await poll_until(lambda: _sent(services))
+            assert row.message_id == message["Message-ID"].strip() and row.transport == "smtp"
+
+            raw = customer_reply(row, "Yes please, is the Ridge 40 still in stock?")
+            code, answer, refusals = await send_smtp(settings.inbound_smtp_port, "ada@example.com", [reply_to], raw)
+            assert (code, refusals) == (250, []), answer
+            async with services.sessions() as session:
+                (record,) = (await session.execute(select(InboundMail))).scalars()
+            assert record.status == "posted" and record.reason == f"follow-up to closed conversation {conversation.id}"
+            follow_up = await services.conversations.get(record.conversation_id)
+            assert follow_up is not None and follow_up.customer_id == conversation.customer_id
+            assert follow_up.status != ConversationStatus.closed.value and follow_up.offline_email == "ada@example.com"
+            history = await services.conversations.history(follow_up.id)
+            assert conversation.id in history[0]["body"]
+            assert history[1]["body"] == "Yes please, is the Ridge 40 still in stock?"  # the quote stripped
+            assert history[1]["author"]["kind"] == "visitor" and record.seq == history[1]["seq"]
+
+
+async def _sent(services):  # noqa: ANN001, ANN202
+    return [row for row in await outbox_rows(services, kind="follow_up") if row.state == "sent"] or None
