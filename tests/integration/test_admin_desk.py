@@ -19,7 +19,7 @@ from sqlalchemy import select
 from nameplate.demo.seed import DEMO_CUSTOMER
 from nameplate.store.models import AgentTeam, Message, Team
 from nameplate.web import login as login_module
-from tests.harness import RunningServer, connect_agent, connect_visitor, running_server
+from tests.harness import RunningServer, connect_agent, connect_visitor, poll_until, running_server
 from tests.harness import test_settings as settings_for
 from tests.integration.test_console_http import jpeg_bytes
 
@@ -94,7 +94,7 @@ async def test_supervisors_and_admins_arrive_away_and_get_no_chats(server: Runni
     priya = await connect_agent(server, PRIYA)
     assert tomas.of_type("welcome")[0]["status"] == "away"
     assert priya.of_type("welcome")[0]["status"] == "away"
-    assert (await routing_state(server, TOMAS) or ("", None))[0] == "away"
+    assert (await poll_until(lambda: routing_state(server, TOMAS), timeout=10))[0] == "away"
 
     visitor, _ = await connect_visitor(server)
     await visitor.send(type="message", client_id="1", body="Is anyone there?")
@@ -118,7 +118,7 @@ async def test_supervisors_and_admins_arrive_away_and_get_no_chats(server: Runni
 async def test_a_supervisor_can_arrive_available_by_asking(server: RunningServer) -> None:
     tomas = await connect_agent(server, TOMAS, status="available")
     assert tomas.of_type("welcome")[0]["status"] == "available"
-    assert (await routing_state(server, TOMAS) or ("", None))[0] == "available"
+    assert (await poll_until(lambda: routing_state(server, TOMAS), timeout=10))[0] == "available"
     jane = await connect_agent(server, JANE, status="away")
     assert jane.of_type("welcome")[0]["status"] == "away"
 
@@ -150,8 +150,9 @@ async def test_admin_creates_renames_and_staffs_a_team(server: RunningServer, cl
 
     # Jane is online: once she is in Returns, routing knows it without her changing status.
     jane = await connect_agent(server, JANE)
-    before = await routing_state(server, JANE)
-    assert before is not None and team.id not in before[1]
+    # Her console registers her for routing just after its welcome: wait for that, not for a moment.
+    before = await poll_until(lambda: routing_state(server, JANE), timeout=10)
+    assert team.id not in before[1]
     jane_id, tomas_id = await agent_id(server, JANE), await agent_id(server, TOMAS)
     members = await priya.post(
         f"/admin/teams/{team.id}/members", data={"csrf_token": token, "members": [jane_id, tomas_id]}
