@@ -9,51 +9,20 @@ import hmac
 import io
 import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import select
 
 from nameplate.demo.seed import DEMO_CUSTOMER
 from nameplate.store.models import AgentTeam, Message, Team
-from nameplate.web import login as login_module
+from tests.desk_clients import clients_fixture, csrf_of, many_logins, signed_in  # noqa: F401  (fixtures)
 from tests.harness import RunningServer, connect_agent, connect_visitor, poll_until, running_server
 from tests.harness import test_settings as settings_for
 from tests.integration.test_console_http import jpeg_bytes
 
-PASSWORD = "nameplate-demo"
 JANE, TOMAS, PRIYA = "jane@acme.example", "tomas@acme.example", "priya@acme.example"
 XSS = "<script>alert(1)</script>"
-
-
-@pytest.fixture(autouse=True)
-def many_logins(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(login_module, "LOGIN_ATTEMPTS", 1000)
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[httpx.AsyncClient]]:
-    opened: list[httpx.AsyncClient] = []
-    yield opened
-    for client in opened:
-        await client.aclose()
-
-
-async def signed_in(server: RunningServer, clients: list[httpx.AsyncClient], email: str) -> httpx.AsyncClient:
-    client = httpx.AsyncClient(base_url=server.base_url, timeout=10)
-    clients.append(client)
-    response = await client.post("/login", json={"email": email, "password": PASSWORD})
-    assert response.status_code == 200, response.text
-    return client
-
-
-async def csrf_of(client: httpx.AsyncClient) -> str:
-    page = await client.get("/profile")
-    match = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text)
-    assert match, page.text[:300]
-    return match.group(1)
 
 
 async def agent_id(server: RunningServer, email: str) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from sqlmodel import col
 from nameplate.people.credentials import identity_hash
 from nameplate.protocol.vocabulary import AuditAction
 from nameplate.store.models import AuditEntry, Message, WebhookDelivery
-from nameplate.web import login as login_module
+from tests.desk_clients import clients_fixture, csrf_of, many_logins, signed_in  # noqa: F401  (fixtures)
 from tests.harness import (
     Client,
     RunningServer,
@@ -29,7 +28,6 @@ from tests.harness import (
     seeded_settings,
 )
 
-PASSWORD = "nameplate-demo"
 JANE, TOMAS, PRIYA = "jane@acme.example", "tomas@acme.example", "priya@acme.example"
 XSS = "<script>alert(1)</script>"
 
@@ -40,34 +38,6 @@ async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
     the server accepts only with internal targets allowed, as WEBHOOKS_ALLOW_PRIVATE does."""
     async with running_server(await seeded_settings(tmp_path, webhooks_allow_private=True)) as running:
         yield running
-
-
-@pytest.fixture(autouse=True)
-def many_logins(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(login_module, "LOGIN_ATTEMPTS", 1000)
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[httpx.AsyncClient]]:
-    opened: list[httpx.AsyncClient] = []
-    yield opened
-    for client in opened:
-        await client.aclose()
-
-
-async def signed_in(server: RunningServer, clients: list[httpx.AsyncClient], email: str) -> httpx.AsyncClient:
-    client = httpx.AsyncClient(base_url=server.base_url, timeout=10)
-    clients.append(client)
-    response = await client.post("/login", json={"email": email, "password": PASSWORD})
-    assert response.status_code == 200, response.text
-    return client
-
-
-async def csrf_of(client: httpx.AsyncClient) -> str:
-    page = await client.get("/profile")
-    match = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text)
-    assert match, page.text[:300]
-    return match.group(1)
 
 
 async def stored_audit(server: RunningServer) -> list[AuditEntry]:
