@@ -398,42 +398,54 @@ class Router:
         to_team_id: str | None,
         note: str,
     ) -> None:
+        """Hand a chat to one colleague (who must be there and have room) or to a team (queued, first in line)."""
         if bool(to_agent_id) == bool(to_team_id):
             raise NameplateError(ErrorCode.invalid, "transfer to exactly one of to_agent or to_team")
-        from_name = from_agent.full_name
         note = note.strip()[:2000]
         if to_agent_id:
-            target = await self._directory.agent(to_agent_id)
-            if target is None or target.site_id != conversation.site_id or not target.active:
-                raise NotFound("no such colleague")
-            if target.id == from_agent.id:
-                raise NameplateError(ErrorCode.invalid, "this conversation is already yours")
-            await self._check_can_take(conversation.site_id, target)
-            if not await self._conversations.hand_over(conversation.id, from_agent.id, target.id):
-                raise NameplateError(ErrorCode.conflict, "the conversation changed hands meanwhile", 409)
-            await self._broker.routing.detach(conversation.site_id, from_agent.id, conversation.id)
-            await self._broker.routing.attach(conversation.site_id, target.id, conversation.id)
-            if note:
-                await self._conversations.system_line(
-                    conversation.id, f"Hand-off note from {from_name}: {note}", private=True
-                )
-            await self._conversations.publish_committed(
-                channels.conversation(conversation.id),
-                outbound.transferred_to_agent(conversation.id, from_name, target.full_name),
+            await self._transfer_to_agent(conversation, from_agent, to_agent_id, note)
+        else:
+            await self._transfer_to_team(conversation, from_agent, to_team_id or "", note)
+
+    async def _transfer_to_agent(
+        self, conversation: Conversation, from_agent: Agent, to_agent_id: str, note: str
+    ) -> None:
+        from_name = from_agent.full_name
+        target = await self._directory.agent(to_agent_id)
+        if target is None or target.site_id != conversation.site_id or not target.active:
+            raise NotFound("no such colleague")
+        if target.id == from_agent.id:
+            raise NameplateError(ErrorCode.invalid, "this conversation is already yours")
+        await self._check_can_take(conversation.site_id, target)
+        if not await self._conversations.hand_over(conversation.id, from_agent.id, target.id):
+            raise NameplateError(ErrorCode.conflict, "the conversation changed hands meanwhile", 409)
+        await self._broker.routing.detach(conversation.site_id, from_agent.id, conversation.id)
+        await self._broker.routing.attach(conversation.site_id, target.id, conversation.id)
+        if note:
+            await self._conversations.system_line(
+                conversation.id, f"Hand-off note from {from_name}: {note}", private=True
             )
-            await self._conversations.publish_committed(
-                channels.agent(from_agent.id),
-                outbound.unassigned(conversation.id, UnassignReason.transferred),
-            )
-            moved = await self._conversations.get(conversation.id)
-            assert moved is not None
-            await self._announce_assignment(moved, target.id, note=note or None)
-            await self.publish_load(conversation.site_id, from_agent.id)
-            await self.publish_load(conversation.site_id, target.id)
-            self._watch_pickup(conversation.site_id, conversation.id, target.id)
-            return
+        await self._conversations.publish_committed(
+            channels.conversation(conversation.id),
+            outbound.transferred_to_agent(conversation.id, from_name, target.full_name),
+        )
+        await self._conversations.publish_committed(
+            channels.agent(from_agent.id),
+            outbound.unassigned(conversation.id, UnassignReason.transferred),
+        )
+        moved = await self._conversations.get(conversation.id)
+        assert moved is not None
+        await self._announce_assignment(moved, target.id, note=note or None)
+        await self.publish_load(conversation.site_id, from_agent.id)
+        await self.publish_load(conversation.site_id, target.id)
+        self._watch_pickup(conversation.site_id, conversation.id, target.id)
+
+    async def _transfer_to_team(
+        self, conversation: Conversation, from_agent: Agent, to_team_id: str, note: str
+    ) -> None:
+        from_name = from_agent.full_name
         teams = {team.id: team for team in await self._directory.teams(conversation.site_id)}
-        team = teams.get(to_team_id or "")
+        team = teams.get(to_team_id)
         if team is None:
             raise NotFound("no such team")
         if not await self._conversations.mark_requeued(conversation.id, team_id=team.id, transferred_by=from_agent.id):
