@@ -43,6 +43,9 @@ def test_settings(tmp_path: Path, **overrides: Any) -> Settings:
         presence_interval_seconds=0.1,
         # Every test client mints its tokens from 127.0.0.1; the limit itself is tested at its default.
         visitor_tokens_per_minute=1_000_000,
+        # Digests follow the wall clock: after 08:00 a test's outbox would hold the day's digest too. The
+        # digest tests turn them on and pass their own "now".
+        digest_time="off",
     )
     return replace(base, **overrides)
 

@@ -32,7 +32,8 @@ class Insight:
         self._background = BackgroundTask(self.digests.loop, "insight-digests")
 
     def start(self) -> None:
-        self._background.start()
+        if self.digests.scheduled:
+            self._background.start()
 
     async def stop(self) -> None:
         await self._background.stop()
