@@ -397,14 +397,9 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
   }
 
   // -- rendering of the state
-  function waitText(s) {
-    if (s <= 30) return "someone will be with you in a moment";
-    const m = Math.round(s / 60);
-    if (m < 90) return "about " + Math.max(1, m) + (m <= 1 ? " minute" : " minutes");
-    return "about " + Math.round(m / 60) + " hours";
-  }
+  // The wait's wording comes from the server (routing/wait_time.py), the same sentence the console shows.
   const queueText = (q) => (q.position === 1 ? "You are next in line" : "You are number " + q.position + " in line") +
-    (q.expected_wait_s != null ? " — " + waitText(q.expected_wait_s) : "");
+    (q.expected_wait_s != null && q.wait_text ? " — " + q.wait_text : "");
   function render() {
     if (!host) return;
     const closed = status === "closed";

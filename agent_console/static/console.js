@@ -639,7 +639,7 @@
       li.querySelector(".page").textContent = page ? "on " + page : "no page yet";
       const bits = [];
       if (spot) bits.push("#" + spot.position + " in line");
-      if (spot && spot.expected_wait_s) bits.push("≈ " + fmtDuration(spot.expected_wait_s) + " expected");
+      if (spot && spot.wait_text) bits.push(spot.wait_text);  // the visitor's own sentence (routing/wait_time.py)
       if (s.team_id && teams.has(s.team_id)) bits.push(teams.get(s.team_id));
       if (s.previous_agent) bits.push("returning · last with " + s.previous_agent.given_name);
       li.querySelector(".eta").textContent = bits.join(" · ");

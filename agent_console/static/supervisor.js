@@ -37,12 +37,6 @@
     if (minutes < 60) return `${minutes} min`;
     return `${Math.floor(minutes / 60)} h ${String(minutes % 60).padStart(2, "0")} min`;
   };
-  const expectedWait = (seconds) => {
-    // The server sends no estimate when no agent is on duty: say so rather than guess.
-    if (seconds === undefined || seconds === null) return "no agent on duty";
-    if (seconds < 60) return "expected wait under a minute";
-    return `expected wait about ${Math.round(seconds / 60)} min`;
-  };
   const customerName = (summary) => (summary.customer && summary.customer.name) || "Visitor";
 
   // -- state ---------------------------------------------------------------------------------------------
@@ -272,7 +266,7 @@
       detail.textContent = [
         place ? `#${place.position} in line` : "In line",
         team ? `for ${team}` : null,
-        place ? expectedWait(place.expected_wait_s) : null,
+        place ? place.wait_text : null,  // the visitor's own sentence (routing/wait_time.py)
       ].filter(Boolean).join(" · ");
     } else {
       detail.textContent = `with ${summary.agent ? summary.agent.name : "an agent"}`;

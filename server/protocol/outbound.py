@@ -111,12 +111,15 @@ def visitor_welcome(
     return frame
 
 
-def queue(conversation_id: str, position: int, expected_wait_s: int | None, agents_online: int) -> Frame:
+def queue(
+    conversation_id: str, position: int, expected_wait_s: int | None, wait_text: str, agents_online: int
+) -> Frame:
     return {
         "type": "queue",
         "conversation_id": conversation_id,
         "position": position,
         "expected_wait_s": expected_wait_s,
+        "wait_text": wait_text,
         "agents_online": agents_online,
     }
 

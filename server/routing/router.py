@@ -21,14 +21,15 @@ from nameplate.broker.base import Broker
 from nameplate.chat.conversations import Conversations
 from nameplate.desk.transcripts import as_utc
 from nameplate.errors import NameplateError, NotFound
+from nameplate.insight.metrics import Event, facts_by_conversation
 from nameplate.integrations.webhooks import Webhooks
 from nameplate.people.directory import Directory
 from nameplate.protocol import channels, outbound
-from nameplate.protocol.vocabulary import ErrorCode, Presence, UnassignReason
+from nameplate.protocol.vocabulary import ErrorCode, EventKind, Presence, UnassignReason
 from nameplate.routing.plan import QueueEntry
-from nameplate.routing.wait_time import expected_wait_seconds, mean_handle_seconds
+from nameplate.routing.wait_time import available_count, describe_wait, expected_wait_seconds, mean_handle_seconds
 from nameplate.store.engine import Sessions
-from nameplate.store.models import Agent, Conversation, ConversationStatus, Customer, utcnow
+from nameplate.store.models import Agent, Conversation, ConversationStatus, Customer, InsightEvent, utcnow
 from nameplate.store.views import ConversationView
 
 log = logging.getLogger("nameplate.routing")
@@ -201,7 +202,7 @@ class Router:
         """Fresh `queue` frames to every queued visitor, and the board to the site's consoles."""
         queue = await self._broker.routing.queue(site_id)
         agents = await self._broker.routing.agents(site_id)
-        online = sum(1 for a in agents if a.status != Presence.offline)
+        online = available_count(agents)
         handle = await self.handle_seconds(site_id)
         told = self._told.setdefault(site_id, {})
         now_told: dict[str, tuple[int, int | None, int]] = {}
@@ -211,7 +212,7 @@ class Router:
             now_told[entry.conversation_id] = (position, wait, online)
             if told.get(entry.conversation_id) == now_told[entry.conversation_id]:
                 continue
-            frame = outbound.queue(entry.conversation_id, position, wait, online)
+            frame = outbound.queue(entry.conversation_id, position, wait, describe_wait(wait), online)
             updates.append((channels.conversation(entry.conversation_id), frame))
         self._told[site_id] = now_told
         updates.append((channels.site(site_id), self._board(queue, agents, handle)))
@@ -254,9 +255,11 @@ class Router:
                 {
                     "conversation_id": e.conversation_id,
                     "position": n,
-                    "expected_wait_s": expected_wait_seconds(n, agents, handle),
+                    "expected_wait_s": wait,
+                    "wait_text": describe_wait(wait),
                 }
                 for n, e in enumerate(queue, start=1)
+                for wait in (Router._wait_for(e, n, agents, handle),)
             ],
             [{"id": a.agent_id, "status": a.status, "load": a.load, "capacity": a.capacity} for a in agents],
         )
@@ -267,31 +270,35 @@ class Router:
         for position, entry in enumerate(queue, start=1):
             if entry.conversation_id == conversation_id:
                 agents = await self._broker.routing.agents(site_id)
-                return outbound.queue(
-                    conversation_id,
-                    position,
-                    self._wait_for(entry, position, agents, await self.handle_seconds(site_id)),
-                    sum(1 for a in agents if a.status != Presence.offline),
-                )
+                wait = self._wait_for(entry, position, agents, await self.handle_seconds(site_id))
+                return outbound.queue(conversation_id, position, wait, describe_wait(wait), available_count(agents))
         return None
 
     async def handle_seconds(self, site_id: str) -> float:
+        """The mean handle time of the site's chats closed in the last day, from the event record: a chat's
+        handle time is the sum of every agent's part, so a transfer neither resets nor splits it (a chat
+        holds a slot from its first assignment to its close, whoever holds it)."""
         cached = self._handle_times.get(site_id)
         if cached and cached[0] > time.monotonic():
             return cached[1]
         async with self._sessions() as session:
-            rows = await session.execute(
-                select(col(Conversation.assigned_at), col(Conversation.closed_at))
+            recent = (
+                select(col(InsightEvent.conversation_id))
                 .where(
-                    col(Conversation.site_id) == site_id,
-                    col(Conversation.status) == ConversationStatus.closed,
-                    col(Conversation.assigned_at).is_not(None),
-                    col(Conversation.closed_at) > utcnow() - timedelta(days=1),
+                    col(InsightEvent.site_id) == site_id,
+                    col(InsightEvent.kind) == EventKind.closed,
+                    col(InsightEvent.at) > utcnow() - timedelta(days=1),
                 )
-                .order_by(col(Conversation.closed_at).desc())
+                .order_by(col(InsightEvent.at).desc())
                 .limit(HANDLE_TIME_SAMPLE)
             )
-            durations = [(closed - assigned).total_seconds() for assigned, closed in rows if assigned and closed]
+            rows = await session.execute(
+                select(InsightEvent)
+                .where(col(InsightEvent.conversation_id).in_(recent.scalar_subquery()))
+                .order_by(col(InsightEvent.conversation_id), col(InsightEvent.id))
+            )
+            events = [Event.of(row) for row in rows.scalars()]
+        durations = [f.handle_s for f in facts_by_conversation(events) if f.handle_s is not None]
         value = mean_handle_seconds(durations)
         self._handle_times[site_id] = (time.monotonic() + HANDLE_TIME_TTL_SECONDS, value)
         return value
@@ -308,7 +315,7 @@ class Router:
             self.queue_changed(agent.site_id)
 
     async def agents_online(self, site_id: str) -> int:
-        return sum(1 for a in await self._broker.routing.agents(site_id) if a.status != Presence.offline)
+        return available_count(await self._broker.routing.agents(site_id))
 
     async def publish_availability(self, site_id: str) -> None:
         """Tell the site's visitors how many agents are online, so "no one is online" never goes stale."""
@@ -341,7 +348,7 @@ class Router:
             )
             await self._conversations.system_line(
                 conversation.id,
-                f"{card['name']} is no longer available. You are first in line for the next person.",
+                f"{card['name']} is no longer available. You are back in line for the next person.",
             )
             await self._conversations.publish_committed(
                 channels.agent(agent_id),

@@ -11,6 +11,11 @@ from nameplate.routing.plan import AgentState
 DEFAULT_HANDLE_SECONDS = 180.0
 
 
+def available_count(agents: Iterable[AgentState]) -> int:
+    """Agents who can take a chat now. Away is not "online" to a visitor: an Away agent answers no one."""
+    return sum(1 for a in agents if a.status == Presence.available)
+
+
 def expected_wait_seconds(position: int, agents: Iterable[AgentState], handle_seconds: float) -> int | None:
     """Seconds until the visitor at `position` (1-based) is likely to be answered; None when no agent is
     on duty, because any number would be a guess.
@@ -28,6 +33,21 @@ def expected_wait_seconds(position: int, agents: Iterable[AgentState], handle_se
     if position <= free:
         return 0
     return round((position - free) * handle_seconds / slots)
+
+
+def describe_wait(seconds: int | None) -> str:
+    """The one sentence for an expected wait that the widget, the console and the live board all show: an
+    estimate said as one ("about 4 minutes"), and "in a moment" only when a free agent takes the chat now."""
+    if seconds is None:
+        return "no one is available to answer yet"
+    if seconds <= 0:
+        return "someone will be with you in a moment"
+    if seconds < 60:
+        return "less than a minute"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"about {minutes} minute" + ("s" if minutes > 1 else "")
+    return f"about {round(minutes / 60)} hours"
 
 
 def mean_handle_seconds(durations: list[float]) -> float:
