@@ -146,7 +146,7 @@
     convs: new Map(),       // id → conversation record (mine, or once mine in this page's life)
     order: [],              // ids of my active chats, in the order they came
     queue: new Map(),       // id → conversation summary, for the site's queue
-    board: new Map(),       // id → {position, expected_wait_s}
+    board: new Map(),       // id → {position, expected_wait_s, wait_text}
     staff: new Map(),       // agent id → {status, load, capacity}, from board frames
     fetchingSummaries: new Set(),
     customers: new Map(),   // customer id → {customer, pages, conversations} from the JSON endpoint

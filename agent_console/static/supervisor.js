@@ -44,7 +44,7 @@
     me: null,
     myStatus: null,
     conversations: new Map(), // id -> summary (queued and active only)
-    queue: new Map(), // id -> {position, expected_wait_s}
+    queue: new Map(), // id -> {position, expected_wait_s, wait_text}
     agents: new Map(), // id -> {status, load, capacity}
     names: new Map(), // agent id -> full name
     teams: new Map(), // team id -> name
