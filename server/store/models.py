@@ -6,7 +6,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from nameplate.protocol.vocabulary import AuthorKind, ConversationStatus, Role, Visibility
@@ -121,7 +121,11 @@ class Customer(SQLModel, table=True):
 
 class Conversation(SQLModel, table=True):
     __table_args__ = (
-        Index("ix_conversation_site_status", "site_id", "status"),
+        # The supervisor's list reads a site's conversations newest first (created_at, then id), filtered by
+        # status, team or dates: one index per shape reads the first page without a sort (bench/search.py).
+        Index("ix_conversation_site_status", "site_id", "status", "created_at", "id"),
+        Index("ix_conversation_site_created", "site_id", "created_at", "id"),
+        Index("ix_conversation_site_team", "site_id", "team_id", "created_at", "id"),
         Index("ix_conversation_customer", "customer_id", "created_at"),
     )
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
@@ -149,6 +153,17 @@ class Message(SQLModel, table=True):
         # Per author: a client_id is the sender's own idempotency key, and one side reusing the other's
         # (by chance or on purpose) must not make a message vanish as a "retry".
         UniqueConstraint("conversation_id", "author_kind", "client_id"),
+        # "Conversations this agent worked on" (desk/transcripts.worked_on); visitors' and system lines,
+        # most of the table, have no agent and stay out of it.
+        Index(
+            "ix_message_agent",
+            "agent_id",
+            "conversation_id",
+            postgresql_where=text("agent_id IS NOT NULL"),
+            sqlite_where=text("agent_id IS NOT NULL"),
+        ),
+        # Full-text search of body lives outside the models: a GIN expression index on PostgreSQL, an FTS5
+        # table and its triggers on SQLite (migration 0007; migrate.UNMODELLED_NAMES keeps them out of drift).
     )
     id: int | None = Field(default=None, primary_key=True)
     conversation_id: str = Field(foreign_key="conversation.id", max_length=32)

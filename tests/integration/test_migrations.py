@@ -81,7 +81,8 @@ async def test_upgrade_from_empty_to_head(database_url: str, engine: AsyncEngine
     assert await migrate.current_revision(engine) is None
     assert await migrate.upgrade_to_head(database_url) == migrate.head_revision()
     assert await migrate.current_revision(engine) == migrate.head_revision()
-    assert await table_names(engine) == model_tables() | {"alembic_version"}
+    # SQLite's full-text search adds FTS5 tables the models do not describe (migrate.UNMODELLED_NAMES).
+    assert await table_names(engine) - migrate.UNMODELLED_NAMES == model_tables() | {"alembic_version"}
     # Again: nothing to do, same revision.
     assert await migrate.upgrade_to_head(database_url) == migrate.head_revision()
 

@@ -14,7 +14,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.types import TypeDecorator
 
-from nameplate.store.migrate import target_metadata
+from nameplate.store.migrate import include_name, target_metadata
 
 config = context.config
 
@@ -35,6 +35,7 @@ def _configure(**options: Any) -> None:
         render_as_batch=True,
         compare_type=True,
         render_item=render_item,
+        include_name=include_name,
         **options,
     )
 
