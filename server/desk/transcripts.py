@@ -5,7 +5,9 @@ comes from a client goes through `visible`, which answers "not found" for anothe
 for a conversation an agent did not work on, so ids never leak across sites or agents.
 
 Exports of a date range stream from a server-side cursor in batches: a year of messages never sits in
-memory at once. Queries are plain SQL that SQLite and PostgreSQL both run.
+memory at once. Queries are plain SQL that SQLite and PostgreSQL both run, except full-text search: one
+query language (`search_query`) compiled to a tsquery on PostgreSQL's GIN index and to an FTS5 MATCH on
+SQLite (migration 0007 builds both; bench/search.py measures them over 10 million messages).
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import reduce
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, func, or_, select
+from sqlalchemy import ColumnElement, column, exists, func, literal_column, or_, select, table
 from sqlmodel import col
 
+from nameplate.desk.search_query import SearchQuery, Term, fts5_expression, highlight, parse
 from nameplate.errors import NameplateError, NotFound
 from nameplate.people.customers import customer_card
 from nameplate.people.directory import agent_card
@@ -44,8 +48,9 @@ PAGE_SIZE = 50
 # Rows fetched from the cursor per round trip and written to the response per chunk: large enough that
 # the round trips do not dominate, small enough that a chunk stays a few hundred kilobytes.
 EXPORT_BATCH = 500
-# A search term longer than this is not a search a person typed.
-MAX_SEARCH_CHARS = 200
+# Conversations counted beyond the current page. An exact count of a million rows (a site's whole history,
+# a common word) costs more than the page itself; past this the page says "1,000+" and "Page 1 of 20+".
+COUNT_AHEAD = 1000
 SYSTEM_AUTHOR_NAME = "System"
 VISITOR_FALLBACK_NAME = "Visitor"
 
@@ -177,23 +182,54 @@ class Snippet:
 SNIPPET_CONTEXT = 60
 
 
-def snippet(body: str, text: str, private: bool) -> Snippet | None:
+def snippet(body: str, query: SearchQuery, private: bool) -> Snippet | None:
     flat = " ".join(body.split())
-    at = flat.lower().find(text.lower())
-    if at < 0:
+    span = highlight(flat, query)
+    if span is None:
         return None
-    start, end = max(0, at - SNIPPET_CONTEXT), min(len(flat), at + len(text) + SNIPPET_CONTEXT)
+    at, stop = span
+    start, end = max(0, at - SNIPPET_CONTEXT), min(len(flat), stop + SNIPPET_CONTEXT)
     before = ("…" if start > 0 else "") + flat[start:at]
-    after = flat[at + len(text) : end] + ("…" if end < len(flat) else "")
-    return Snippet(before, flat[at : at + len(text)], after, private)
+    after = flat[stop:end] + ("…" if end < len(flat) else "")
+    return Snippet(before, flat[at:stop], after, private)
+
+
+# -- full-text search, per engine ----------------------------------------------------------------------------
+# Exactly the expression migration 0007 indexes (a literal regconfig, not a parameter), or the planner
+# cannot use the index.
+_SIMPLE: ColumnElement[Any] = literal_column("'simple'::regconfig")
+_TSVECTOR = func.to_tsvector(_SIMPLE, col(Message.body))
+# FTS5's table (migration 0007), outside the models: its hidden column named like the table takes MATCH.
+_FTS = table("message_fts", column("rowid"), column("message_fts"))
+
+
+def _tsquery_term(term: Term) -> Any:
+    if term.prefix:
+        # The word holds letters and digits only (search_query._WORD): nothing in it is tsquery syntax.
+        return func.to_tsquery(_SIMPLE, term.words[0] + ":*")
+    # Plain text, split by the same parser as the bodies: operators typed in it are just characters.
+    return func.phraseto_tsquery(_SIMPLE, term.text)
+
+
+def message_match(query: SearchQuery, dialect: str) -> ColumnElement[bool]:
+    """A message whose body matches the whole query."""
+    if dialect == "postgresql":
+        wanted = reduce(func.tsquery_and, [_tsquery_term(term) for term in query.include])
+        for term in query.exclude:
+            wanted = func.tsquery_and(wanted, func.tsquery_not(_tsquery_term(term)))
+        return _TSVECTOR.op("@@")(wanted)
+    matching = select(_FTS.c.rowid).where(_FTS.c.message_fts.op("MATCH")(fts5_expression(query)))
+    return col(Message.id).in_(matching)
 
 
 @dataclass(frozen=True)
 class ConversationPage:
     rows: list[ConversationRow]
     page: int
+    # At most COUNT_AHEAD beyond this page; `more` says there are more than that.
     total: int
     page_size: int = PAGE_SIZE
+    more: bool = False
     # conversation id → where the search text was found (only when searching)
     snippets: dict[str, Snippet] = field(default_factory=dict)
 
@@ -354,18 +390,23 @@ class Transcripts:
             conditions.append(col(Conversation.status) == query.status)
         if query.team_id:
             conditions.append(col(Conversation.team_id) == query.team_id)
-        text = " ".join(query.text.split())[:MAX_SEARCH_CHARS]
-        # icontains(autoescape=True) escapes % and _ so they match themselves; ILIKE on PostgreSQL,
-        # lower() LIKE lower() on SQLite: case-insensitive on both.
-        message_matches = [col(Message.body).icontains(text, autoescape=True)]
-        if not query.include_private:
-            message_matches.append(col(Message.private).is_(False))
-        if text:
-            conditions.append(exists().where(col(Message.conversation_id) == col(Conversation.id), *message_matches))
+        searched = parse(query.text)
         async with self._sessions() as session:
-            total = (
-                await session.execute(select(func.count()).select_from(Conversation).where(*conditions))
-            ).scalar_one()
+            message_matches: list[ColumnElement[bool]] = []
+            if searched is not None:
+                message_matches.append(message_match(searched, session.get_bind().dialect.name))
+                if not query.include_private:
+                    message_matches.append(col(Message.private).is_(False))
+                conditions.append(
+                    exists().where(col(Message.conversation_id) == col(Conversation.id), *message_matches)
+                )
+            # Count only as far as COUNT_AHEAD past the requested page: enough to page on, never a scan of
+            # a million rows for a number nobody needs exactly.
+            limit = (max(1, query.page) - 1) * PAGE_SIZE + COUNT_AHEAD
+            counted = select(col(Conversation.id)).where(*conditions).limit(limit + 1).subquery()
+            total = (await session.execute(select(func.count()).select_from(counted))).scalar_one()
+            more = total > limit
+            total = min(total, limit)
             pages = max(1, -(-total // PAGE_SIZE))
             page = min(max(1, query.page), pages)
             result = await session.execute(
@@ -376,7 +417,7 @@ class Transcripts:
             )
             rows = [_to_row(record) for record in result]
             snippets: dict[str, Snippet] = {}
-            if text and rows:
+            if searched is not None and rows:
                 first = (
                     select(col(Message.conversation_id), func.min(col(Message.seq)).label("seq"))
                     .where(col(Message.conversation_id).in_([row.id for row in rows]), *message_matches)
@@ -390,10 +431,10 @@ class Transcripts:
                     )
                 )
                 for conversation_id, body, private in found:
-                    excerpt = snippet(body, text, bool(private))
+                    excerpt = snippet(body, searched, bool(private))
                     if excerpt is not None:
                         snippets[conversation_id] = excerpt
-        return ConversationPage(rows, page, total, snippets=snippets)
+        return ConversationPage(rows, page, total, snippets=snippets, more=more)
 
     async def visible(self, viewer: Agent, conversation_id: str) -> ConversationRow:
         """The conversation if `viewer` may read it: supervisors and admins see their whole site, agents

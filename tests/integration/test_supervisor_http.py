@@ -23,6 +23,7 @@ from sqlalchemy import select, update
 
 from nameplate.desk import transcripts as transcripts_module
 from nameplate.desk.transcripts import ConversationQuery, Transcripts
+from nameplate.errors import NameplateError
 from nameplate.store.engine import make_engine, make_sessions
 from nameplate.store.migrate import upgrade
 from nameplate.store.models import Agent, Conversation, Customer, Message, Site
@@ -348,9 +349,11 @@ async def test_list_filters_and_search(server: RunningServer, clients: list[http
     assert "Where is my <mark>order #123</mark>? It&#39;s late." in found
     found = row_html((await tomas.get("/supervisor/conversations", params={"q": "warehouse"})).text, a)
     assert "Note</span> Refund approved by the <mark>warehouse</mark>" in found
-    assert await ids(q="50%") == [b]
-    assert await ids(q="%") == [b]  # a wildcard typed in the box matches only itself
-    assert await ids(q="_") == []
+    assert await ids(q="50%") == [b]  # full-text search: the word "50"
+    for nothing_to_find in ("%", "_", "-order"):  # punctuation only, or only what to leave out: said so
+        response = await tomas.get("/supervisor/conversations", params={"q": nothing_to_find})
+        assert response.status_code == 400
+        assert "search for at least one word" in response.text.lower() or "leave out" in response.text
     assert await ids(q="joined the conversation") == [b, a]  # system lines too
     assert await ids(q="order", status="closed") == [a]
     assert await ids(q="order", status="active") == []
@@ -864,12 +867,15 @@ async def test_search_and_streamed_export_on_postgresql() -> None:
             page = await transcripts.search(ConversationQuery(site_id=site.id, text=text, **filters))
             return {row.id for row in page.rows}
 
-        assert await found("%") == {ids["one"]}
+        assert await found("50%") == {ids["one"]}
         page = await transcripts.search(ConversationQuery(site_id=site.id, text="world"))
         excerpt = page.snippets[ids["one"]]
         assert (excerpt.before, excerpt.match, excerpt.after, excerpt.private) == ("Hello ", "WORLD", "", False)
-        assert await found("_") == {ids["two"]}
-        assert await found("\\") == {ids["two"]}
+        assert await found("under_score") == {ids["two"]}
+        assert await found("back\\slash") == {ids["two"]}
+        for punctuation in ("%", "_", "\\"):
+            with pytest.raises(NameplateError):
+                await found(punctuation)
         assert await found("world") == {ids["one"]}
         assert await found("") == set(ids.values())
         assert await found("", first_day=date(2024, 5, 2), last_day=date(2024, 5, 2)) == {ids["two"]}
