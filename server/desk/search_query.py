@@ -42,6 +42,12 @@ class Term:
     text: str  # as typed, inside quotes for a phrase: what PostgreSQL's parser reads
     words: tuple[str, ...]  # its letters-and-digits runs, lower case: what FTS5 and the highlight use
     prefix: bool = False
+    quoted: bool = False
+
+    def stand_in(self) -> str:
+        """For an index lookup by single words: the longest space-separated part of a quoted phrase (kept
+        whole, so an e-mail address stays one word to PostgreSQL's parser), else the term itself."""
+        return max(self.text.split(), key=len) if self.quoted else self.text
 
 
 @dataclass(frozen=True)
@@ -56,12 +62,12 @@ def _clean(text: str) -> str:
     return "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text)
 
 
-def _term(raw: str, prefix: bool) -> Term | None:
+def _term(raw: str, prefix: bool = False, quoted: bool = False) -> Term | None:
     words = tuple(word.lower() for word in _WORD.findall(raw))
     if not words:
         return None  # punctuation only: nothing either engine could find
     prefix = prefix and len(words) == 1 and len(words[0]) >= MIN_PREFIX_CHARS
-    return Term(raw, words, prefix)
+    return Term(raw, words, prefix, quoted and len(raw.split()) > 1)
 
 
 def parse(text: str) -> SearchQuery | None:
@@ -86,7 +92,7 @@ def parse(text: str) -> SearchQuery | None:
             closing = flat.find('"', position + 1)
             end = len(flat) if closing < 0 else closing  # an unclosed quote runs to the end
             raw, position = flat[position + 1 : end], end + 1
-            term = _term(raw, prefix=False)
+            term = _term(raw, quoted=True)
         else:
             end = flat.find(" ", position)
             end = len(flat) if end < 0 else end

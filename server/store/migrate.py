@@ -73,8 +73,8 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 # What migrations build that the models cannot describe: full-text search of message bodies (0007) — FTS5's
-# virtual table and the shadow tables it keeps on SQLite, the GIN expression index on PostgreSQL. Autogenerate
-# would otherwise want them dropped; `include_name` keeps them out of every comparison.
+# virtual table and the shadow tables it keeps on SQLite, the generated tsvector column and its GIN index on
+# PostgreSQL. Autogenerate would otherwise want them dropped; `include_name` keeps them out of comparisons.
 UNMODELLED_NAMES = frozenset(
     {
         "message_fts",
@@ -84,13 +84,14 @@ UNMODELLED_NAMES = frozenset(
         "message_fts_docsize",
         "message_fts_config",
         "ix_message_body_fts",
+        "body_tsv",
     }
 )
 
 
 def include_name(name: str | None, type_: str, _parent_names: Any) -> bool:
     """Alembic's filter for reflected objects: everything but UNMODELLED_NAMES."""
-    return not (type_ in ("table", "index") and name in UNMODELLED_NAMES)
+    return not (type_ in ("table", "index", "column") and name in UNMODELLED_NAMES)
 
 
 # Any fixed 64-bit number, the same in every process: PostgreSQL's advisory lock that serialises migrations.

@@ -162,8 +162,8 @@ class Message(SQLModel, table=True):
             postgresql_where=text("agent_id IS NOT NULL"),
             sqlite_where=text("agent_id IS NOT NULL"),
         ),
-        # Full-text search of body lives outside the models: a GIN expression index on PostgreSQL, an FTS5
-        # table and its triggers on SQLite (migration 0007; migrate.UNMODELLED_NAMES keeps them out of drift).
+        # Full-text search of body lives outside the models: a generated tsvector column with a GIN index on
+        # PostgreSQL, an FTS5 table and its triggers on SQLite (migration 0007; migrate.UNMODELLED_NAMES).
     )
     id: int | None = Field(default=None, primary_key=True)
     conversation_id: str = Field(foreign_key="conversation.id", max_length=32)
