@@ -130,7 +130,8 @@ def fts5_expression(query: SearchQuery) -> str:
 def _pattern(words: tuple[str, ...], prefix: bool) -> re.Pattern[str]:
     # Whole words (no letter or digit on either side), separated by anything that is not one.
     body = _NOT_WORD.join(re.escape(word) for word in words)
-    return re.compile(r"(?<![^\W_])" + body + ("" if prefix else r"(?![^\W_])"), re.IGNORECASE)
+    # A prefix highlights the whole word it starts ("warrant*" marks "warranty").
+    return re.compile(r"(?<![^\W_])" + body + (r"[^\W_]*" if prefix else r"(?![^\W_])"), re.IGNORECASE)
 
 
 def highlight(body: str, query: SearchQuery) -> tuple[int, int] | None:
