@@ -54,6 +54,8 @@
   let lastSeq = 0; // a fresh page asks for the whole history
   let status = null; // queued | active | closed | null
   let agent = null, agentsOnline = null, queue = null, agentReadSeq = 0, readSent = 0, score = 0;
+  // dropped: the agent_dropped frame while the agent's connection is down (the chat is still theirs)
+  let dropped = null;
   // earlier: a verified customer's closed conversations; past: the one on screen
   let earlier = [], verified = false, past = null, asked = null, teams = [];
   // ready: welcomed, replay over (our first ping is answered); lost: "Reconnecting…"; dead: gave up
@@ -392,7 +394,7 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
     conv = S.conversation_id = id;
     lastSeq = readSent = agentReadSeq = S.last_seq = S.seen_seq = 0;
     status = id ? "queued" : null;
-    agent = queue = S.offer = null;
+    agent = queue = dropped = S.offer = null;
     save();
   }
 
@@ -408,12 +410,15 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
     const cont = !conv && earlier.find((c) => c.agent);
     const who = agent || cont?.agent;
     const offer = status === "queued" && S.offer?.conversation_id === conv && S.offer;
+    const down = status === "active" && dropped;
     put($.banner, lost ? "Reconnecting… Your messages are kept and will be sent when we're back."
+      : down ? dropped.text
       : nobody ? "No one is online right now. " + (saved ? "We'll answer by email as soon as someone is back."
         : "Leave your message and your email address, and we'll answer by email.")
       : status === "queued" && !offer ? (queue ? queueText(queue) : "Waiting for the next available person…") : "");
-    $.banner.classList.toggle("warn", lost || nobody);
-    $.sub.textContent = lost ? "Connection lost" : agent && status === "active" ? (agent.given_name || agent.name) + " is here to help"
+    $.banner.classList.toggle("warn", lost || nobody || !!down);
+    $.sub.textContent = lost ? "Connection lost" : down ? (agent?.given_name || "Your agent") + " is reconnecting…"
+      : agent && status === "active" ? (agent.given_name || agent.name) + " is here to help"
       : agentsOnline ? agentsOnline + (agentsOnline > 1 ? " people" : " person") + " online now" : agentsOnline === 0 ? "No one online right now" : "";
     $.card.hidden = !who;
     if (who) {
@@ -437,7 +442,7 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
     if (offer) {
       const name = offer.agent?.name || "Your previous agent";
       $.otext.textContent = name + " is with other customers right now.";
-      $.owait.textContent = "Wait for " + name + " (about " + Math.max(1, Math.round(offer.expected_wait_s / 60)) + " min)";
+      $.owait.textContent = offer.wait_text || "Wait for " + name; // worded by the server (routing/wait_time.py)
     }
     $.topic.hidden = !teams.length || !!conv;
     $.email.hidden = !(nobody || (saved && status !== "active" && !closed));
@@ -719,18 +724,23 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
       case "agent_joined":
         status = "active";
         agent = f.agent || null;
-        queue = S.offer = null;
+        queue = dropped = S.offer = null;
         save();
         if (agent) announce("You're chatting with " + agent.name + (agent.title ? ", " + agent.title : ""));
         break;
       case "agent_left":
         announce((f.agent?.name || "Your agent") + " had to leave. You are back in line for the next person.");
         status = "queued";
-        agent = null;
+        agent = dropped = null;
+        break;
+      case "agent_dropped": // the server's words, the same as the chat's system line
+      case "agent_back":
+        dropped = f.type === "agent_dropped" ? f : null;
+        announce(f.text);
         break;
       case "transferred":
         announce((f.from || "Your agent") + " is handing you over to " + (f.to_agent || f.to_team || "a colleague") + ".");
-        if (f.to_team) { status = "queued"; agent = null; }
+        if (f.to_team) { status = "queued"; agent = dropped = null; }
         break;
       case "typing":
         if (f.by !== "agent") return;
@@ -747,6 +757,7 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
       case "closed":
         if (verified && agent) earlier.unshift({ id: conv, agent });
         status = "closed";
+        dropped = null;
         $.typing.hidden = true;
         score = 0;
         announce("The conversation has ended.");
@@ -783,6 +794,7 @@ button:focus-visible,.list:focus-visible{outline:none;box-shadow:0 0 0 2px #fff,
   function welcome(f) {
     everWelcomed = true;
     lost = false;
+    dropped = null; // a reload mid-drop shows the drop's system line in the replayed chat, not the banner
     attempts = tokenRetries = 0;
     agentsOnline = f.agents_online ?? null;
     teams = f.teams || [];

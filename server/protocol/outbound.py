@@ -73,6 +73,23 @@ def agent_left(conversation_id: str, agent: dict[str, Any]) -> Frame:
     return {"type": "agent_left", "conversation_id": conversation_id, "agent": agent}
 
 
+def agent_dropped(conversation_id: str, agent: dict[str, Any], grace_s: int, text: str) -> Frame:
+    """The agent's last console socket closed: the chat stays theirs for `grace_s` more seconds, then goes
+    back to the queue. `text` says so to the visitor (the same words as the system line in the chat)."""
+    return {
+        "type": "agent_dropped",
+        "conversation_id": conversation_id,
+        "agent": agent,
+        "grace_s": grace_s,
+        "text": text,
+    }
+
+
+def agent_back(conversation_id: str, agent: dict[str, Any], text: str) -> Frame:
+    """The agent whose connection dropped is back within the grace period: the chat is still theirs."""
+    return {"type": "agent_back", "conversation_id": conversation_id, "agent": agent, "text": text}
+
+
 def transferred_to_agent(conversation_id: str, from_name: str, to_agent: str) -> Frame:
     return {"type": "transferred", "conversation_id": conversation_id, "from": from_name, "to_agent": to_agent}
 
@@ -124,8 +141,16 @@ def queue(
     }
 
 
-def offer(conversation_id: str, agent: dict[str, Any], expected_wait_s: int) -> Frame:
-    return {"type": "offer", "conversation_id": conversation_id, "agent": agent, "expected_wait_s": expected_wait_s}
+def offer(conversation_id: str, agent: dict[str, Any], expected_wait_s: int, wait_text: str) -> Frame:
+    """`wait_text` is the label of the choice to wait ("Wait for Jane Chang-Katzenberg (about 4 minutes)"),
+    worded by routing/wait_time.py like every other wait."""
+    return {
+        "type": "offer",
+        "conversation_id": conversation_id,
+        "agent": agent,
+        "expected_wait_s": expected_wait_s,
+        "wait_text": wait_text,
+    }
 
 
 def agents_online(count: int) -> Frame:
@@ -240,14 +265,14 @@ def session_ended_event() -> Frame:
 VISITOR_FRAMES = frozenset(
     {
         "welcome", "ack", "message", "queue", "agents_online", "identified", "offer", "history", "agent_joined",
-        "agent_left", "transferred", "typing", "read", "closed", "conversation_started", "rated", "email_saved",
-        "pong", "error",
+        "agent_left", "agent_dropped", "agent_back", "transferred", "typing", "read", "closed",
+        "conversation_started", "rated", "email_saved", "pong", "error",
     }
 )  # fmt: skip
 AGENT_FRAMES = frozenset(
     {
         "welcome", "ack", "message", "assigned", "unassigned", "status", "conversation", "board", "page",
-        "customer_event", "rating", "watching", "agent_joined", "agent_left", "transferred", "typing", "read",
-        "closed", "queue", "offer", "pong", "error",
+        "customer_event", "rating", "watching", "agent_joined", "agent_left", "agent_dropped", "agent_back",
+        "transferred", "typing", "read", "closed", "queue", "offer", "pong", "error",
     }
 )  # fmt: skip

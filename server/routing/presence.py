@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 
 from nameplate.broker.base import Broker
 from nameplate.infra.background import BackgroundTask
@@ -38,15 +39,33 @@ class Presence:
         await self._background.stop()
 
     async def connected(self, site_id: str, agent_id: str, connection_id: str) -> None:
+        # No live socket in any process until this one: back from a drop (the router tells their visitors,
+        # if a chat was kept for them), or a first log-in (it tells no one).
+        returning = await self._broker.presence.live_connection_count(site_id, agent_id) == 0
         self._local[connection_id] = (site_id, agent_id)
         await self._broker.presence.agent_connected(site_id, agent_id, connection_id, self._ttl)
+        if returning:
+            await self._tell("back", self._router.agent_back(site_id, agent_id))
 
     async def disconnected(self, connection_id: str) -> None:
         owner = self._local.pop(connection_id, None)
         if owner is not None:
             if owner not in self._local.values():
                 self._statuses.pop(owner, None)
-            await self._broker.presence.agent_disconnected(owner[0], owner[1], connection_id)
+            site_id, agent_id = owner
+            await self._broker.presence.agent_disconnected(site_id, agent_id, connection_id)
+            # Their last socket anywhere: another tab (in any process) still answering is not a drop.
+            if await self._broker.presence.live_connection_count(site_id, agent_id) == 0:
+                await self._tell("dropped", self._router.agent_dropped(site_id, agent_id, self._grace))
+
+    @staticmethod
+    async def _tell(what: str, telling: Awaitable[None]) -> None:
+        """Telling visitors of a drop or a return is not the socket's business: a failure there (the store
+        going away at shutdown) is logged and must not break the socket's own start or clean-up."""
+        try:
+            await telling
+        except Exception:
+            log.exception("telling visitors their agent is %s failed", what)
 
     async def set_status(self, agent: Agent, status: str) -> None:
         self._statuses[(agent.site_id, agent.id)] = (agent, status)
@@ -68,7 +87,7 @@ class Presence:
             await self._broker.presence.refresh_connections(connections, self._ttl)
         for site_id, agent_id in await self._broker.presence.take_gone_agents(self._grace):
             log.info("agent %s is gone; requeueing their chats", agent_id)
-            await self._router.agent_gone(site_id, agent_id)
+            await self._router.agent_gone(site_id, agent_id, self._grace)
 
     async def _run(self) -> None:
         while True:

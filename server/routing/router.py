@@ -21,13 +21,20 @@ from nameplate.broker.base import Broker
 from nameplate.chat.conversations import Conversations
 from nameplate.desk.transcripts import as_utc
 from nameplate.errors import NameplateError, NotFound
-from nameplate.insight.metrics import Event, facts_by_conversation
+from nameplate.insight.metrics import Event
 from nameplate.integrations.webhooks import Webhooks
 from nameplate.people.directory import Directory
 from nameplate.protocol import channels, outbound
 from nameplate.protocol.vocabulary import ErrorCode, EventKind, Presence, UnassignReason
-from nameplate.routing.plan import QueueEntry
-from nameplate.routing.wait_time import available_count, describe_wait, expected_wait_seconds, mean_handle_seconds
+from nameplate.routing.plan import AgentState, QueueEntry
+from nameplate.routing.wait_time import (
+    HandleTimes,
+    available_count,
+    describe_offer_wait,
+    describe_seconds,
+    describe_wait,
+    estimate_waits,
+)
 from nameplate.store.engine import Sessions
 from nameplate.store.models import Agent, Conversation, ConversationStatus, Customer, InsightEvent, utcnow
 from nameplate.store.views import ConversationView
@@ -39,7 +46,9 @@ log = logging.getLogger("nameplate.routing")
 QUEUE_COALESCE_SECONDS = 0.2
 # Handling times move slowly; recomputing them once a minute is plenty.
 HANDLE_TIME_TTL_SECONDS = 60.0
-HANDLE_TIME_SAMPLE = 50
+# Closed chats of the last day read for the handle times: the site's 50 newest are among the first 50, and
+# this many more leave room for each team's own 50 (wait_time.HandleTimes) on a busy site.
+HANDLE_TIME_CHATS = 500
 # Work the store already committed but the broker refused (an outage) is retried this often, this long;
 # past that, the rebuild after the outage repairs it from the store.
 REPAIR_INTERVAL_SECONDS = 0.5
@@ -47,6 +56,34 @@ REPAIR_DEADLINE_SECONDS = 60.0
 DEFAULT_ABANDON_GRACE_SECONDS = 20.0
 # A direct hand-off the colleague's console has not opened in this time goes back to the queue.
 PICKUP_SECONDS = 30.0
+
+
+def _first_name(card: dict[str, Any]) -> str:
+    return str(card.get("given_name") or card["name"])
+
+
+# What a visitor is told while their agent's connection is down. The three lines promise and keep the same
+# thing: the drop names the deadline and the consequence, the end of the grace does exactly that, and their
+# place in line comes in the `queue` frame (a stored line would go stale as the queue moves).
+def dropped_line(card: dict[str, Any], grace_s: float) -> str:
+    name = _first_name(card)
+    return (
+        f"{name}'s connection dropped. If {name} is not back within {describe_seconds(grace_s)}, you will be "
+        "back in line for the next person, and we'll tell you your place."
+    )
+
+
+def back_line(card: dict[str, Any]) -> str:
+    return f"{_first_name(card)} is back."
+
+
+def gone_line(card: dict[str, Any], grace_s: float | None) -> str:
+    if grace_s is None:
+        return f"{card['name']} is no longer available. You are back in line for the next person."
+    return (
+        f"{_first_name(card)} did not come back within {describe_seconds(grace_s)} and is no longer available. "
+        "You are back in line for the next person."
+    )
 
 
 class Router:
@@ -65,7 +102,7 @@ class Router:
         self._directory = directory
         self._dirty: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._handle_times: dict[str, tuple[float, float]] = {}
+        self._handle_times: dict[str, tuple[float, HandleTimes]] = {}
         # What this process last told each queued conversation, so an unchanged position is not resent.
         self._told: dict[str, dict[str, tuple[int, int | None, int]]] = {}
         # How long a queued visitor may be gone (a reload, a blip) before they count as having given up.
@@ -122,11 +159,7 @@ class Router:
             state = agents.get(preferred)
             if state is not None and state.status == Presence.available and not state.has_room:
                 only_preferred = True
-                handle = await self.handle_seconds(conversation.site_id)
-                # About one chat of theirs has to finish first; they run `capacity` at once.
-                offer = outbound.offer(
-                    conversation.id, await self._directory.card(preferred), round(handle / max(1, state.capacity))
-                )
+                offer = await self._offer(conversation.site_id, conversation.id, preferred, state)
         entry = QueueEntry(
             conversation.id,
             conversation.created_at.timestamp(),
@@ -203,28 +236,19 @@ class Router:
         queue = await self._broker.routing.queue(site_id)
         agents = await self._broker.routing.agents(site_id)
         online = available_count(agents)
-        handle = await self.handle_seconds(site_id)
+        waits = estimate_waits(queue, agents, await self.handle_times(site_id))
         told = self._told.setdefault(site_id, {})
         now_told: dict[str, tuple[int, int | None, int]] = {}
         updates: list[tuple[str, dict[str, Any]]] = []
-        for position, entry in enumerate(queue, start=1):
-            wait = self._wait_for(entry, position, agents, handle)
+        for position, (entry, wait) in enumerate(zip(queue, waits, strict=True), start=1):
             now_told[entry.conversation_id] = (position, wait, online)
             if told.get(entry.conversation_id) == now_told[entry.conversation_id]:
                 continue
             frame = outbound.queue(entry.conversation_id, position, wait, describe_wait(wait), online)
             updates.append((channels.conversation(entry.conversation_id), frame))
         self._told[site_id] = now_told
-        updates.append((channels.site(site_id), self._board(queue, agents, handle)))
+        updates.append((channels.site(site_id), self._board(queue, agents, waits)))
         await self._broker.fanout.publish_many(updates)
-
-    @staticmethod
-    def _wait_for(entry: QueueEntry, position: int, agents: list[Any], handle: float) -> int | None:
-        """A visitor holding out for one agent waits for that agent alone, not for whoever is free."""
-        if entry.only_preferred and entry.preferred_agent_id:
-            mine = [a for a in agents if a.agent_id == entry.preferred_agent_id]
-            return expected_wait_seconds(1 if mine and not mine[0].has_room else 0, mine, handle)
-        return expected_wait_seconds(position, agents, handle)
 
     async def offer_for(self, site_id: str, conversation_id: str) -> dict[str, Any] | None:
         """The pending offer to wait for the previous agent, for a visitor who (re)connects meanwhile."""
@@ -234,22 +258,27 @@ class Router:
                     (a for a in await self._broker.routing.agents(site_id) if a.agent_id == entry.preferred_agent_id),
                     None,
                 )
-                capacity = state.capacity if state else 1
-                return outbound.offer(
-                    conversation_id,
-                    await self._directory.card(entry.preferred_agent_id),
-                    round(await self.handle_seconds(site_id) / max(1, capacity)),
-                )
+                return await self._offer(site_id, conversation_id, entry.preferred_agent_id, state)
         return None
+
+    async def _offer(
+        self, site_id: str, conversation_id: str, agent_id: str, state: AgentState | None
+    ) -> dict[str, Any]:
+        """About one chat of theirs has to finish first (they run `capacity` at once): the estimate a
+        visitor holding out for them gets in the queue too, said in the same words."""
+        capacity = state.capacity if state is not None else 1
+        seconds = round(await self.handle_seconds(site_id) / max(1, capacity))
+        card = await self._directory.card(agent_id)
+        return outbound.offer(conversation_id, card, seconds, describe_offer_wait(card["name"], seconds))
 
     async def board(self, site_id: str) -> dict[str, Any]:
         """The site's live board: the queue with expected waits, and every agent's status and load."""
         queue = await self._broker.routing.queue(site_id)
         agents = await self._broker.routing.agents(site_id)
-        return self._board(queue, agents, await self.handle_seconds(site_id))
+        return self._board(queue, agents, estimate_waits(queue, agents, await self.handle_times(site_id)))
 
     @staticmethod
-    def _board(queue: list[QueueEntry], agents: list[Any], handle: float) -> dict[str, Any]:
+    def _board(queue: list[QueueEntry], agents: list[AgentState], waits: list[int | None]) -> dict[str, Any]:
         return outbound.board(
             [
                 {
@@ -258,8 +287,7 @@ class Router:
                     "expected_wait_s": wait,
                     "wait_text": describe_wait(wait),
                 }
-                for n, e in enumerate(queue, start=1)
-                for wait in (Router._wait_for(e, n, agents, handle),)
+                for n, (e, wait) in enumerate(zip(queue, waits, strict=True), start=1)
             ],
             [{"id": a.agent_id, "status": a.status, "load": a.load, "capacity": a.capacity} for a in agents],
         )
@@ -270,14 +298,18 @@ class Router:
         for position, entry in enumerate(queue, start=1):
             if entry.conversation_id == conversation_id:
                 agents = await self._broker.routing.agents(site_id)
-                wait = self._wait_for(entry, position, agents, await self.handle_seconds(site_id))
+                wait = estimate_waits(queue, agents, await self.handle_times(site_id))[position - 1]
                 return outbound.queue(conversation_id, position, wait, describe_wait(wait), available_count(agents))
         return None
 
-    async def handle_seconds(self, site_id: str) -> float:
-        """The mean handle time of the site's chats closed in the last day, from the event record: a chat's
-        handle time is the sum of every agent's part, so a transfer neither resets nor splits it (a chat
-        holds a slot from its first assignment to its close, whoever holds it)."""
+    async def handle_seconds(self, site_id: str, team_id: str | None = None) -> float:
+        """The mean handle time of the team's (or, with too few, the site's) chats closed in the last day."""
+        return (await self.handle_times(site_id)).of(team_id)
+
+    async def handle_times(self, site_id: str) -> HandleTimes:
+        """The site's and its teams' mean handle times over chats closed in the last day, from the event
+        record: a chat's handle time is the sum of every agent's part, so a transfer neither resets nor splits
+        it (a chat holds a slot from its first assignment to its close, whoever holds it)."""
         cached = self._handle_times.get(site_id)
         if cached and cached[0] > time.monotonic():
             return cached[1]
@@ -290,7 +322,7 @@ class Router:
                     col(InsightEvent.at) > utcnow() - timedelta(days=1),
                 )
                 .order_by(col(InsightEvent.at).desc())
-                .limit(HANDLE_TIME_SAMPLE)
+                .limit(HANDLE_TIME_CHATS)
             )
             rows = await session.execute(
                 select(InsightEvent)
@@ -298,8 +330,7 @@ class Router:
                 .order_by(col(InsightEvent.conversation_id), col(InsightEvent.id))
             )
             events = [Event.of(row) for row in rows.scalars()]
-        durations = [f.handle_s for f in facts_by_conversation(events) if f.handle_s is not None]
-        value = mean_handle_seconds(durations)
+        value = HandleTimes.of_events(events)
         self._handle_times[site_id] = (time.monotonic() + HANDLE_TIME_TTL_SECONDS, value)
         return value
 
@@ -330,8 +361,45 @@ class Router:
                     outbound.status(state.status, state.load, state.capacity),
                 )
 
-    async def agent_gone(self, site_id: str, agent_id: str) -> None:
-        """The agent's grace period ran out: their chats go back to the front of the queue."""
+    async def agent_dropped(self, site_id: str, agent_id: str, grace_s: float) -> None:
+        """The agent's last console socket closed (a reload, a network blip, a closed laptop). Their chats
+        stay theirs for the grace period; each visitor is told now, not when it runs out, what happened and
+        what happens next, so nobody reads "Jane is here to help" while Jane cannot answer."""
+        state = next((a for a in await self._broker.routing.agents(site_id) if a.agent_id == agent_id), None)
+        if state is None or state.status == Presence.offline:
+            return  # deactivated, or already requeued: the visitor has been told that instead
+        chats = await self._conversations.for_agent(agent_id)
+        if not chats:
+            return
+        card = await self._directory.card(agent_id)
+        text = dropped_line(card, grace_s)
+        for conversation in chats:
+            await self._conversations.publish_committed(
+                channels.conversation(conversation.id),
+                outbound.agent_dropped(conversation.id, card, round(grace_s), text),
+            )
+            await self._conversations.system_line(conversation.id, text)
+
+    async def agent_back(self, site_id: str, agent_id: str) -> None:
+        """An agent whose last socket had closed has one again within the grace period: the visitors told of
+        the drop hear that the chat goes on with the same person."""
+        state = next((a for a in await self._broker.routing.agents(site_id) if a.agent_id == agent_id), None)
+        if state is None or state.status == Presence.offline:
+            return  # a first log-in, or back after the grace ran out: no chat was waiting for them
+        chats = await self._conversations.for_agent(agent_id)
+        if not chats:
+            return
+        card = await self._directory.card(agent_id)
+        text = back_line(card)
+        for conversation in chats:
+            await self._conversations.publish_committed(
+                channels.conversation(conversation.id), outbound.agent_back(conversation.id, card, text)
+            )
+            await self._conversations.system_line(conversation.id, text)
+
+    async def agent_gone(self, site_id: str, agent_id: str, grace_s: float | None = None) -> None:
+        """The agent's grace period (`grace_s`) ran out, or they were deactivated (None): their chats go
+        back to the front of the queue."""
         card = await self._directory.card(agent_id)
         for conversation in await self._conversations.for_agent(agent_id):
             if not await self._conversations.mark_requeued(conversation.id):
@@ -346,10 +414,7 @@ class Router:
                 channels.conversation(conversation.id),
                 outbound.agent_left(conversation.id, card),
             )
-            await self._conversations.system_line(
-                conversation.id,
-                f"{card['name']} is no longer available. You are back in line for the next person.",
-            )
+            await self._conversations.system_line(conversation.id, gone_line(card, grace_s))
             await self._conversations.publish_committed(
                 channels.agent(agent_id),
                 outbound.unassigned(conversation.id, UnassignReason.offline),

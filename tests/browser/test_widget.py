@@ -220,9 +220,34 @@ async def test_transfer_and_agent_leaving_show_the_person(shop: Shop, page: Page
 
     await tomas.drain(0.05)
     await tomas.close()  # gone past the grace period: back in line, and Jane (free) takes over
-    await expect(chat.locator(".msg.sys", has_text="Tomás Okafor-Lindqvist is no longer available")).to_be_visible()
+    await expect(chat.locator(".msg.sys", has_text="Tomás did not come back within 1 second")).to_be_visible()
     await expect(chat.locator(".name")).to_have_text("Jane Chang-Katzenberg")
     await jane.expect("assigned", lambda f: f["conversation"]["id"] == cid)
+
+
+async def test_the_header_stops_promising_an_agent_whose_connection_dropped(shop: Shop, page: Page) -> None:
+    shop.running.services.presence._grace = 30.0  # the drop and the return, well inside the grace
+    jane = await shop.agent()
+    composer = await open_chat(page, f"{shop.url}/demo")
+    await say(composer, "Is my order on its way?")
+    await jane.expect("assigned")
+    chat = widget(page)
+    header, banner = chat.locator(".sub"), chat.locator(".banner")
+    await expect(header).to_have_text("Jane is here to help")
+    await jane.drain(0.05)
+    await jane.close()
+    drop = (
+        "Jane's connection dropped. If Jane is not back within 30 seconds, you will be back in line for the next "
+        "person, and we'll tell you your place."
+    )
+    await expect(banner).to_have_text(drop)
+    await expect(header).to_have_text("Jane is reconnecting…")
+    await expect(chat.locator(".msg.sys", has_text="Jane's connection dropped.")).to_be_visible()
+    await expect(chat.locator(".live")).to_have_text(drop)  # read out too
+    await shop.agent()
+    await expect(header).to_have_text("Jane is here to help")
+    await expect(banner).to_be_hidden()
+    await expect(chat.locator(".msg.sys", has_text="Jane is back.")).to_be_visible()
 
 
 async def test_stale_token_is_replaced(shop: Shop, page: Page) -> None:

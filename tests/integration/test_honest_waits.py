@@ -1,15 +1,32 @@
 """Honest waits (issue 20, item 1): Away agents are not "online", a transfer does not reset the handle time the
-estimate uses, and the widget, console and live board share one sentence for a wait."""
+estimate uses, the widget, console and live board share one sentence for a wait, and the visitor is told the
+moment their agent's connection drops, what happens next, and that it happened."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 from nameplate.protocol.vocabulary import EventKind
 from nameplate.routing.plan import AgentState
-from nameplate.routing.wait_time import available_count, describe_wait
-from nameplate.store.models import InsightEvent, utcnow
-from tests.harness import RunningServer, connect_agent, connect_visitor
+from nameplate.routing.router import back_line, dropped_line, gone_line
+from nameplate.routing.wait_time import MIN_TEAM_SAMPLES, available_count, describe_wait
+from nameplate.store.models import Conversation, ConversationStatus, InsightEvent, utcnow
+from tests.harness import (
+    Client,
+    RunningServer,
+    connect_agent,
+    connect_visitor,
+    poll_until,
+    running_server,
+    seeded_settings,
+)
+from tests.security import postgres_redis_server
 
 
 def test_the_wait_is_said_as_an_estimate_and_in_a_moment_only_when_it_is() -> None:
@@ -74,3 +91,133 @@ async def test_a_transfer_mid_chat_does_not_shorten_the_handle_time_the_estimate
             )
         await session.commit()
     assert await services.router.handle_seconds(site.id) == 170.0
+
+
+async def test_a_teams_estimate_uses_its_own_recent_handle_times_once_it_has_enough(server: RunningServer) -> None:
+    services = server.services
+    (site,) = await services.directory.sites()
+    jane = await services.directory.agent_by_email(site.id, "jane@acme.example")
+    assert jane is not None
+    first, second = (team.id for team in (await services.directory.teams(site.id))[:2])
+    start = utcnow() - timedelta(hours=2)
+    # Ten-minute chats for the first team (enough of them), one-minute chats for the second (too few to say).
+    chats = [(first, 600.0)] * MIN_TEAM_SAMPLES + [(second, 60.0)] * (MIN_TEAM_SAMPLES - 1)
+    async with services.sessions() as session:
+        for n, (team_id, seconds) in enumerate(chats):
+            opened = start + timedelta(minutes=15 * n)
+            for kind, offset in ((EventKind.queued, 0.0), (EventKind.assigned, 5.0), (EventKind.closed, 5.0 + seconds)):
+                session.add(
+                    InsightEvent(
+                        site_id=site.id,
+                        conversation_id=f"team-chat-{n}",
+                        kind=kind,
+                        at=opened + timedelta(seconds=offset),
+                        team_id=team_id,
+                        agent_id=jane.id if kind != EventKind.queued else None,
+                    )
+                )
+        await session.commit()
+    site_mean = sum(seconds for _, seconds in chats) / len(chats)
+    assert await services.router.handle_seconds(site.id, first) == 600.0
+    assert await services.router.handle_seconds(site.id, second) == site_mean
+    assert await services.router.handle_seconds(site.id) == site_mean
+
+
+# -- the visitor told the moment their agent leaves, and what happens next ---------------------------------
+@contextlib.asynccontextmanager
+async def desk(backend: str, tmp_path: Path, grace: float) -> AsyncIterator[RunningServer]:
+    """The demo shop on the embedded engines or on PostgreSQL + Redis (where "the agent's last socket" is
+    counted across processes in Redis), with the agents' reconnect grace set to `grace` seconds."""
+    if backend == "embedded":
+        async with running_server(await seeded_settings(tmp_path, agent_grace_seconds=grace)) as running:
+            yield running
+    else:
+        async with postgres_redis_server(tmp_path, agent_grace_seconds=grace) as running:
+            yield running
+
+
+BACKENDS = pytest.mark.parametrize("backend", ["embedded", "postgres_redis"])
+
+
+async def chatting_with_jane(server: RunningServer) -> tuple[Client, Client, str]:
+    jane = await connect_agent(server, "jane@acme.example", status="available")
+    visitor, _ = await connect_visitor(server)
+    await visitor.send(type="message", client_id="d1", body="Where is my parcel?")
+    await visitor.expect("agent_joined")
+    conversation_id = (await jane.expect("assigned"))["conversation"]["id"]
+    return jane, visitor, conversation_id
+
+
+def system_line(visitor: Client, body: str) -> Any:
+    return visitor.expect("message", lambda f: f["author"]["kind"] == "system" and f["body"] == body)
+
+
+@BACKENDS
+async def test_the_visitor_hears_at_once_that_their_agent_dropped_and_that_she_is_back(
+    backend: str, tmp_path: Path
+) -> None:
+    # A long grace: everything the visitor hears below comes from the drop and the return, not its end.
+    async with desk(backend, tmp_path, grace=30.0) as server:
+        jane, visitor, conversation_id = await chatting_with_jane(server)
+        card = await server.services.directory.card(jane.frames[0]["agent"]["id"])
+        await jane.close()
+        dropped = await visitor.expect("agent_dropped", timeout=5)  # at once, not after the 30 s
+        assert dropped["conversation_id"] == conversation_id and dropped["agent"]["name"] == card["name"]
+        assert dropped["grace_s"] == 30
+        promise = (
+            "Jane's connection dropped. If Jane is not back within 30 seconds, you will be back in line for the "
+            "next person, and we'll tell you your place."
+        )
+        assert dropped["text"] == dropped_line(card, 30.0) == promise
+        await system_line(visitor, dropped["text"])  # the chat says the same, and keeps it for a reload
+
+        await connect_agent(server, "jane@acme.example")
+        back = await visitor.expect("agent_back")
+        assert back["text"] == back_line(card) == "Jane is back."
+        await system_line(visitor, "Jane is back.")
+        async with server.services.sessions() as session:
+            conversation = await session.get(Conversation, conversation_id)
+        assert conversation is not None and conversation.agent_id == card["id"]
+        assert conversation.status == ConversationStatus.active
+        assert not visitor.of_type("agent_left") and not visitor.of_type("queue")
+
+
+@BACKENDS
+async def test_past_the_grace_the_visitor_is_back_in_line_as_the_drop_promised(backend: str, tmp_path: Path) -> None:
+    async with desk(backend, tmp_path, grace=1.0) as server:
+        jane, visitor, conversation_id = await chatting_with_jane(server)
+        card = await server.services.directory.card(jane.frames[0]["agent"]["id"])
+        await jane.close()
+        dropped = await visitor.expect("agent_dropped")
+        said = await system_line(visitor, dropped_line(card, 1.0))
+        assert dropped["text"] == said["body"]
+        left = await visitor.expect("agent_left")
+        assert left["conversation_id"] == conversation_id
+        kept = await system_line(visitor, gone_line(card, 1.0))
+        assert kept["body"] == (
+            "Jane did not come back within 1 second and is no longer available. You are back in line for the next "
+            "person."
+        )
+        assert kept["seq"] > said["seq"]
+        # "we'll tell you your place": the queue frame, not a stored line that would go stale.
+        place = await visitor.expect("queue")
+        assert place["position"] == 1 and place["wait_text"] == describe_wait(place["expected_wait_s"])
+        assert not visitor.of_type("agent_back")
+
+
+@BACKENDS
+async def test_closing_one_of_two_console_tabs_is_not_a_drop(backend: str, tmp_path: Path) -> None:
+    async with desk(backend, tmp_path, grace=30.0) as server:
+        jane, visitor, _ = await chatting_with_jane(server)
+        second_tab = await connect_agent(server, "jane@acme.example")
+        (site,) = await server.services.directory.sites()
+        agent_id = jane.frames[0]["agent"]["id"]
+
+        async def one_tab_left() -> bool:
+            return await server.services.broker.presence.live_connection_count(site.id, agent_id) == 1
+
+        await jane.close()
+        await poll_until(one_tab_left)
+        await second_tab.close()  # now she is gone: the one drop the visitor hears of
+        await visitor.expect("agent_dropped")
+        assert len(visitor.of_type("agent_dropped")) == 1
